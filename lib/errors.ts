@@ -1,0 +1,54 @@
+/**
+ * Every failure is a ModelStockError with a stable `code`, and the file and tensor it concerns when
+ * there is one. The codes mirror the reference safetensors crate's error variants (one per rule) plus
+ * the merge's own rules from MODEL_STOCK.md.
+ */
+export type ErrorCode =
+  // safetensors format (reader)
+  | 'HEADER_TOO_SMALL' // file shorter than the 8-byte length prefix
+  | 'HEADER_TOO_LARGE' // declared header length > 100,000,000 bytes
+  | 'INVALID_HEADER_LENGTH' // header would extend past the end of the file
+  | 'INVALID_HEADER_UTF8' // header bytes are not UTF-8
+  | 'INVALID_HEADER' // header is not a JSON object, or has a malformed entry
+  | 'INVALID_METADATA' // __metadata__ is not a string → string map
+  | 'DUPLICATE_KEY' // a tensor name appears twice in the header
+  | 'UNKNOWN_DTYPE' // dtype string not in the format's list
+  | 'INVALID_SHAPE' // shape not an array of non-negative safe integers
+  | 'INVALID_OFFSETS' // data_offsets not [begin, end] with begin <= end
+  | 'INVALID_OFFSET' // tensors not contiguous from 0 (gap or overlap)
+  | 'TENSOR_INVALID_INFO' // elements × dtype size ≠ end − begin (or overflow)
+  | 'METADATA_INCOMPLETE_BUFFER' // data does not end exactly at end of file
+  | 'INVALID_INDEX' // model.safetensors.index.json malformed or names a missing tensor/shard
+  | 'NO_CHECKPOINT' // folder has no safetensors file
+  | 'IO_ERROR'
+  // merge rules
+  | 'UNSUPPORTED_DTYPE' // float dtype we cannot merge (F8_*, F6_*, F4), or bad --out-dtype
+  | 'SHAPE_MISMATCH'
+  | 'NON_FINITE' // NaN or Inf in an input of a merged tensor
+  | 'TOO_FEW_MODELS'
+  | 'BAD_OUTPUT_PATH' // OUT exists (without overwrite), or is/contains/lies inside an input
+  | 'BAD_CONFIG' // YAML or options we cannot honour
+  | 'BACKEND_UNAVAILABLE'
+  | 'NATIVE_ERROR'
+  | 'CANCELLED';
+
+export class ModelStockError extends Error {
+  readonly code: ErrorCode;
+  readonly file: string | undefined;
+  readonly tensor: string | undefined;
+
+  constructor(code: ErrorCode, message: string, where: { file?: string; tensor?: string; cause?: unknown } = {}) {
+    const parts: string[] = [];
+    if (where.file !== undefined) parts.push(where.file);
+    if (where.tensor !== undefined) parts.push(`tensor "${where.tensor}"`);
+    super(parts.length > 0 ? `${parts.join(': ')}: ${message}` : message, { cause: where.cause });
+    this.name = 'ModelStockError';
+    this.code = code;
+    this.file = where.file;
+    this.tensor = where.tensor;
+  }
+}
+
+export function isModelStockError(e: unknown): e is ModelStockError {
+  return e instanceof ModelStockError;
+}
