@@ -1,0 +1,96 @@
+import type { FloatDType, DType } from './dtype';
+import type { BackendInfo } from './engine/backend';
+import type { ThetaRule } from './math/ratio';
+
+export type BackendChoice = 'auto' | 'js' | 'native' | 'cuda';
+
+export interface MergeProgress {
+  /** Input bytes processed so far (each input byte counted once per pass that reads it). */
+  readonly bytesDone: number;
+  readonly bytesTotal: number;
+  readonly tensorsDone: number;
+  readonly tensorsTotal: number;
+  /** The tensor being processed. */
+  readonly tensor: string | undefined;
+}
+
+export interface MergeOptions {
+  /** Base (pre-trained) model: a folder, or one .safetensors file. */
+  readonly base: string;
+  /** N ≥ 2 fine-tuned models of the same architecture. */
+  readonly models: readonly string[];
+  /** Output folder; must not exist unless `overwrite`. */
+  readonly out: string;
+  /** One ratio per output row (`[shape[0], rest]`) instead of per tensor. Default false. */
+  readonly filterWise?: boolean;
+  /** Default 'mean-cos'. */
+  readonly theta?: ThetaRule;
+  /** Output dtype for merged tensors; default: each tensor's base dtype. */
+  readonly outDtype?: FloatDType;
+  /** Maximum shard size in bytes (default 5e9, mergekit's). */
+  readonly shardSize?: number;
+  readonly overwrite?: boolean;
+  /** Default 'auto': native when it loads, else js. */
+  readonly backend?: BackendChoice;
+  /** Memory budget for tensor buffers in bytes (default 1 GiB). A tensor whose inputs fit is read once. */
+  readonly memory?: number;
+  /** Largest single read buffer in bytes (default and maximum 1 GiB). */
+  readonly window?: number;
+  /** Worker threads for the native backend (default: all cores). */
+  readonly threads?: number;
+  /** fsync the output before the atomic rename (default true). */
+  readonly fsync?: boolean;
+  /** Also write the JSON report here. */
+  readonly report?: string;
+  /** The resolved config written beside the weights (defaults to one built from these options). */
+  readonly configYaml?: string;
+  readonly onProgress?: (p: MergeProgress) => void;
+  /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
+  readonly onWarning?: (message: string) => void;
+}
+
+export type TensorAction = 'merge' | 'copy' | 'drop';
+
+export interface RatioStats {
+  readonly min: number;
+  readonly mean: number;
+  readonly max: number;
+}
+
+export interface TensorReport {
+  readonly name: string;
+  readonly action: TensorAction;
+  /** Why it was copied or dropped, or which fine-tunes lacked it. */
+  readonly reason?: string;
+  /** Number of fine-tunes merged (N used). */
+  readonly n?: number;
+  /** Indices (into MergeOptions.models) of the fine-tunes used. */
+  readonly models?: readonly number[];
+  readonly dtype: DType;
+  readonly outDtype?: DType;
+  readonly shape: readonly number[];
+  /** Layer-wise: the pairwise cosines (pairs i<j). Filter-wise: per pair, stats over rows. */
+  readonly cosines?: readonly number[] | readonly RatioStats[];
+  /** Layer-wise: c and t. */
+  readonly c?: number;
+  readonly t?: number;
+  /** Filter-wise: stats of c and t over rows. */
+  readonly cStats?: RatioStats;
+  readonly tStats?: RatioStats;
+  readonly pole?: boolean;
+}
+
+export interface MergeReport {
+  readonly method: 'model_stock';
+  readonly base: string;
+  readonly models: readonly string[];
+  readonly out: string;
+  readonly filterWise: boolean;
+  readonly theta: ThetaRule;
+  readonly backend: BackendInfo;
+  readonly tensors: readonly TensorReport[];
+  readonly warnings: readonly string[];
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
+  readonly seconds: number;
+}
