@@ -1,0 +1,10 @@
+export { mergeModelStock, DEFAULT_MEMORY, DEFAULT_SHARD_SIZE } from './merge';
+export { modelStock, modelStockTensors } from './math/inMemory';
+export { ModelStockError, isModelStockError, type ErrorCode } from './errors';
+export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule } from './math/ratio';
+export { openCheckpoint } from './safetensors/checkpoint';
+export { parseMergekitYaml, readMergekitYaml } from './config/mergekit';
+export { selectBackend } from './engine/select';
+export type { Backend, BackendInfo, BackendName } from './engine/backend';
+export type { DType, FloatDType } from './dtype';
+export type * from './types';

@@ -1,0 +1,100 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { FloatDType, TORCH_DTYPE } from '../dtype';
+import type { MergeReport } from '../types';
+import { writeFileSynced } from './atomic';
+
+/** Files that hold weights (in any format) or that we write ourselves: never copied from the base. */
+const SKIP = [
+  /\.safetensors$/i,
+  /^model\.safetensors\.index\.json$/i,
+  /^pytorch_model.*\.bin(\.index\.json)?$/i,
+  /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx)$/i,
+  /^README\.md$/i,
+  /^model_stock_(report\.json|config\.yml)$/,
+  /^\./,
+];
+
+/**
+ * Copies the base's non-weight files (config, tokenizer, generation config, …) into the output folder.
+ * config.json's torch_dtype is updated when the merged dtype differs from the base's.
+ */
+export async function copyBaseFiles(
+  baseDir: string,
+  outDir: string,
+  outDtype: FloatDType | undefined,
+  fsync: boolean,
+): Promise<string[]> {
+  const copied: string[] = [];
+  let entries: fs.Dirent[];
+  try {
+    entries = await fs.promises.readdir(baseDir, { withFileTypes: true });
+  } catch {
+    return copied;
+  }
+  for (const e of entries) {
+    if (!e.isFile() || SKIP.some((re) => re.test(e.name))) continue;
+    const from = path.join(baseDir, e.name);
+    const to = path.join(outDir, e.name);
+    if (e.name === 'config.json' && outDtype !== undefined) {
+      const text = await fs.promises.readFile(from, 'utf8');
+      let config: unknown;
+      try {
+        config = JSON.parse(text);
+      } catch {
+        config = undefined;
+      }
+      if (config !== null && typeof config === 'object' && !Array.isArray(config)) {
+        const updated = { ...(config as Record<string, unknown>), torch_dtype: TORCH_DTYPE[outDtype] };
+        await writeFileSynced(to, JSON.stringify(updated, null, 2) + '\n', fsync);
+        copied.push(e.name);
+        continue;
+      }
+    }
+    await fs.promises.copyFile(from, to, fs.constants.COPYFILE_EXCL);
+    if (fsync) {
+      const fh = await fs.promises.open(to, 'r+');
+      await fh.sync();
+      await fh.close();
+    }
+    copied.push(e.name);
+  }
+  return copied;
+}
+
+const fmt = (x: number | undefined): string => (x === undefined ? '–' : x.toFixed(4));
+
+/** A short model card: what was merged, how, and where the per-tensor numbers are. */
+export function modelCard(report: MergeReport, configYaml: string): string {
+  const merged = report.tensors.filter((t) => t.action === 'merge');
+  const copied = report.tensors.filter((t) => t.action === 'copy');
+  const ts = merged.map((t) => t.t ?? t.tStats?.mean).filter((x): x is number => x !== undefined);
+  const min = ts.length > 0 ? Math.min(...ts) : undefined;
+  const max = ts.length > 0 ? Math.max(...ts) : undefined;
+  const mean = ts.length > 0 ? ts.reduce((a, b) => a + b, 0) / ts.length : undefined;
+  return `---
+tags:
+- merge
+- model-stock
+---
+# Model Stock merge
+
+This model was merged with [Model Stock](https://arxiv.org/abs/2403.19522) (Jang, Yun, Han, ECCV 2024)
+by model-stock, ${report.filterWise ? 'filter-wise (one ratio per output row)' : 'layer-wise (one ratio per tensor)'},
+combining the pairwise cosines by \`${report.theta}\`.
+
+- base: \`${report.base}\`
+- fine-tuned: ${report.models.map((m) => `\`${m}\``).join(', ')}
+- tensors: ${merged.length} merged, ${copied.length} copied from the base
+- interpolation ratio t over merged tensors: min ${fmt(min)}, mean ${fmt(mean)}, max ${fmt(max)}
+- backend: ${report.backend.name} (${report.backend.isa})
+
+Per-tensor cosines and ratios are in \`model_stock_report.json\`.
+
+## Configuration
+
+\`\`\`yaml
+${configYaml.trimEnd()}
+\`\`\`
+`;
+}
