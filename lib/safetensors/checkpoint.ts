@@ -1,0 +1,187 @@
+/**
+ * A checkpoint is a folder (one `model.safetensors`, shards named by `model.safetensors.index.json`,
+ * or a lone `*.safetensors` file) or a single `.safetensors` file. Every shard's header is validated
+ * and cross-checked against the index before any tensor is read.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import * as path from 'node:path';
+import { ModelStockError } from '../errors';
+import { readSafetensorsFile } from './file';
+import { scanKeys } from './header';
+import type { Checkpoint, SafetensorsFile, TensorInfo } from './types';
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const SINGLE_FILE = 'model.safetensors';
+
+export async function openCheckpoint(target: string): Promise<Checkpoint> {
+  const abs = path.resolve(target);
+  const st = await stat(abs).catch((cause: unknown) => {
+    throw new ModelStockError('IO_ERROR', `cannot open checkpoint: ${(cause as Error).message}`, {
+      file: abs,
+      cause,
+    });
+  });
+
+  if (!st.isDirectory()) {
+    const file = await readSafetensorsFile(abs);
+    return assemble(abs, path.dirname(abs), [file], undefined);
+  }
+
+  const indexFile = path.join(abs, INDEX_FILE);
+  if (await isFile(indexFile)) {
+    return openSharded(abs, indexFile);
+  }
+  if (await isFile(path.join(abs, SINGLE_FILE))) {
+    return assemble(abs, abs, [await readSafetensorsFile(path.join(abs, SINGLE_FILE))], undefined);
+  }
+
+  const names = await readdir(abs).catch((cause: unknown) => {
+    throw new ModelStockError('IO_ERROR', `cannot list folder: ${(cause as Error).message}`, {
+      file: abs,
+      cause,
+    });
+  });
+  const candidates: string[] = [];
+  for (const name of names.filter((n) => n.endsWith('.safetensors')).sort()) {
+    if (await isFile(path.join(abs, name))) candidates.push(name);
+  }
+  const [only] = candidates;
+  if (only === undefined) {
+    throw new ModelStockError('NO_CHECKPOINT', `no ${SINGLE_FILE}, ${INDEX_FILE} or *.safetensors file`, {
+      file: abs,
+    });
+  }
+  if (candidates.length > 1) {
+    // Without an index we cannot know whether these are shards of one model or several models.
+    throw new ModelStockError(
+      'INVALID_INDEX',
+      `${candidates.length} .safetensors files (${candidates.join(', ')}) but no ${INDEX_FILE} to say how they fit together`,
+      { file: abs },
+    );
+  }
+  return assemble(abs, abs, [await readSafetensorsFile(path.join(abs, only))], undefined);
+}
+
+async function openSharded(dir: string, indexFile: string): Promise<Checkpoint> {
+  const fail = (message: string, tensor?: string) =>
+    new ModelStockError(
+      'INVALID_INDEX',
+      message,
+      tensor === undefined ? { file: indexFile } : { file: indexFile, tensor },
+    );
+
+  let text: string;
+  try {
+    text = await readFile(indexFile, 'utf8');
+  } catch (cause) {
+    throw new ModelStockError('IO_ERROR', `cannot read: ${(cause as Error).message}`, {
+      file: indexFile,
+      cause,
+    });
+  }
+  let root: unknown;
+  try {
+    root = JSON.parse(text);
+  } catch (cause) {
+    throw new ModelStockError('INVALID_INDEX', `not valid JSON (${(cause as Error).message})`, {
+      file: indexFile,
+      cause,
+    });
+  }
+  const dup = scanKeys(text).duplicate;
+  if (dup !== undefined) {
+    throw new ModelStockError('DUPLICATE_KEY', `key "${dup.key}" appears more than once in the index`, {
+      file: indexFile,
+    });
+  }
+  if (!isPlainObject(root) || !isPlainObject(root['weight_map'])) {
+    throw fail('must be a JSON object with a "weight_map" object');
+  }
+
+  const weightMap = new Map<string, string>();
+  // shard → the first tensor the index puts there, to name in errors about the shard.
+  const shardNames = new Map<string, string>();
+  for (const [tensor, shard] of Object.entries(root['weight_map'])) {
+    if (typeof shard !== 'string')
+      throw fail(`weight_map value must be a file name, found ${typeof shard}`, tensor);
+    // Shards must be plain file names inside the folder: an index must not reach elsewhere on disk.
+    if (shard === '' || shard === '.' || shard === '..' || /[/\\]/.test(shard) || shard.includes('..')) {
+      throw fail(`shard name ${JSON.stringify(shard)} is not a plain file name inside the folder`, tensor);
+    }
+    weightMap.set(tensor, shard);
+    if (!shardNames.has(shard)) shardNames.set(shard, tensor);
+  }
+  if (shardNames.size === 0) throw fail('weight_map names no tensor');
+
+  // Sorted names: HF's model-0000i-of-0000n names then sort in shard order.
+  const shards = [...shardNames.keys()].sort();
+  const files: SafetensorsFile[] = [];
+  for (const shard of shards) {
+    const file = path.join(dir, shard);
+    if (!(await isFile(file))) {
+      throw fail(`weight_map puts it in "${shard}", which does not exist in ${dir}`, shardNames.get(shard));
+    }
+    files.push(await readSafetensorsFile(file));
+  }
+
+  const checkpoint = assemble(dir, dir, files, indexFile);
+  for (const [tensor, shard] of weightMap) {
+    const info = checkpoint.tensors.get(tensor);
+    if (info === undefined) throw fail(`weight_map puts it in "${shard}", which does not hold it`, tensor);
+    if (path.basename(info.file) !== shard) {
+      throw fail(`weight_map puts it in "${shard}" but it is in "${path.basename(info.file)}"`, tensor);
+    }
+  }
+  for (const info of checkpoint.tensors.values()) {
+    if (!weightMap.has(info.name)) {
+      throw fail(`is in "${path.basename(info.file)}" but not in weight_map`, info.name);
+    }
+  }
+  return checkpoint;
+}
+
+/** Files in shard order; each file's tensors are put in data-offset order. */
+function assemble(
+  target: string,
+  dir: string,
+  files: readonly SafetensorsFile[],
+  indexFile: string | undefined,
+): Checkpoint {
+  const tensors = new Map<string, TensorInfo>();
+  const order: string[] = [];
+  for (const f of files) {
+    for (const t of [...f.tensors].sort((a, b) => a.offset - b.offset)) {
+      const other = tensors.get(t.name);
+      if (other !== undefined) {
+        throw new ModelStockError('DUPLICATE_KEY', `is in both ${other.file} and ${t.file}`, {
+          file: indexFile ?? t.file,
+          tensor: t.name,
+        });
+      }
+      tensors.set(t.name, t);
+      order.push(t.name);
+    }
+  }
+  return {
+    path: target,
+    dir,
+    files: files.map((f) => f.file),
+    indexFile,
+    tensors,
+    order,
+    // HF writes the same __metadata__ into every shard; the first shard's speaks for the model.
+    metadata: files[0]?.metadata,
+  };
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,108 @@
+/**
+ * Reads tensor bytes in windows. A tensor is never read into one buffer larger than a window:
+ * Node 20 cannot allocate an ArrayBuffer over 4 GiB, and large embeddings exceed that.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { ModelStockError } from '../errors';
+import type { TensorInfo } from './types';
+
+export const DEFAULT_WINDOW_BYTES = 1 << 30;
+
+/** fs reads are capped at 2 GiB − 1 bytes per call (libuv); stay well below. */
+const MAX_READ_CALL = 1 << 30;
+
+export interface TensorWindow {
+  /** Byte offset inside the tensor. */
+  start: number;
+  length: number;
+}
+
+/**
+ * Splits `byteLength` bytes into consecutive windows of at most `windowBytes` each. Every window but
+ * the last is a multiple of `align` (the element size), so a window never cuts an element in two.
+ * A zero-byte tensor has no windows.
+ */
+export function windows(byteLength: number, windowBytes: number, align: number): TensorWindow[] {
+  if (!Number.isSafeInteger(byteLength) || byteLength < 0)
+    throw new RangeError(`bad byteLength ${byteLength}`);
+  if (!Number.isSafeInteger(align) || align < 1) throw new RangeError(`bad align ${align}`);
+  const step = Math.floor(windowBytes / align) * align;
+  if (!Number.isSafeInteger(step) || step < 1) {
+    throw new RangeError(`window of ${windowBytes} bytes cannot hold one ${align}-byte element`);
+  }
+  const out: TensorWindow[] = [];
+  for (let start = 0; start < byteLength; start += step) {
+    out.push({ start, length: Math.min(step, byteLength - start) });
+  }
+  return out;
+}
+
+/** Positional reads of tensor bytes; one handle per file, opened on first use, shared by concurrent reads. */
+export class TensorReader {
+  private readonly handles = new Map<string, Promise<FileHandle>>();
+  private closed = false;
+
+  /** Opens (or returns the already open) handle for `file`. */
+  open(file: string): Promise<FileHandle> {
+    if (this.closed) return Promise.reject(new Error('TensorReader is closed'));
+    let handle = this.handles.get(file);
+    if (handle === undefined) {
+      handle = open(file, 'r').catch((cause: unknown) => {
+        this.handles.delete(file);
+        throw new ModelStockError('IO_ERROR', `cannot open: ${(cause as Error).message}`, { file, cause });
+      });
+      this.handles.set(file, handle);
+    }
+    return handle;
+  }
+
+  /** Fills `into` with the tensor's bytes [byteStart, byteStart + into.byteLength). */
+  async readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+    const where = { file: tensor.file, tensor: tensor.name };
+    if (
+      !Number.isSafeInteger(byteStart) ||
+      byteStart < 0 ||
+      byteStart + into.byteLength > tensor.byteLength
+    ) {
+      throw new RangeError(
+        `${tensor.file}: tensor "${tensor.name}": read of ${into.byteLength} bytes at ${byteStart} is outside its ${tensor.byteLength} bytes`,
+      );
+    }
+    const handle = await this.open(tensor.file);
+    const position = tensor.offset + byteStart;
+    let done = 0;
+    while (done < into.byteLength) {
+      const length = Math.min(into.byteLength - done, MAX_READ_CALL);
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await handle.read(into, done, length, position + done));
+      } catch (cause) {
+        throw new ModelStockError(
+          'IO_ERROR',
+          `read failed at byte ${position + done}: ${(cause as Error).message}`,
+          {
+            ...where,
+            cause,
+          },
+        );
+      }
+      if (bytesRead === 0) {
+        // The header was validated against the file size, so the file shrank since it was opened.
+        throw new ModelStockError(
+          'IO_ERROR',
+          `unexpected end of file at byte ${position + done} (the file changed after it was validated?)`,
+          where,
+        );
+      }
+      done += bytesRead;
+    }
+  }
+
+  /** Closes every handle; safe to call twice. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const handles = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(handles.map((h) => h.then((fh) => fh.close()).catch(() => undefined)));
+  }
+}

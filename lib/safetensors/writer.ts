@@ -1,0 +1,230 @@
+/**
+ * Writes the shards a ShardLayout planned. Headers go first, then tensor bytes by positional writes,
+ * so tensors (and windows of one tensor) may be written in any order and concurrently while the next
+ * ones are computed. Atomicity (temp folder + rename) is the caller's: this writes into `dir` as is.
+ */
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import * as path from 'node:path';
+import { ModelStockError } from '../errors';
+import { indexJson } from './layout';
+import { INDEX_FILE } from './checkpoint';
+import type { ShardLayout } from './types';
+
+/** fs writes are capped at 2 GiB − 1 bytes per call (libuv); stay well below. */
+const MAX_WRITE_CALL = 1 << 30;
+
+interface Target {
+  readonly shard: number;
+  /** Absolute offset of the tensor's first byte in its shard. */
+  readonly offset: number;
+  readonly byteLength: number;
+  /** Written byte ranges [start, end), sorted and merged. */
+  readonly written: [number, number][];
+}
+
+export class SafetensorsWriter {
+  private readonly targets: Map<string, Target>;
+  private readonly pending = new Set<Promise<void>>();
+  private state: 'open' | 'finishing' | 'done' = 'open';
+
+  private constructor(
+    private readonly dir: string,
+    private readonly layout: ShardLayout,
+    private readonly handles: FileHandle[],
+    private readonly paths: string[],
+  ) {
+    this.targets = new Map();
+    layout.shards.forEach((s, shard) => {
+      let end = s.header.byteLength;
+      // Tensors are contiguous in plan order, so each byteLength is the gap to the next offset.
+      s.tensors.forEach((name, i) => {
+        const next = s.tensors[i + 1];
+        const nextOffset = next === undefined ? s.size : layout.placement.get(next)?.offset;
+        const here = layout.placement.get(name)?.offset;
+        if (here === undefined || nextOffset === undefined)
+          throw new Error(`layout has no placement for "${name}"`);
+        end = nextOffset;
+        this.targets.set(name, { shard, offset: here, byteLength: nextOffset - here, written: [] });
+      });
+      if (end !== s.size) throw new Error(`layout of ${s.fileName} is inconsistent`);
+    });
+  }
+
+  /** Creates every shard file in `dir` (which must exist; files must not) and writes its header. */
+  static async create(dir: string, layout: ShardLayout): Promise<SafetensorsWriter> {
+    const handles: FileHandle[] = [];
+    const paths: string[] = [];
+    try {
+      for (const shard of layout.shards) {
+        const file = path.join(dir, shard.fileName);
+        // 'wx': never truncate a file that exists (someone may have it mapped, or it is an input).
+        const handle = await open(file, 'wx').catch((cause: unknown) => {
+          throw new ModelStockError('IO_ERROR', `cannot create: ${(cause as Error).message}`, {
+            file,
+            cause,
+          });
+        });
+        handles.push(handle);
+        paths.push(file);
+        await writeFully(handle, shard.header, 0, file, undefined);
+      }
+    } catch (e) {
+      // No writer exists yet for the caller to abort: undo what was created here.
+      await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
+      await Promise.all(paths.map((p) => unlink(p).catch(() => undefined)));
+      throw e;
+    }
+    return new SafetensorsWriter(dir, layout, handles, paths);
+  }
+
+  /** Writes `data` at `byteOffsetInTensor` within tensor `name`. Calls may overlap in time. */
+  write(name: string, byteOffsetInTensor: number, data: Uint8Array): Promise<void> {
+    if (this.state !== 'open')
+      return Promise.reject(new Error(`write of "${name}" after finish() or abort()`));
+    const target = this.targets.get(name);
+    if (target === undefined)
+      return Promise.reject(new Error(`write of "${name}", which is not in the layout`));
+    if (
+      !Number.isSafeInteger(byteOffsetInTensor) ||
+      byteOffsetInTensor < 0 ||
+      byteOffsetInTensor + data.byteLength > target.byteLength
+    ) {
+      return Promise.reject(
+        new RangeError(
+          `tensor "${name}": write of ${data.byteLength} bytes at ${byteOffsetInTensor} is outside its ${target.byteLength} bytes`,
+        ),
+      );
+    }
+    const handle = this.handles[target.shard] as FileHandle;
+    const file = this.paths[target.shard] as string;
+    const p = writeFully(handle, data, target.offset + byteOffsetInTensor, file, name).then(() =>
+      markWritten(target.written, byteOffsetInTensor, byteOffsetInTensor + data.byteLength),
+    );
+    this.pending.add(p);
+    const forget = () => this.pending.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
+
+  /**
+   * Checks that every byte of every tensor was written, syncs (unless `fsync: false`) and closes the
+   * shards, then writes the index when there are several shards.
+   */
+  async finish(opts: { fsync?: boolean } = {}): Promise<void> {
+    if (this.state !== 'open') throw new Error('finish() called twice or after abort()');
+    this.state = 'finishing';
+    const fsync = opts.fsync ?? true;
+    try {
+      await Promise.allSettled([...this.pending]);
+      const incomplete: string[] = [];
+      for (const [name, t] of this.targets) {
+        const [first] = t.written;
+        const complete =
+          t.byteLength === 0 || (t.written.length === 1 && first?.[0] === 0 && first[1] === t.byteLength);
+        if (!complete) incomplete.push(name);
+      }
+      if (incomplete.length > 0) {
+        // The engine skipped a window: writing a file with holes of zeros would be silent corruption.
+        const shown = incomplete
+          .slice(0, 5)
+          .map((n) => `"${n}"`)
+          .join(', ');
+        const more = incomplete.length > 5 ? ` and ${incomplete.length - 5} more` : '';
+        throw new Error(`bug: tensor bytes never written for ${shown}${more}`);
+      }
+      for (let i = 0; i < this.handles.length; i++) {
+        const handle = this.handles[i] as FileHandle;
+        const file = this.paths[i] as string;
+        if (fsync) await handle.sync().catch((cause: unknown) => rethrowIo(file, 'fsync failed', cause));
+        await handle.close().catch((cause: unknown) => rethrowIo(file, 'close failed', cause));
+      }
+      this.handles.length = 0;
+      if (this.layout.shards.length > 1) await this.writeIndex(fsync);
+      if (fsync) await syncDir(this.dir);
+      this.state = 'done';
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+  }
+
+  /** Closes every file without throwing; the partial files are left for the caller to remove. */
+  async abort(): Promise<void> {
+    this.state = 'done';
+    await Promise.allSettled([...this.pending]);
+    const handles = this.handles.splice(0);
+    await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
+  }
+
+  private async writeIndex(fsync: boolean): Promise<void> {
+    const file = path.join(this.dir, INDEX_FILE);
+    const bytes = new TextEncoder().encode(indexJson(this.layout));
+    const handle = await open(file, 'wx').catch((cause: unknown) => rethrowIo(file, 'cannot create', cause));
+    try {
+      await writeFully(handle, bytes, 0, file, undefined);
+      if (fsync) await handle.sync().catch((cause: unknown) => rethrowIo(file, 'fsync failed', cause));
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+}
+
+async function writeFully(
+  handle: FileHandle,
+  data: Uint8Array,
+  position: number,
+  file: string,
+  tensor: string | undefined,
+): Promise<void> {
+  let done = 0;
+  while (done < data.byteLength) {
+    const length = Math.min(data.byteLength - done, MAX_WRITE_CALL);
+    let bytesWritten: number;
+    try {
+      ({ bytesWritten } = await handle.write(data, done, length, position + done));
+    } catch (cause) {
+      const where = tensor === undefined ? { file, cause } : { file, tensor, cause };
+      throw new ModelStockError(
+        'IO_ERROR',
+        `write failed at byte ${position + done}: ${(cause as Error).message}`,
+        where,
+      );
+    }
+    done += bytesWritten;
+  }
+}
+
+/** Inserts [start, end) into sorted, merged ranges. */
+function markWritten(ranges: [number, number][], start: number, end: number): void {
+  if (start === end) return;
+  let lo = start;
+  let hi = end;
+  const kept: [number, number][] = [];
+  for (const r of ranges) {
+    if (r[1] < lo || r[0] > hi) kept.push(r);
+    else {
+      lo = Math.min(lo, r[0]);
+      hi = Math.max(hi, r[1]);
+    }
+  }
+  kept.push([lo, hi]);
+  kept.sort((a, b) => a[0] - b[0]);
+  ranges.splice(0, ranges.length, ...kept);
+}
+
+/** Makes the new directory entries durable; not every platform can open a directory, so best effort. */
+async function syncDir(dir: string): Promise<void> {
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // Windows cannot fsync a directory; the files themselves are synced.
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+function rethrowIo(file: string, what: string, cause: unknown): never {
+  throw new ModelStockError('IO_ERROR', `${what}: ${(cause as Error).message}`, { file, cause });
+}
