@@ -62,8 +62,9 @@ export function correlatedModels(base: Float64Array, n: number, cos: number, rng
     const row: number[] = [];
     for (let j = 0; j <= i; j++) {
       let s = i === j ? 1 : cos;
-      for (let m = 0; m < j; m++) s -= row[m]! * l[j]![m]!;
-      row.push(i === j ? Math.sqrt(Math.max(0, s)) : l[j]![j]! > 0 ? s / l[j]![j]! : 0);
+      const lj = j === i ? row : l[j]!;
+      for (let m = 0; m < j; m++) s -= row[m]! * lj[m]!;
+      row.push(i === j ? Math.sqrt(Math.max(0, s)) : lj[j]! > 0 ? s / lj[j]! : 0);
     }
     l.push(row);
   }
