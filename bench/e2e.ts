@@ -1,0 +1,316 @@
+/**
+ * `npm run bench`: end-to-end merge of a TinyLlama-shaped checkpoint (base + 2 fine-tunes, bf16,
+ * sharded; generated once into .cache/) against the machine's floor — reading every input from warm
+ * page cache plus writing the output's bytes — for each backend, with and without fsync.
+ *
+ * Every merge runs in a fresh child process (this script with --child), so that its peak RSS is its
+ * own and no JIT or allocator state carries over between trials. Before each timed trial dirty pages
+ * are flushed (`sync`), so a trial is not throttled by the previous one's writeback.
+ *
+ *   node dist/bench/e2e.js [--runs N] [--backends native,js] [--skip-js] [--preset tinyllama|medium]
+ *                          [--double | --no-double]
+ */
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensureFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/generate';
+import { mergeModelStock, selectBackend } from '../lib/index';
+import { readFiles, writeBytes } from './floor';
+import { fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const CHILD_FLAG = '--child';
+const RESULT_TAG = 'BENCH_RESULT ';
+
+interface ChildJob {
+  readonly base: string;
+  readonly models: readonly string[];
+  readonly out: string;
+  readonly backend: 'native' | 'js';
+  readonly fsync: boolean;
+}
+
+interface ChildResult {
+  readonly seconds: number;
+  /** KiB, from process.resourceUsage(). */
+  readonly maxRSS: number;
+  readonly backend: string;
+  readonly isa: string;
+  readonly threads: number;
+}
+
+interface Row {
+  readonly label: string;
+  readonly seconds: number;
+  readonly inputBytes: number;
+  readonly floor: number;
+  readonly js: number | undefined;
+  readonly rssMiB: number | undefined;
+}
+
+async function child(job: ChildJob): Promise<void> {
+  const start = process.hrtime.bigint();
+  const report = await mergeModelStock({
+    base: job.base,
+    models: job.models,
+    out: job.out,
+    overwrite: true,
+    backend: job.backend,
+    fsync: job.fsync,
+  });
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const result: ChildResult = {
+    seconds,
+    maxRSS: process.resourceUsage().maxRSS,
+    backend: report.backend.name,
+    isa: report.backend.isa,
+    threads: report.backend.threads,
+  };
+  process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
+}
+
+function runChild(job: ChildJob): ChildResult {
+  rmSync(job.out, { recursive: true, force: true });
+  syncDisks();
+  const proc = spawnSync(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], {
+    encoding: 'utf8',
+    maxBuffer: 16 << 20,
+  });
+  const line = proc.stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
+  if (proc.status !== 0 || line === undefined) {
+    const why = (proc.stderr || proc.stdout || String(proc.error ?? ''))
+      .trim()
+      .split('\n')
+      .slice(0, 5)
+      .join('\n');
+    throw new Error(`${job.backend} merge (fsync ${job.fsync}) failed with status ${proc.status}:\n${why}`);
+  }
+  return JSON.parse(line.slice(RESULT_TAG.length)) as ChildResult;
+}
+
+function inputFiles(f: FixtureInfo): string[] {
+  return [f.base, ...f.models].flatMap(safetensorsFiles);
+}
+
+/** Median seconds of `runs` floors: read every input + write as many bytes as the output (base-sized). */
+function measureFloor(f: FixtureInfo, runs: number): number {
+  const files = inputFiles(f);
+  const buffer = new Uint8Array(8 << 20);
+  // Untimed: the first large write after a sync was measured 10× slower than the next ones here.
+  writeBytes(f.dir, f.fileBytesPerModel, buffer);
+  const times: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    syncDisks();
+    times.push(readFiles(files, buffer) + writeBytes(f.dir, f.fileBytesPerModel, buffer));
+  }
+  return median(times);
+}
+
+function nativeAvailable(): string | undefined {
+  try {
+    void selectBackend('native').dispose();
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+async function ensureWithNote(
+  opts: Parameters<typeof ensureFixture>[0],
+  label: string,
+): Promise<FixtureInfo> {
+  const started = process.hrtime.bigint();
+  const info = await ensureFixture(opts, {
+    onProgress: (done, total) => {
+      if (done === total || !process.stderr.isTTY) return;
+      process.stderr.write(`\rgenerating ${label}: ${((100 * done) / total).toFixed(0)}%`);
+    },
+  });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  if (seconds > 1) console.log(`generated ${label} in ${seconds.toFixed(1)} s`);
+  return info;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      runs: { type: 'string', default: '3' },
+      backends: { type: 'string', default: 'native,js' },
+      'skip-js': { type: 'boolean', default: false },
+      preset: { type: 'string', default: 'tinyllama' },
+      double: { type: 'boolean' },
+      'no-double': { type: 'boolean' },
+    },
+  });
+  const runs = Number(values.runs);
+  if (!Number.isSafeInteger(runs) || runs < 1)
+    throw new Error(`--runs expects a positive integer, got ${values.runs}`);
+  const preset = values.preset;
+  if (preset !== 'tinyllama' && preset !== 'medium') throw new Error(`--preset must be tinyllama or medium`);
+  let backends: ('native' | 'js')[] = [];
+  for (const b of values.backends.split(',').map((s) => s.trim())) {
+    if (b !== 'native' && b !== 'js') throw new Error(`unknown backend "${b}" (native, js)`);
+    backends.push(b);
+  }
+  if (values['skip-js']) backends = backends.filter((b) => b !== 'js');
+  // The 2× row is what shows peak RSS does not grow with the model: on by default for the real bench.
+  const double = values['no-double'] ? false : (values.double ?? preset === 'tinyllama');
+
+  const notes: string[] = [];
+  if (backends.includes('native')) {
+    const why = nativeAvailable();
+    if (why !== undefined) {
+      notes.push(`native skipped: ${why}`);
+      backends = backends.filter((b) => b !== 'native');
+    }
+  }
+  const usable = backends;
+
+  const cacheDir = path.join(ROOT, '.cache', `bench-${preset}`);
+  const fixture = await ensureWithNote({ ...PRESETS[preset], dir: cacheDir }, `${preset} fixture`);
+  const fixture2x = double
+    ? await ensureWithNote(
+        { ...PRESETS[preset], layers: PRESETS[preset].layers * 2, dir: `${cacheDir}-2x` },
+        `${preset} 2× fixture`,
+      )
+    : undefined;
+
+  const inputBytes = totalSize(inputFiles(fixture));
+  const files = inputFiles(fixture);
+  readFiles(files); // warm the page cache, untimed
+  const floor = measureFloor(fixture, runs);
+
+  const jobs = usable.flatMap((backend) =>
+    [false, true].map((fsync) => ({
+      backend,
+      fsync,
+      job: { base: fixture.base, models: fixture.models, out: path.join(cacheDir, 'merged'), backend, fsync },
+    })),
+  );
+  const results = new Map<string, ChildResult[]>();
+  // Trials interleaved across configurations, so drift (thermal, background writeback) spreads evenly.
+  for (let r = 0; r < runs; r++) {
+    for (const { backend, fsync, job } of jobs) {
+      const key = `${backend}/${fsync}`;
+      const res = runChild(job);
+      results.set(key, [...(results.get(key) ?? []), res]);
+      process.stderr.write(`  run ${r + 1}/${runs} ${backend} fsync=${fsync}: ${res.seconds.toFixed(2)} s\n`);
+    }
+  }
+  rmSync(path.join(cacheDir, 'merged'), { recursive: true, force: true });
+
+  const wall = (key: string): number | undefined => {
+    const rs = results.get(key);
+    return rs === undefined ? undefined : median(rs.map((x) => x.seconds));
+  };
+  const rss = (key: string): number | undefined => {
+    const rs = results.get(key);
+    return rs === undefined ? undefined : Math.max(...rs.map((x) => x.maxRSS)) / 1024;
+  };
+  const rows: Row[] = [
+    {
+      label: 'floor (read inputs + write output)',
+      seconds: floor,
+      inputBytes,
+      floor,
+      js: undefined,
+      rssMiB: undefined,
+    },
+  ];
+  const describe = new Map<string, string>();
+  for (const { backend, fsync } of jobs) {
+    const key = `${backend}/${fsync}`;
+    const first = results.get(key)?.[0];
+    if (first !== undefined)
+      describe.set(backend, `${first.isa}, ${first.threads} thread${first.threads === 1 ? '' : 's'}`);
+    rows.push({
+      label: `${backend}, ${fsync ? 'fsync' : 'no fsync'}`,
+      seconds: wall(key) ?? NaN,
+      inputBytes,
+      floor,
+      js: wall(`js/${fsync}`),
+      rssMiB: rss(key),
+    });
+  }
+
+  if (fixture2x !== undefined && usable.length > 0) {
+    const backend = usable[0]!;
+    const files2x = inputFiles(fixture2x);
+    const input2x = totalSize(files2x);
+    // Evict nothing we need later: the 1× runs are done. Warm the 2× inputs, untimed.
+    readFiles(files2x);
+    const floor2x = measureFloor(fixture2x, runs);
+    const out = path.join(`${cacheDir}-2x`, 'merged');
+    const res: ChildResult[] = [];
+    for (let r = 0; r < runs; r++) {
+      res.push(runChild({ base: fixture2x.base, models: fixture2x.models, out, backend, fsync: false }));
+      process.stderr.write(
+        `  run ${r + 1}/${runs} 2× ${backend} fsync=false: ${res[r]!.seconds.toFixed(2)} s\n`,
+      );
+    }
+    rmSync(out, { recursive: true, force: true });
+    const layers = fixture2x.options.layers;
+    rows.push({
+      label: `floor, 2× model (${layers} layers)`,
+      seconds: floor2x,
+      inputBytes: input2x,
+      floor: floor2x,
+      js: undefined,
+      rssMiB: undefined,
+    });
+    rows.push({
+      label: `${backend}, no fsync, 2× model`,
+      seconds: median(res.map((x) => x.seconds)),
+      inputBytes: input2x,
+      floor: floor2x,
+      js: undefined,
+      rssMiB: Math.max(...res.map((x) => x.maxRSS)) / 1024,
+    });
+    if (input2x + fixture2x.fileBytesPerModel > 0.8 * totalmem()) {
+      notes.push('2× model: inputs + output exceed 80% of RAM, so its page cache is only partly warm');
+    }
+  }
+
+  const o = fixture.options;
+  console.log(
+    `\nmodel-stock end-to-end bench: ${preset} fixture (hidden ${o.hidden}, intermediate ${o.intermediate}, ` +
+      `${o.layers} layers, vocab ${o.vocab}), base + ${o.models} fine-tunes, ${o.dtype}, ` +
+      `${fixture.shards} shards each, ${(inputBytes / 1e9).toFixed(2)} GB of input`,
+  );
+  console.log(
+    `warm page cache (inputs read once untimed; dirty pages flushed before each trial); medians of ${runs} ` +
+      `run(s); each merge in a fresh process; peak RSS = max over runs`,
+  );
+  for (const [b, d] of describe) console.log(`${b}: ${d}`);
+  console.log('');
+  console.log(
+    formatTable(
+      ['', 'wall s', 'GB/s in', '× floor', 'js ÷ this', 'peak RSS MiB'],
+      rows.map((r) => [
+        r.label,
+        fixed(r.seconds),
+        fixed(r.inputBytes / 1e9 / r.seconds),
+        fixed(r.seconds / r.floor),
+        r.js === undefined ? '-' : fixed(r.js / r.seconds, 1),
+        r.rssMiB === undefined ? '-' : fixed(r.rssMiB, 0),
+      ]),
+    ),
+  );
+  for (const n of notes) console.log(`note: ${n}`);
+}
+
+if (process.argv[2] === CHILD_FLAG) {
+  child(JSON.parse(process.argv[3] ?? '{}') as ChildJob).catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  });
+} else {
+  main(process.argv.slice(2)).catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,57 @@
+/** Small helpers shared by the benchmarks: statistics, file lists, a plain-text table. */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** Seconds elapsed since `start` (from process.hrtime.bigint()). */
+export function since(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** The .safetensors files of a model folder, sorted. */
+export function safetensorsFiles(modelDir: string): string[] {
+  return readdirSync(modelDir)
+    .filter((n) => n.endsWith('.safetensors'))
+    .sort()
+    .map((n) => path.join(modelDir, n));
+}
+
+export function totalSize(files: readonly string[]): number {
+  return files.reduce((sum, f) => sum + statSync(f).size, 0);
+}
+
+/**
+ * Flushes dirty pages so a timed run neither pays for the previous run's writeback nor gets
+ * throttled by it (the kernel stalls writers once dirty pages pass vm.dirty_ratio).
+ */
+export function syncDisks(): void {
+  try {
+    execFileSync('sync', { stdio: 'ignore' });
+  } catch {
+    // No `sync` binary (Windows): runs are then a little noisier, not wrong.
+  }
+}
+
+/** Right-aligned columns after a left-aligned first column. */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, c) => Math.max(...all.map((r) => (r[c] ?? '').length)));
+  return all
+    .map((r) =>
+      r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '),
+    )
+    .join('\n');
+}
+
+export function fixed(n: number | undefined, digits = 2): string {
+  return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
+}
