@@ -29,7 +29,10 @@ export type FloatDType = 'F64' | 'F32' | 'F16' | 'BF16';
 export const FLOAT_DTYPES: readonly FloatDType[] = ['F64', 'F32', 'F16', 'BF16'];
 
 export function isKnownDType(s: string): s is DType {
-  return Object.prototype.hasOwnProperty.call(DTYPE_SIZES, s) || Object.prototype.hasOwnProperty.call(DTYPE_BITS, s);
+  return (
+    Object.prototype.hasOwnProperty.call(DTYPE_SIZES, s) ||
+    Object.prototype.hasOwnProperty.call(DTYPE_BITS, s)
+  );
 }
 export function isMergeableDType(d: string): d is FloatDType {
   return d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16';

@@ -37,7 +37,11 @@ export class ModelStockError extends Error {
   readonly file: string | undefined;
   readonly tensor: string | undefined;
 
-  constructor(code: ErrorCode, message: string, where: { file?: string; tensor?: string; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    where: { file?: string; tensor?: string; cause?: unknown } = {},
+  ) {
     const parts: string[] = [];
     if (where.file !== undefined) parts.push(where.file);
     if (where.tensor !== undefined) parts.push(`tensor "${where.tensor}"`);

@@ -8,7 +8,7 @@ import { assertWithinContract, referenceMerge } from '../../lib/math/reference';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import type { MergeReport } from '../../lib/types';
 import { backendsUnderTest } from '../helpers/backends';
-import { quantize, readModel, writeModel, TensorSpec } from '../helpers/models';
+import { readModel, writeModel, TensorSpec } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';
 
