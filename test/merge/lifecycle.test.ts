@@ -1,0 +1,98 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { generateFixture, PRESETS } from '../../lib/fixtures/generate';
+import { mergeModelStock } from '../../lib/merge';
+import { backendsUnderTest } from '../helpers/backends';
+import { useTmpDir } from '../helpers/tmp';
+
+const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
+
+describe('merge lifecycle', () => {
+  const tmp = useTmpDir();
+  let fixture: { base: string; models: string[] };
+
+  before(async function () {
+    this.timeout(300_000);
+    // ≈ 54 MB per model, 3 shards: long enough for the event loop to matter.
+    const info = await generateFixture({ ...PRESETS.example, dir: path.join(tmp.dir, 'fx') });
+    fixture = { base: info.base, models: [...info.models] };
+  });
+
+  for (const backend of backendsUnderTest()) {
+    it(`the event loop keeps ticking during a merge (${backend})`, async () => {
+      const gaps: number[] = [];
+      let last = performance.now();
+      const timer = setInterval(() => {
+        const now = performance.now();
+        gaps.push(now - last);
+        last = now;
+      }, 5);
+      const started = performance.now();
+      try {
+        await mergeModelStock({
+          ...fixture,
+          out: path.join(tmp.dir, `out-${backend}`),
+          backend,
+          fsync: false,
+        });
+      } finally {
+        clearInterval(timer);
+      }
+      const wall = performance.now() - started;
+      const worst = Math.max(...gaps);
+      // A 5 ms timer fires throughout; the longest stall stays far below the merge's own duration.
+      assert.ok(gaps.length >= 3, `only ${gaps.length} ticks in ${wall.toFixed(0)} ms`);
+      assert.ok(
+        worst < 150,
+        `event loop stalled ${worst.toFixed(1)} ms during a ${wall.toFixed(0)} ms merge`,
+      );
+    });
+  }
+
+  it('falls back to pure TypeScript when the addon is absent, saying why once', () => {
+    const out = path.join(tmp.dir, 'fallback');
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'merge',
+        '--base',
+        fixture.base,
+        '--model',
+        fixture.models[0]!,
+        '--model',
+        fixture.models[1]!,
+        '--out',
+        out,
+        '--no-fsync',
+      ],
+      { encoding: 'utf8', env: { ...process.env, MODEL_STOCK_ADDON: path.join(tmp.dir, 'missing.node') } },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const notes = r.stderr.split('\n').filter((l) => l.includes('native backend unavailable'));
+    assert.equal(notes.length, 1, r.stderr);
+    assert.ok(notes[0]!.includes('missing.node'), notes[0]);
+    assert.match(r.stdout, /js backend/);
+    const forced = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'merge',
+        '--base',
+        fixture.base,
+        '--model',
+        fixture.models[0]!,
+        '--model',
+        fixture.models[1]!,
+        '--out',
+        `${out}2`,
+        '--backend',
+        'native',
+      ],
+      { encoding: 'utf8', env: { ...process.env, MODEL_STOCK_ADDON: path.join(tmp.dir, 'missing.node') } },
+    );
+    assert.equal(forced.status, 1);
+    assert.match(forced.stderr.split('\n')[0]!, /BACKEND_UNAVAILABLE/);
+  });
+});
