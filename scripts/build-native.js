@@ -1,24 +1,93 @@
 #!/usr/bin/env node
-// Builds the native addon with cmake-js. On `npm install` a failed build is a warning, not an error:
-// the library then runs on its pure-TypeScript backend and says why. `--strict` makes it fatal.
+// Builds the native addon.
+//   (default)  cmake-js → build/Release/model_stock.node. On `npm install` a failed build is a warning,
+//              not an error: the library then runs on its pure-TypeScript backend and says why.
+//   --gyp      node-gyp, out of the cmake-js build's way → build-gyp/model_stock.node (node-gyp always
+//              builds into ./build of its working directory, so it runs in build/gyp with a binding.gyp
+//              that includes the project's).
+//   --strict   (or MODEL_STOCK_REQUIRE_NATIVE=1) makes a failure fatal.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
 const fs = require('node:fs');
 
 const strict = process.argv.includes('--strict') || process.env.MODEL_STOCK_REQUIRE_NATIVE === '1';
+const gyp = process.argv.includes('--gyp');
 const root = path.resolve(__dirname, '..');
-if (!fs.existsSync(path.join(root, 'CMakeLists.txt'))) {
-  console.warn('model-stock: no CMakeLists.txt, skipping the native addon build');
-  process.exit(0);
-}
-const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-const r = spawnSync(process.execPath, [cmakeJs, 'compile', '--out', 'build'], { cwd: root, stdio: 'inherit' });
-if (r.status !== 0) {
-  const msg = `model-stock: native addon build failed (exit ${r.status}); the pure-TypeScript backend will be used`;
+
+function finish(status, what) {
+  if (status === 0) return;
+  const msg = `model-stock: native addon build (${what}) failed (exit ${status}); the pure-TypeScript backend will be used`;
   if (strict) {
     console.error(msg);
     process.exit(1);
   }
   console.warn(msg);
+}
+
+// Node's headers: npm passes the project .npmrc's nodedir; else the installation running us, when it
+// ships its headers (Debian's /usr/include/node), so node-gyp never needs to download them.
+function nodeDir() {
+  if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined;
+}
+
+function nodeGypScript() {
+  const candidates = [
+    process.env.npm_config_node_gyp,
+    path.join(
+      path.dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
+  ];
+  try {
+    candidates.push(require.resolve('node-gyp/bin/node-gyp.js'));
+  } catch {
+    // not a dependency: npm's bundled copy is used
+  }
+  return candidates.find((c) => c !== undefined && fs.existsSync(c));
+}
+
+if (gyp) {
+  const script = nodeGypScript();
+  if (script === undefined) {
+    finish(1, 'node-gyp not found: install it (npm i -g node-gyp) or run through npm');
+    process.exit(0);
+  }
+  const work = path.join(root, 'build', 'gyp');
+  fs.mkdirSync(work, { recursive: true });
+  fs.writeFileSync(path.join(work, 'binding.gyp'), "{ 'includes': ['../../binding.gyp'] }\n");
+  const args = [script, 'rebuild', '--jobs', 'max'];
+  const dir = nodeDir();
+  if (dir !== undefined) args.push(`--nodedir=${dir}`);
+  const r = spawnSync(process.execPath, args, { cwd: work, stdio: 'inherit' });
+  if (r.status === 0) {
+    const out = path.join(root, 'build-gyp');
+    fs.mkdirSync(out, { recursive: true });
+    fs.copyFileSync(
+      path.join(work, 'build', 'Release', 'model_stock.node'),
+      path.join(out, 'model_stock.node'),
+    );
+    console.log(`model-stock: node-gyp build → ${path.relative(root, path.join(out, 'model_stock.node'))}`);
+  }
+  finish(r.status, 'node-gyp');
+} else {
+  if (!fs.existsSync(path.join(root, 'CMakeLists.txt'))) {
+    console.warn('model-stock: no CMakeLists.txt, skipping the native addon build');
+    process.exit(0);
+  }
+  const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+  const r = spawnSync(process.execPath, [cmakeJs, 'compile', '--out', 'build'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  finish(r.status, 'cmake-js');
 }

@@ -1,0 +1,29 @@
+// model_stock.node: registers the exports; each lives in the file named beside it.
+#include <napi.h>
+
+#include "exports.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  const struct {
+    const char* name;
+    Napi::Value (*fn)(const Napi::CallbackInfo&);
+  } functions[] = {
+      {"gram", ms::Gram},                // workers.cc
+      {"interpolate", ms::Interpolate},  // workers.cc
+      {"info", ms::Info},                // runtime.cc
+      {"setIsa", ms::SetIsa},            // runtime.cc
+      {"setThreads", ms::SetThreads},    // runtime.cc
+      {"preadInto", ms::PreadInto},      // io.cc
+      {"mapFile", ms::MapFile},          // io.cc
+      {"mapView", ms::MapView},          // io.cc
+      {"unmap", ms::Unmap},              // io.cc
+  };
+  for (const auto& f : functions) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(model_stock, Init)

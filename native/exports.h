@@ -1,0 +1,22 @@
+// The functions addon.cc registers, one concern per file.
+#pragma once
+#include <napi.h>
+
+namespace ms {
+
+// workers.cc: the two passes, as Promises
+Napi::Value Gram(const Napi::CallbackInfo& info);
+Napi::Value Interpolate(const Napi::CallbackInfo& info);
+
+// runtime.cc: ISA and pool
+Napi::Value Info(const Napi::CallbackInfo& info);
+Napi::Value SetIsa(const Napi::CallbackInfo& info);
+Napi::Value SetThreads(const Napi::CallbackInfo& info);
+
+// io.cc: reading files
+Napi::Value PreadInto(const Napi::CallbackInfo& info);
+Napi::Value MapFile(const Napi::CallbackInfo& info);
+Napi::Value MapView(const Napi::CallbackInfo& info);
+Napi::Value Unmap(const Napi::CallbackInfo& info);
+
+}  // namespace ms

@@ -1,0 +1,58 @@
+// An AsyncWorker that settles a Promise. Execute never lets a C++ exception escape: the message
+// becomes a JS Error with a `code`. Every typed array the work reads or writes is held by a
+// persistent reference until the Promise settles, so the GC cannot free it mid-work.
+#pragma once
+#include <napi.h>
+
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "js_errors.h"
+
+namespace ms {
+
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  explicit PromiseWorker(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  void Keep(const std::vector<Napi::Object>& objects) {
+    for (const Napi::Object& o : objects) kept_.push_back(Napi::Persistent(o));
+  }
+
+ protected:
+  virtual void Run() = 0;
+
+  void Execute() final {
+    try {
+      Run();
+    } catch (const IoError& e) {
+      code_ = "IO_ERROR";
+      SetError(e.what());
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+
+  void OnOK() override {
+    kept_.clear();
+    deferred_.Resolve(Env().Undefined());
+  }
+
+  void OnError(const Napi::Error& e) override {
+    kept_.clear();
+    deferred_.Reject(codedError(Env(), e.Message(), code_).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::ObjectReference> kept_;
+  const char* code_ = "NATIVE_ERROR";
+};
+
+}  // namespace ms
