@@ -15,6 +15,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 flags the intrinsics' own `_mm512_undefined_*` placeholders.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 MS_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 namespace ms {
@@ -56,6 +57,8 @@ struct V {
     _mm512_storeu_pd(dst, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
     _mm512_storeu_pd(dst + 8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
   }
+  static F64 lo(F32 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+  static F64 hi(F32 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
   static F32 ldf(const float* p) { return _mm512_loadu_ps(p); }
   static void stf(float* p, F32 v) { _mm512_storeu_ps(p, v); }
   static F32 set1f(float a) { return _mm512_set1_ps(a); }
