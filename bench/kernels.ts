@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const loaded = loadNativeAddon();
   const addon: NativeAddon | undefined = loaded.addon;
-  if (addon === undefined)
+  if (loaded.addon === undefined)
     console.warn(`native addon not loaded, pure TypeScript only: ${loaded.reasons.join('; ')}`);
   const isas: readonly NativeIsa[] = addon?.info().availableIsas ?? [];
   const allThreads = os.availableParallelism();
