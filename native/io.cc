@@ -1,12 +1,233 @@
-// Reading files: preadInto (parallel pread into a caller buffer) and mmap views. Phase 2.
+// Reading files: preadInto (exact-length reads split over the pool) and read-only file mappings
+// whose views keep the mapping alive. POSIX only; on Windows both report that they are unavailable.
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+
 #include "exports.h"
 #include "js_errors.h"
+#include "pool.h"
+#include "promise_worker.h"
+
+#if !defined(_WIN32)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 
 namespace ms {
+namespace {
 
-Napi::Value PreadInto(const Napi::CallbackInfo& info) { return rejected(info.Env(), "preadInto: not implemented yet", "NATIVE_ERROR"); }
-Napi::Value MapFile(const Napi::CallbackInfo& info) { throw codedError(info.Env(), "mapFile: not implemented yet", "NATIVE_ERROR"); }
-Napi::Value MapView(const Napi::CallbackInfo& info) { throw codedError(info.Env(), "mapView: not implemented yet", "NATIVE_ERROR"); }
-Napi::Value Unmap(const Napi::CallbackInfo& info) { throw codedError(info.Env(), "unmap: not implemented yet", "NATIVE_ERROR"); }
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+// Node 20 aborts the process on an external ArrayBuffer over 4 GiB − 1.
+constexpr uint64_t kMaxView = 0xFFFFFFFFull;
+
+bool safeInteger(Napi::Value v, double min, uint64_t* out) {
+  if (!v.IsNumber()) return false;
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= min && d <= kMaxSafeInteger) || std::floor(d) != d) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+#if !defined(_WIN32)
+
+// Reads [position, position + length) of fd into dst exactly, or throws IoError.
+void preadFully(int fd, uint64_t position, uint8_t* dst, uint64_t length) {
+  uint64_t done = 0;
+  while (done < length) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(length - done, 1u << 30));
+    const ssize_t got = ::pread(fd, dst + done, want, static_cast<off_t>(position + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw IoError("pread(fd " + std::to_string(fd) + ", " + std::to_string(want) + " bytes at " +
+                    std::to_string(position + done) + "): " + std::strerror(errno));
+    }
+    if (got == 0) {
+      throw IoError("short read: fd " + std::to_string(fd) + " ended at byte " + std::to_string(position + done) +
+                    ", " + std::to_string(length - done) + " bytes before the " + std::to_string(length) +
+                    " requested from " + std::to_string(position));
+    }
+    done += static_cast<uint64_t>(got);
+  }
+}
+
+class PreadWorker : public PromiseWorker {
+ public:
+  PreadWorker(Napi::Env env, int fd, uint64_t position, Napi::Uint8Array target)
+      : PromiseWorker(env, "model-stock:preadInto"),
+        fd_(fd),
+        position_(position),
+        dst_(target.Data()),
+        length_(target.ByteLength()) {
+    Keep({target});
+  }
+
+ protected:
+  void Run() override {
+    // Page-aligned chunks of 1–16 MiB, about four per thread, claimed dynamically.
+    constexpr uint64_t kMin = 1 << 20, kMax = 16 << 20;
+    const unsigned threads = poolThreads();
+    if (length_ < 2 * kMin || threads == 1) return preadFully(fd_, position_, dst_, length_);
+    uint64_t chunk = length_ / (4 * threads);
+    chunk = std::max(kMin, std::min(kMax, chunk)) & ~uint64_t{4095};
+    const uint64_t chunks = (length_ + chunk - 1) / chunk;
+    parallelFor(chunks, [&](size_t c) {
+      const uint64_t begin = c * chunk;
+      preadFully(fd_, position_ + begin, dst_ + begin, std::min(chunk, length_ - begin));
+    });
+  }
+
+ private:
+  int fd_;
+  uint64_t position_;
+  uint8_t* dst_;
+  uint64_t length_;
+};
+
+// One mapping of a whole file, unmapped when the last owner (handle or view) lets go.
+struct Mapping {
+  std::string path;
+  uint8_t* addr = nullptr;
+  uint64_t size = 0;
+  ~Mapping() {
+    if (addr != nullptr) ::munmap(addr, size);
+  }
+};
+using MappingRef = std::shared_ptr<Mapping>;
+
+std::shared_ptr<Mapping> openMapping(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError(path + ": cannot open: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw IoError(path + ": cannot stat: " + std::strerror(e));
+  }
+  auto m = std::make_shared<Mapping>();
+  m->path = path;
+  m->size = static_cast<uint64_t>(st.st_size);
+  if (m->size > 0) {
+    // Private and writable: a stray write from JS copies the page instead of faulting or reaching
+    // the file. (A file truncated by another process while mapped still raises SIGBUS on access:
+    // the engine never truncates its inputs.)
+    void* p = ::mmap(nullptr, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const int e = errno;
+      ::close(fd);
+      throw IoError(path + ": cannot map " + std::to_string(m->size) + " bytes: " + std::strerror(e));
+    }
+    m->addr = static_cast<uint8_t*>(p);
+  }
+  ::close(fd);  // the mapping holds its own reference to the file
+  return m;
+}
+
+void releaseHandle(napi_env, void* data, void*) { delete static_cast<MappingRef*>(data); }
+
+MappingRef* unwrapHandle(Napi::Env env, Napi::Value v, const char* op) {
+  void* data = nullptr;
+  if (!v.IsObject() || napi_unwrap(env, v, &data) != napi_ok || data == nullptr)
+    throw codedError(env, std::string(op) + ": expected a mapping from mapFile", "NATIVE_ERROR");
+  return static_cast<MappingRef*>(data);
+}
+
+#endif
+
+}  // namespace
+
+Napi::Value PreadInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t fd, position;
+  if (!safeInteger(info[0], 0, &fd) || fd > 0x7FFFFFFF)
+    return rejected(env, "preadInto: expected a file descriptor for fd", "NATIVE_ERROR");
+  if (!safeInteger(info[1], 0, &position))
+    return rejected(env, "preadInto: expected a safe integer ≥ 0 for position", "NATIVE_ERROR");
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    return rejected(env, "preadInto: expected a Uint8Array for target", "NATIVE_ERROR");
+#if defined(_WIN32)
+  return rejected(env, "preadInto: not available on Windows", "NATIVE_ERROR");
+#else
+  auto* worker = new PreadWorker(env, static_cast<int>(fd), position, info[2].As<Napi::Uint8Array>());
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+#endif
+}
+
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw codedError(env, "mapFile: expected a path string", "NATIVE_ERROR");
+#if defined(_WIN32)
+  throw codedError(env, "mapFile: not available on Windows", "NATIVE_ERROR");
+#else
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  MappingRef mapping;
+  try {
+    mapping = openMapping(path);
+  } catch (const IoError& e) {
+    throw codedError(env, e.what(), "IO_ERROR");
+  }
+  Napi::Object handle = Napi::Object::New(env);
+  handle.DefineProperties({
+      Napi::PropertyDescriptor::Value("path", Napi::String::New(env, path), napi_enumerable),
+      Napi::PropertyDescriptor::Value("size", Napi::Number::New(env, static_cast<double>(mapping->size)),
+                                      napi_enumerable),
+  });
+  auto* ref = new MappingRef(std::move(mapping));
+  if (napi_wrap(env, handle, ref, releaseHandle, nullptr, nullptr) != napi_ok) {
+    delete ref;
+    throw codedError(env, "mapFile: cannot attach the mapping to its handle", "NATIVE_ERROR");
+  }
+  return handle;
+#endif
+}
+
+Napi::Value MapView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(_WIN32)
+  throw codedError(env, "mapView: not available on Windows", "NATIVE_ERROR");
+#else
+  MappingRef* ref = unwrapHandle(env, info[0], "mapView");
+  if (!*ref) throw codedError(env, "mapView: the mapping was unmapped", "NATIVE_ERROR");
+  const Mapping& m = **ref;
+  uint64_t offset, length;
+  if (!safeInteger(info[1], 0, &offset)) throw codedError(env, "mapView: expected a safe integer ≥ 0 for offset", "NATIVE_ERROR");
+  if (!safeInteger(info[2], 0, &length)) throw codedError(env, "mapView: expected a safe integer ≥ 0 for length", "NATIVE_ERROR");
+  if (offset > m.size || length > m.size - offset)
+    throw codedError(env,
+                     "mapView: bytes [" + std::to_string(offset) + ", " + std::to_string(offset + length) +
+                         ") lie outside " + m.path + " (" + std::to_string(m.size) + " bytes)",
+                     "NATIVE_ERROR");
+  if (length > kMaxView)
+    throw codedError(env, "mapView: a view must be under 4 GiB (Node aborts on larger external buffers); got " +
+                              std::to_string(length) + " bytes",
+                     "NATIVE_ERROR");
+  if (length == 0) return Napi::Uint8Array::New(env, 0);
+  uint8_t* start = m.addr + offset;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uint8_t* aligned = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(start) & ~(page - 1));
+  const size_t span = static_cast<size_t>(start + length - aligned);
+  ::madvise(aligned, span, MADV_SEQUENTIAL);  // advice only: failures change nothing but speed
+  ::madvise(aligned, span, MADV_WILLNEED);
+  auto* keep = new MappingRef(*ref);
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
+      env, start, static_cast<size_t>(length), [](Napi::Env, void*, MappingRef* k) { delete k; }, keep);
+  return Napi::Uint8Array::New(env, static_cast<size_t>(length), buffer, 0);
+#endif
+}
+
+Napi::Value Unmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if !defined(_WIN32)
+  unwrapHandle(env, info[0], "unmap")->reset();
+#endif
+  return env.Undefined();
+}
 
 }  // namespace ms
