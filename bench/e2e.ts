@@ -94,18 +94,39 @@ function inputFiles(f: FixtureInfo): string[] {
   return [f.base, ...f.models].flatMap(safetensorsFiles);
 }
 
-/** Median seconds of `runs` floors: read every input + write as many bytes as the output (base-sized). */
-function measureFloor(f: FixtureInfo, runs: number): number {
+interface Floor {
+  /** Median of read + write per trial. */
+  readonly seconds: number;
+  readonly read: number;
+  readonly write: number;
+}
+
+/** Median of `runs` floors: read every input + write as many bytes as the output (base-sized). */
+function measureFloor(f: FixtureInfo, runs: number): Floor {
   const files = inputFiles(f);
   const buffer = new Uint8Array(8 << 20);
   // Untimed: the first large write after a sync was measured 10× slower than the next ones here.
   writeBytes(f.dir, f.fileBytesPerModel, buffer);
-  const times: number[] = [];
+  const reads: number[] = [];
+  const writes: number[] = [];
+  const totals: number[] = [];
   for (let r = 0; r < runs; r++) {
     syncDisks();
-    times.push(readFiles(files, buffer) + writeBytes(f.dir, f.fileBytesPerModel, buffer));
+    const read = readFiles(files, buffer);
+    const write = writeBytes(f.dir, f.fileBytesPerModel, buffer);
+    reads.push(read);
+    writes.push(write);
+    totals.push(read + write);
   }
-  return median(times);
+  return { seconds: median(totals), read: median(reads), write: median(writes) };
+}
+
+function describeFloor(label: string, floor: Floor, inputBytes: number, outputBytes: number): string {
+  const rate = (bytes: number, s: number): string => `${(bytes / 1e9 / s).toFixed(2)} GB/s`;
+  return (
+    `${label}: read ${floor.read.toFixed(2)} s (${rate(inputBytes, floor.read)}) + ` +
+    `write ${floor.write.toFixed(2)} s (${rate(outputBytes, floor.write)})`
+  );
 }
 
 function nativeAvailable(): string | undefined {
@@ -182,7 +203,9 @@ async function main(argv: string[]): Promise<void> {
   const inputBytes = totalSize(inputFiles(fixture));
   const files = inputFiles(fixture);
   readFiles(files); // warm the page cache, untimed
-  const floor = measureFloor(fixture, runs);
+  const floorParts = measureFloor(fixture, runs);
+  const floor = floorParts.seconds;
+  notes.push(describeFloor('floor', floorParts, inputBytes, fixture.fileBytesPerModel));
 
   const jobs = usable.flatMap((backend) =>
     [false, true].map((fsync) => ({
@@ -243,7 +266,9 @@ async function main(argv: string[]): Promise<void> {
     const input2x = totalSize(files2x);
     // Evict nothing we need later: the 1× runs are done. Warm the 2× inputs, untimed.
     readFiles(files2x);
-    const floor2x = measureFloor(fixture2x, runs);
+    const floor2xParts = measureFloor(fixture2x, runs);
+    const floor2x = floor2xParts.seconds;
+    notes.push(describeFloor('floor, 2× model', floor2xParts, input2x, fixture2x.fileBytesPerModel));
     const out = path.join(`${cacheDir}-2x`, 'merged');
     const res: ChildResult[] = [];
     for (let r = 0; r < runs; r++) {
@@ -300,7 +325,7 @@ async function main(argv: string[]): Promise<void> {
       ]),
     ),
   );
-  for (const n of notes) console.log(`note: ${n}`);
+  for (const n of notes) console.log(`  ${n}`);
 }
 
 if (process.argv[2] === CHILD_FLAG) {
