@@ -60,6 +60,8 @@ struct V {
   }
   static F64 lo(F32 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
   static F64 hi(F32 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+  // A prefetch past the end of a buffer is harmless: prefetches never fault.
+  static void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
   static F32 ldf(const float* p) { return _mm256_loadu_ps(p); }
   static void stf(float* p, F32 v) { _mm256_storeu_ps(p, v); }
   static F32 set1f(float a) { return _mm256_set1_ps(a); }

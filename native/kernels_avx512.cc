@@ -59,6 +59,8 @@ struct V {
   }
   static F64 lo(F32 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
   static F64 hi(F32 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
+  // A prefetch past the end of a buffer is harmless: prefetches never fault.
+  static void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
   static F32 ldf(const float* p) { return _mm512_loadu_ps(p); }
   static void stf(float* p, F32 v) { _mm512_storeu_ps(p, v); }
   static F32 set1f(float a) { return _mm512_set1_ps(a); }

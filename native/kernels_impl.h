@@ -9,6 +9,7 @@
 //   void store…Part(p, v, n)                   n < W elements
 //   void storeF32AsF64(double* dst, F32 v)     W float64 values
 //   F64 lo(F32) / hi(F32)                      the lower / upper W64 lanes widened (SIMD only)
+//   void prefetch(p)                           hint: p will be read soon (SIMD only)
 //   F64 loadF64(p) / loadF64Part(p, n), ld(const double*), st(double*, F64)
 //   add/sub/mul/fma/zero/set1/hsum on F32 and F64 (fma may be unfused on the scalar path)
 //
@@ -126,6 +127,11 @@ void storeAsPart(uint8_t* p, typename V::F32 v, size_t n) {
 }
 constexpr size_t sizeOf(DType d) { return d == DType::F64 ? 8 : d == DType::F32 ? 4 : 2; }
 
+// Software prefetch distance per input stream. Measured on the 2-core AVX-512 VM, BF16 N = 2 lerp
+// from RAM: none 9.6, 512 B 11.1, 1 KiB 11.3, 4 KiB 11.2 GB/s (one thread); non-temporal stores on
+// top changed nothing measurable, so the output uses ordinary stores (it is written to a file next).
+constexpr size_t kPrefetchBytes = 1024;
+
 // Σ d_i·d_j over elements [from, to) of one unit, into sums[P]. Inputs are widened to float64 before
 // subtracting; separate accumulators for the low and high halves keep 2P independent FMA chains.
 template <class V, DType D, int N>
@@ -156,6 +162,7 @@ void gramFused(const Input* in, uint64_t from, uint64_t to, double* sums) {
   size_t k = 0;
   F32 x[N];
   for (; k + V::W <= len; k += V::W) {
+    for (int m = 0; m <= N; ++m) V::prefetch(p[m] + k * S + kPrefetchBytes);
     for (int m = 0; m < N; ++m) x[m] = loadAs<V, D>(p[m + 1] + k * S);
     step(loadAs<V, D>(p[0] + k * S), x);
   }
@@ -207,6 +214,7 @@ void lerpFused(const Input* in, int n, uint64_t from, uint64_t to, float a, floa
   uint8_t* dst = out + from * OS;
   size_t k = 0;
   for (; k + V::W <= len; k += V::W) {
+    for (int m = 0; m <= n; ++m) V::prefetch(in[m].bytes + (from + k) * S + kPrefetchBytes);
     F32 s = loadAs<V, D>(in[1].bytes + (from + k) * S);
     for (int m = 2; m <= n; ++m) s = V::addf(s, loadAs<V, D>(in[m].bytes + (from + k) * S));
     storeAs<V, O>(dst + k * OS, V::addf(V::mulf(va, loadAs<V, D>(base + k * S)), V::mulf(vb, s)));
