@@ -113,10 +113,18 @@ std::shared_ptr<Mapping> openMapping(const std::string& path) {
   m->path = path;
   m->size = static_cast<uint64_t>(st.st_size);
   if (m->size > 0) {
-    // Private and writable: a stray write from JS copies the page instead of faulting or reaching
-    // the file. (A file truncated by another process while mapped still raises SIGBUS on access:
-    // the engine never truncates its inputs.)
-    void* p = ::mmap(nullptr, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    // Private and writable, so a stray write from JS copies the page instead of faulting or reaching
+    // the file; MAP_NORESERVE so the kernel does not charge the whole file to the commit limit (without
+    // it a 64 GiB file failed with ENOMEM on a 23 GiB machine). Where the commit limit is strict
+    // (vm.overcommit_memory = 2) that still fails, and the mapping falls back to read-only: a write
+    // through a view then faults, as with any read-only mapping. (A file truncated by another process
+    // while mapped raises SIGBUS on access either way: the engine never truncates its inputs.)
+    int flags = MAP_PRIVATE;
+#ifdef MAP_NORESERVE
+    flags |= MAP_NORESERVE;
+#endif
+    void* p = ::mmap(nullptr, m->size, PROT_READ | PROT_WRITE, flags, fd, 0);
+    if (p == MAP_FAILED && errno == ENOMEM) p = ::mmap(nullptr, m->size, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
       const int e = errno;
       ::close(fd);
