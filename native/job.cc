@@ -23,7 +23,10 @@ std::string describe(Napi::Value v) {
   }
   if (v.IsArrayBuffer()) return "ArrayBuffer";
   if (v.IsArray()) return "array";
-  if (v.IsString()) return "string '" + v.As<Napi::String>().Utf8Value() + "'";
+  if (v.IsString()) {
+    const std::string s = v.As<Napi::String>().Utf8Value();
+    return "string '" + (s.size() > 40 ? s.substr(0, 40) + "…" : s) + "'";
+  }
   if (v.IsNumber()) {
     const double d = v.As<Napi::Number>().DoubleValue();
     return "number " + (std::isfinite(d) ? std::to_string(d) : std::string(std::isnan(d) ? "NaN" : "Infinity"));

@@ -25,12 +25,15 @@ function finish(status, what) {
   console.warn(msg);
 }
 
-// Node's headers: npm passes the project .npmrc's nodedir; else the installation running us, when it
-// ships its headers (Debian's /usr/include/node), so node-gyp never needs to download them.
+// Node's headers, so node-gyp never needs to download them: npm's nodedir (the project .npmrc says
+// /usr, where Debian's nodejs puts them) when it holds them, else the installation running us when it
+// ships them; otherwise node-gyp's own lookup (a download when online).
 function nodeDir() {
-  if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
+  const hasHeaders = (dir) => fs.existsSync(path.join(dir, 'include', 'node', 'node_api.h'));
+  const configured = process.env.npm_config_nodedir;
+  if (configured && hasHeaders(configured)) return configured;
   const prefix = path.resolve(path.dirname(process.execPath), '..');
-  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined;
+  return hasHeaders(prefix) ? prefix : undefined;
 }
 
 function nodeGypScript() {
@@ -68,7 +71,10 @@ if (gyp) {
   const args = [script, 'rebuild', '--jobs', 'max'];
   const dir = nodeDir();
   if (dir !== undefined) args.push(`--nodedir=${dir}`);
-  const r = spawnSync(process.execPath, args, { cwd: work, stdio: 'inherit' });
+  // A configured nodedir without headers must not override the one chosen above.
+  const env = { ...process.env };
+  delete env.npm_config_nodedir;
+  const r = spawnSync(process.execPath, args, { cwd: work, stdio: 'inherit', env });
   if (r.status === 0) {
     const out = path.join(root, 'build-gyp');
     fs.mkdirSync(out, { recursive: true });
