@@ -22,9 +22,10 @@ struct Job {
   std::condition_variable finished;
   std::exception_ptr error;
 
-  // Runs tasks until none is left to claim; true if this call finished the last one.
-  void work() {
-    for (size_t i; (i = next.fetch_add(1)) < tasks;) {
+  // Runs tasks until none is left to claim, or `stop` is raised (a pool thread being retired: the
+  // job's caller finishes the rest, so setThreads never waits for a whole job).
+  void work(const std::atomic<bool>* stop = nullptr) {
+    for (size_t i; (stop == nullptr || !stop->load()) && (i = next.fetch_add(1)) < tasks;) {
       try {
         (*fn)(i);
       } catch (...) {
@@ -106,7 +107,7 @@ class Pool {
         if (stopping_) return;
         job = queue_.front();
       }
-      job->work();
+      job->work(&stopping_);
     }
   }
 
@@ -117,7 +118,7 @@ class Pool {
   std::vector<std::thread> workers_;
   unsigned threads_ = 1;
   bool started_ = false;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};
 };
 
 // Never destroyed: a pool thread may still be finishing a task while the process exits.

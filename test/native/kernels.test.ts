@@ -254,11 +254,17 @@ describe('native kernels vs JsBackend vs float64 reference', function () {
       for (const x of cs) sequential.push(await nativeGram(addon, x));
       const concurrent = await Promise.all([...cs, ...cs].map((x) => nativeGram(addon, x)));
       concurrent.forEach((g, k) => assert.deepEqual(g, sequential[k % cs.length]));
+      // resizing the pool while a job runs: retired threads hand their share back to the caller
+      const inFlight = nativeGram(addon, c);
+      addon.setThreads(1);
+      addon.setThreads(3);
+      results.push(await inFlight);
     } finally {
       addon.setThreads(0);
     }
     assert.deepEqual(results[1], results[0]);
     assert.deepEqual(results[2], results[0]);
+    assert.deepEqual(results[3], results[0]);
   });
 
   it('NaN and Inf in any input reach the Gram diagonal', async () => {
