@@ -8,16 +8,20 @@
  * are flushed (`sync`), so a trial is not throttled by the previous one's writeback.
  *
  *   node dist/bench/e2e.js [--runs N] [--backends native,js] [--skip-js] [--preset tinyllama|medium]
- *                          [--double | --no-double]
+ *                          [--io mmap,pread,fs] [--page-cache as-is|fresh|from-disk] [--double | --no-double]
+ *
+ * The native backend runs once per --io mode without fsync, and with the first mode with fsync; js runs
+ * with the default (auto) input mode.
  */
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ensureFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/generate';
+import { ensureFixture, generateFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/generate';
 import { mergeModelStock, selectBackend } from '../lib/index';
 import { readFiles, writeBytes } from './floor';
+import { IO_MODES, type IoMode } from '../lib/engine/io';
 import { fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -29,6 +33,7 @@ interface ChildJob {
   readonly models: readonly string[];
   readonly out: string;
   readonly backend: 'native' | 'js';
+  readonly io: IoMode;
   readonly fsync: boolean;
 }
 
@@ -58,6 +63,7 @@ async function child(job: ChildJob): Promise<void> {
     out: job.out,
     overwrite: true,
     backend: job.backend,
+    io: job.io,
     fsync: job.fsync,
   });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
@@ -162,6 +168,8 @@ async function main(argv: string[]): Promise<void> {
       runs: { type: 'string', default: '3' },
       backends: { type: 'string', default: 'native,js' },
       'skip-js': { type: 'boolean', default: false },
+      io: { type: 'string', default: 'mmap,pread,fs' },
+      'page-cache': { type: 'string', default: 'as-is' },
       preset: { type: 'string', default: 'tinyllama' },
       double: { type: 'boolean' },
       'no-double': { type: 'boolean' },
@@ -202,26 +210,51 @@ async function main(argv: string[]): Promise<void> {
 
   const inputBytes = totalSize(inputFiles(fixture));
   const files = inputFiles(fixture);
+  // How the inputs' pages entered the page cache changes how fast they map (measured here: pages just
+  // written by write() map several times slower than pages read from disk), so both are benchmarked.
+  const pageCache = values['page-cache'];
+  if (pageCache === 'from-disk') {
+    syncDisks();
+    writeFileSync('/proc/sys/vm/drop_caches', '3'); // needs root; throws otherwise
+  } else if (pageCache === 'fresh') {
+    await generateFixture({ ...PRESETS[preset], dir: cacheDir });
+  } else if (pageCache !== 'as-is') {
+    throw new Error(
+      '--page-cache must be as-is, fresh (regenerate the fixture) or from-disk (drop caches, re-read)',
+    );
+  }
+  notes.push(`inputs' page cache: ${pageCache}`);
   readFiles(files); // warm the page cache, untimed
   const floorParts = measureFloor(fixture, runs);
   const floor = floorParts.seconds;
   notes.push(describeFloor('floor', floorParts, inputBytes, fixture.fileBytesPerModel));
 
-  const jobs = usable.flatMap((backend) =>
-    [false, true].map((fsync) => ({
-      backend,
-      fsync,
-      job: { base: fixture.base, models: fixture.models, out: path.join(cacheDir, 'merged'), backend, fsync },
-    })),
+  const ioModes = values.io.split(',').map((s) => s.trim()) as IoMode[];
+  for (const m of ioModes) if (!IO_MODES.includes(m)) throw new Error(`--io: unknown mode "${m}"`);
+  type Config = { backend: 'native' | 'js'; io: IoMode; fsync: boolean };
+  const configs: Config[] = usable.flatMap((backend): Config[] =>
+    backend === 'native'
+      ? [
+          ...ioModes.map((io) => ({ backend, io, fsync: false })),
+          { backend, io: ioModes[0] as IoMode, fsync: true },
+        ]
+      : [false, true].map((fsync) => ({ backend, io: 'auto' as IoMode, fsync })),
   );
+  const keyOf = (c: { backend: string; io: IoMode; fsync: boolean }): string =>
+    `${c.backend}/${c.io}/${c.fsync}`;
+  const jsKey = (fsync: boolean): string => `js/auto/${fsync}`;
+  const jobs = configs.map((c) => ({
+    ...c,
+    job: { base: fixture.base, models: fixture.models, out: path.join(cacheDir, 'merged'), ...c },
+  }));
   const results = new Map<string, ChildResult[]>();
   // Trials interleaved across configurations, so drift (thermal, background writeback) spreads evenly.
   for (let r = 0; r < runs; r++) {
-    for (const { backend, fsync, job } of jobs) {
-      const key = `${backend}/${fsync}`;
+    for (const { job, ...c } of jobs) {
+      const key = keyOf(c);
       const res = runChild(job);
       results.set(key, [...(results.get(key) ?? []), res]);
-      process.stderr.write(`  run ${r + 1}/${runs} ${backend} fsync=${fsync}: ${res.seconds.toFixed(2)} s\n`);
+      process.stderr.write(`  run ${r + 1}/${runs} ${key}: ${res.seconds.toFixed(2)} s\n`);
     }
   }
   rmSync(path.join(cacheDir, 'merged'), { recursive: true, force: true });
@@ -245,17 +278,17 @@ async function main(argv: string[]): Promise<void> {
     },
   ];
   const describe = new Map<string, string>();
-  for (const { backend, fsync } of jobs) {
-    const key = `${backend}/${fsync}`;
+  for (const c of configs) {
+    const key = keyOf(c);
     const first = results.get(key)?.[0];
     if (first !== undefined)
-      describe.set(backend, `${first.isa}, ${first.threads} thread${first.threads === 1 ? '' : 's'}`);
+      describe.set(c.backend, `${first.isa}, ${first.threads} thread${first.threads === 1 ? '' : 's'}`);
     rows.push({
-      label: `${backend}, ${fsync ? 'fsync' : 'no fsync'}`,
+      label: `${c.backend} (io ${c.io}), ${c.fsync ? 'fsync' : 'no fsync'}`,
       seconds: wall(key) ?? NaN,
       inputBytes,
       floor,
-      js: wall(`js/${fsync}`),
+      js: wall(jsKey(c.fsync)),
       rssMiB: rss(key),
     });
   }
@@ -272,7 +305,9 @@ async function main(argv: string[]): Promise<void> {
     const out = path.join(`${cacheDir}-2x`, 'merged');
     const res: ChildResult[] = [];
     for (let r = 0; r < runs; r++) {
-      res.push(runChild({ base: fixture2x.base, models: fixture2x.models, out, backend, fsync: false }));
+      res.push(
+        runChild({ base: fixture2x.base, models: fixture2x.models, out, backend, io: 'auto', fsync: false }),
+      );
       process.stderr.write(
         `  run ${r + 1}/${runs} 2× ${backend} fsync=false: ${res[r]!.seconds.toFixed(2)} s\n`,
       );
@@ -288,7 +323,7 @@ async function main(argv: string[]): Promise<void> {
       rssMiB: undefined,
     });
     rows.push({
-      label: `${backend}, no fsync, 2× model`,
+      label: `${backend} (io auto), no fsync, 2× model`,
       seconds: median(res.map((x) => x.seconds)),
       inputBytes: input2x,
       floor: floor2x,

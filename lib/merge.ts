@@ -11,7 +11,8 @@ import { copyBaseFiles, modelCard } from './output/extras';
 import { makePlan, outputDtype } from './plan/plan';
 import { openCheckpoint } from './safetensors/checkpoint';
 import { planShards } from './safetensors/layout';
-import { TensorReader, DEFAULT_WINDOW_BYTES } from './safetensors/window';
+import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
+import { IO_MODES, openTensorSource } from './engine/io';
 import { SafetensorsWriter } from './safetensors/writer';
 import type { Checkpoint } from './safetensors/types';
 import type { MergeOptions, MergeReport } from './types';
@@ -48,6 +49,8 @@ function validate(o: MergeOptions): void {
       );
     }
   };
+  if (o.io !== undefined && !IO_MODES.includes(o.io))
+    throw bad(`io must be one of ${IO_MODES.join(', ')}, got "${o.io}"`);
   positive(o.shardSize, 'shardSize');
   positive(o.memory, 'memory');
   positive(o.window, 'window', DEFAULT_WINDOW_BYTES);
@@ -95,7 +98,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     threads: options.threads,
     onWarning: options.onWarning,
   });
-  const reader = new TensorReader();
+  const reader = openTensorSource(options.io ?? 'auto');
   const staging = await StagingDir.create(target);
   let writer: SafetensorsWriter | undefined;
   try {

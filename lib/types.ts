@@ -1,6 +1,7 @@
 import type { FloatDType, DType } from './dtype';
 import type { BackendInfo } from './engine/backend';
 import type { ThetaRule } from './math/ratio';
+import type { IoMode } from './engine/io';
 
 export type BackendChoice = 'auto' | 'js' | 'native' | 'cuda';
 
@@ -34,6 +35,8 @@ export interface MergeOptions {
   readonly backend?: BackendChoice;
   /** Memory budget for tensor buffers in bytes (default 1 GiB). A tensor whose inputs fit is read once. */
   readonly memory?: number;
+  /** How inputs are read: mmap (zero-copy), pread (native, parallel), fs (Node); default auto. */
+  readonly io?: IoMode;
   /** Largest single read buffer in bytes (default and maximum 1 GiB). */
   readonly window?: number;
   /** Worker threads for the native backend (default: all cores). */

@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"preadInto", ms::PreadInto},      // io.cc
       {"mapFile", ms::MapFile},          // io.cc
       {"mapView", ms::MapView},          // io.cc
+      {"mapRelease", ms::MapRelease},    // io.cc
       {"unmap", ms::Unmap},              // io.cc
   };
   for (const auto& f : functions) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));

@@ -17,6 +17,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info);
 Napi::Value PreadInto(const Napi::CallbackInfo& info);
 Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
+Napi::Value MapRelease(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
 
 }  // namespace ms

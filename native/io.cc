@@ -230,6 +230,28 @@ Napi::Value MapView(const Napi::CallbackInfo& info) {
 #endif
 }
 
+Napi::Value MapRelease(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if !defined(_WIN32)
+  MappingRef* ref = unwrapHandle(env, info[0], "mapRelease");
+  if (!*ref) return env.Undefined();
+  const Mapping& m = **ref;
+  uint64_t offset, length;
+  if (!safeInteger(info[1], 0, &offset) || !safeInteger(info[2], 0, &length) || offset > m.size ||
+      length > m.size - offset)
+    throw codedError(env, "mapRelease: expected a byte range inside " + m.path, "NATIVE_ERROR");
+  // Drops the range's pages from this process (they stay in the page cache): mapped pages count in
+  // RSS, and a merge that maps every input would otherwise hold them all. Pages at the range's edges
+  // may be shared with a neighbouring tensor still in use; dropping them is safe, since the mapping is
+  // private, never written, and an access after the drop faults the file's bytes back in.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t from = reinterpret_cast<uintptr_t>(m.addr + offset) & ~(page - 1);
+  const uintptr_t to = reinterpret_cast<uintptr_t>(m.addr + offset + length);
+  if (to > from) ::madvise(reinterpret_cast<void*>(from), static_cast<size_t>(to - from), MADV_DONTNEED);
+#endif
+  return env.Undefined();
+}
+
 Napi::Value Unmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if !defined(_WIN32)

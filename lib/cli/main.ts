@@ -5,6 +5,7 @@ import { isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
 import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
+import { IO_MODES, type IoMode } from '../engine/io';
 import { doctor } from './doctor';
 import { ProgressBar } from './progress';
 import { formatBytes, parseSize } from './size';
@@ -41,6 +42,7 @@ interface MergeFlags {
   overwrite?: boolean;
   backend: BackendChoice;
   memory?: number;
+  io: IoMode;
   threads?: number;
   fsync: boolean;
   quiet?: boolean;
@@ -82,6 +84,7 @@ function resolveMerge(config: string | undefined, outArg: string | undefined, f:
     overwrite: f.overwrite ?? false,
     backend: f.backend,
     memory: f.memory,
+    io: f.io,
     threads: f.threads,
     fsync: f.fsync,
     report: f.report,
@@ -153,6 +156,14 @@ export function buildProgram(): Command {
         .default('auto'),
     )
     .option('--memory <size>', 'memory budget for tensor buffers (default 1GiB)', sizeArg)
+    .addOption(
+      new Option(
+        '--io <mode>',
+        'how inputs are read: mmap (zero-copy), pread (native), fs (Node); auto = mmap when the addon loads',
+      )
+        .choices([...IO_MODES])
+        .default('auto'),
+    )
     .option('--threads <n>', 'native worker threads (default: all cores)', intArg)
     .option('--no-fsync', 'do not fsync the output before renaming it into place')
     .option('-q, --quiet', 'no progress bar, warnings or summary')

@@ -35,6 +35,11 @@ export interface NativeAddon {
    * on a larger external buffer), advised sequential + will-need. The view keeps the mapping alive.
    */
   mapView(mapping: NativeMapping, offset: number, length: number): Uint8Array;
+  /**
+   * Drops the pages of [offset, offset + length) from this process (madvise DONTNEED): mapped pages
+   * count in RSS. Views stay valid: a later access faults the file's bytes back in. native/io.cc
+   */
+  mapRelease(mapping: NativeMapping, offset: number, length: number): void;
   /** Drops the mapping's own reference: later mapView calls throw; existing views stay valid. */
   unmap(mapping: NativeMapping): void;
 }

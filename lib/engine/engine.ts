@@ -7,11 +7,10 @@ import type { TensorInfo } from '../safetensors/types';
 import type { MergeProgress, RatioStats, TensorReport } from '../types';
 import { Arena } from './arena';
 import { Backend, GramJob, InputWindow, gramSize } from './backend';
+import type { TensorSource as FullSource } from './io';
 
-/** Where tensor bytes come from (pread, mmap, …). */
-export interface TensorSource {
-  readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void>;
-}
+/** Where tensor bytes come from: copies into arena buffers, or zero-copy views of mapped files. */
+export type TensorSource = Pick<FullSource, 'readInto' | 'view' | 'release'>;
 /** Where output tensor bytes go (positional writes into the output shards). */
 export interface TensorSink {
   write(name: string, byteOffsetInTensor: number, data: Uint8Array): Promise<void>;
@@ -120,11 +119,19 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
 
   const startWhole = (index: number, slot: Slot): void => {
     const step = steps[index] as MergeStep;
-    slot.arena.reset();
     const tensors = [step.base, ...step.inputs];
+    const src = opts.source;
+    if (src.view !== undefined) {
+      // Mapped inputs: no copy; the kernels fault the pages in (the mapping was advised will-need).
+      const views = tensors.map((t) => (src.view as NonNullable<typeof src.view>)(t, 0, t.byteLength));
+      bytesDone += tensors.reduce((a, t) => a + t.byteLength, 0);
+      slot.prefetch = { index, views, read: Promise.resolve() };
+      return;
+    }
+    slot.arena.reset();
     const views = tensors.map((t) => slot.arena.take(t.byteLength));
     const read = Promise.all(
-      tensors.map((t, i) => counted(opts.source.readInto(t, 0, views[i] as Uint8Array), t.byteLength)),
+      tensors.map((t, i) => counted(src.readInto(t, 0, views[i] as Uint8Array), t.byteLength)),
     ).then(() => undefined);
     read.catch(() => undefined); // awaited later; never an unhandled rejection meanwhile
     slot.prefetch = { index, views, read };
@@ -150,8 +157,10 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
         });
       } else if (fitsWhole(step)) {
         // fitsWhole holds only for merge steps.
+        // Mapped inputs take no arena space: only the output waits for its slot's previous write.
+        const zeroCopy = opts.source.view !== undefined;
         if (slot.prefetch?.index !== k) {
-          await slot.writing;
+          if (!zeroCopy) await slot.writing;
           startWhole(k, slot);
         }
         const { views, read } = slot.prefetch as NonNullable<Slot['prefetch']>;
@@ -160,8 +169,12 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
         // Read-ahead: the next tensor's reads run while this one computes.
         const next = steps[k + 1];
         if (next !== undefined && fitsWhole(next)) {
-          await other.writing;
+          if (!zeroCopy) await other.writing;
           startWhole(k + 1, other);
+        }
+        if (zeroCopy) {
+          await slot.writing;
+          slot.arena.reset();
         }
         const out = slot.arena.take(step.outByteLength);
         const windowOf = (i: number): InputWindow => ({
@@ -184,6 +197,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
         if (step.numel > 0) {
           await opts.backend.interpolate({ ...job, t, out, outDtype: step.outDtype });
         }
+        for (const input of [step.base, ...step.inputs]) opts.source.release?.(input, 0, input.byteLength);
         slot.writing = opts.sink.write(step.name, 0, out);
         slot.writing.catch(() => undefined);
         pendingWrites.push(slot.writing);
@@ -228,11 +242,18 @@ async function copyTensor(
   const chunk = Math.max(1, Math.min(slot.arena.capacity, opts.window));
   for (let start = 0; start < step.base.byteLength; start += chunk) {
     const len = Math.min(chunk, step.base.byteLength - start);
-    slot.arena.reset();
-    const view = slot.arena.take(len);
-    await opts.source.readInto(step.base, start, view);
+    const src = opts.source;
+    let view: Uint8Array;
+    if (src.view !== undefined) {
+      view = src.view(step.base, start, len);
+    } else {
+      slot.arena.reset();
+      view = slot.arena.take(len);
+      await src.readInto(step.base, start, view);
+    }
     onRead(len);
     await opts.sink.write(step.name, start, view);
+    src.release?.(step.base, start, len);
     progress(step.name);
   }
   return step.base.byteLength;

@@ -29,6 +29,7 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'preadInto',
   'mapFile',
   'mapView',
+  'mapRelease',
   'unmap',
 ];
 

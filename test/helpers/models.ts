@@ -82,8 +82,3 @@ export function hashTree(dir: string): Record<string, string> {
   walk(dir);
   return out;
 }
-
-/** Values as the dtype stores them (so the float64 reference sees exactly the stored inputs). */
-export function quantize(values: Float64Array, dtype: FloatDType): Float64Array {
-  return Float64Array.from(decodeFloats(encodeFloats(values, dtype), dtype));
-}

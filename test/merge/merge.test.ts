@@ -7,6 +7,7 @@ import { ThetaRule } from '../../lib/math/ratio';
 import { assertWithinContract, referenceMerge } from '../../lib/math/reference';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import type { MergeReport } from '../../lib/types';
+import type { IoMode } from '../../lib/engine/io';
 import { backendsUnderTest } from '../helpers/backends';
 import { readModel, writeModel, TensorSpec } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
@@ -226,3 +227,44 @@ for (const backend of backendsUnderTest()) {
     });
   });
 }
+
+describe('every input mode gives the same bytes (fs, pread, mmap)', () => {
+  const tmp = useTmpDir();
+  const modes: IoMode[] = backendsUnderTest().includes('native') ? ['fs', 'pread', 'mmap'] : ['fs'];
+  for (const [label, extra] of [
+    ['whole tensors', {}],
+    ['windows, two passes', { memory: 300, window: 64 }],
+  ] as const) {
+    it(label, async () => {
+      const c: Case = {
+        dtypes: ['BF16', 'F16', 'F32'],
+        filterWise: true,
+        theta: 'mean-cos',
+        shardSize: 1000,
+      };
+      const root = path.join(tmp.dir, label.replace(/\W+/g, '-'));
+      const { base, models } = await makeModels(root, c, 9);
+      const outputs: Buffer[][] = [];
+      for (const io of modes) {
+        const out = path.join(root, `out-${io}`);
+        const report = await mergeModelStock({
+          base,
+          models,
+          out,
+          io,
+          filterWise: true,
+          shardSize: 1000,
+          fsync: false,
+          ...extra,
+        });
+        await checkAgainstReference(base, models, out, c, report);
+        const shards = fs
+          .readdirSync(out)
+          .filter((f) => f.endsWith('.safetensors'))
+          .sort();
+        outputs.push(shards.map((f) => fs.readFileSync(path.join(out, f))));
+      }
+      for (const o of outputs.slice(1)) assert.deepEqual(o, outputs[0]);
+    });
+  }
+});

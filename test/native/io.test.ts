@@ -151,6 +151,25 @@ describe('native I/O: preadInto and file mappings', function () {
     }
   });
 
+  it('mapRelease drops resident pages from the process; views still read the file bytes after it', function () {
+    if (process.platform !== 'linux') this.skip();
+    const m = addon.mapFile(file);
+    const v = addon.mapView(m, 0, data.byteLength);
+    let sum = 0;
+    for (let k = 0; k < v.byteLength; k += 4096) sum += v[k] as number; // fault every page in
+    assert.ok(sum > 0);
+    const rss = (): number => Number(fs.readFileSync('/proc/self/statm', 'utf8').split(' ')[1]) * 4096;
+    const before = rss();
+    addon.mapRelease(m, 0, data.byteLength);
+    const after = rss();
+    assert.ok(before - after > 8 * 1024 * 1024, `RSS fell by only ${before - after} bytes`);
+    assert.deepEqual(v.subarray(4097, 70000), data.subarray(4097, 70000), 'released pages fault back in');
+    addon.mapRelease(m, 3, 5000); // unaligned ranges are fine
+    assert.equal(v[10], data[10]);
+    assert.throws(() => addon.mapRelease(m, data.byteLength, 1), /mapRelease/);
+    addon.unmap(m);
+  });
+
   it('mapFile of a missing file is an IO_ERROR naming it; an empty file maps to empty views', () => {
     const missing = path.join(tmp.dir, 'missing.bin');
     assert.throws(

@@ -1,0 +1,116 @@
+import * as fs from 'node:fs';
+import { ModelStockError } from '../errors';
+import { TensorReader } from '../safetensors/window';
+import type { TensorInfo } from '../safetensors/types';
+import type { NativeAddon, NativeMapping } from './addon-types';
+import { loadNativeAddon } from './native';
+
+/**
+ * How tensor bytes are read. `mmap`: zero-copy views of mapped input files, pages dropped from the
+ * process after each tensor; `pread`: native reads split over the thread pool into reused buffers;
+ * `fs`: Node's own positional reads (no addon needed). `auto` picks by measurement (README, Performance).
+ */
+export type IoMode = 'auto' | 'mmap' | 'pread' | 'fs';
+export const IO_MODES: readonly IoMode[] = ['auto', 'mmap', 'pread', 'fs'];
+
+export interface TensorSource {
+  readonly kind: Exclude<IoMode, 'auto'>;
+  /** Fills `into` with tensor bytes [byteStart, byteStart + into.byteLength). */
+  readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void>;
+  /** A zero-copy view of tensor bytes, where the source maps files. */
+  view?(tensor: TensorInfo, byteStart: number, length: number): Uint8Array;
+  /** Done with a range given by view(): its pages may leave the process. */
+  release?(tensor: TensorInfo, byteStart: number, length: number): void;
+  close(): Promise<void>;
+}
+
+class FsSource extends TensorReader implements TensorSource {
+  readonly kind = 'fs' as const;
+}
+
+function ioError(e: unknown, t: TensorInfo): ModelStockError {
+  return new ModelStockError('IO_ERROR', (e as Error).message, { file: t.file, tensor: t.name, cause: e });
+}
+
+class PreadSource implements TensorSource {
+  readonly kind = 'pread' as const;
+  private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
+
+  constructor(private readonly addon: NativeAddon) {}
+
+  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+    let fh = this.files.get(t.file);
+    if (fh === undefined) {
+      fh = fs.promises.open(t.file, 'r');
+      this.files.set(t.file, fh);
+    }
+    try {
+      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into);
+    } catch (e) {
+      throw ioError(e, t);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.files.values()];
+    this.files.clear();
+    await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => undefined)));
+  }
+}
+
+class MmapSource implements TensorSource {
+  readonly kind = 'mmap' as const;
+  private readonly maps = new Map<string, NativeMapping>();
+
+  constructor(private readonly addon: NativeAddon) {}
+
+  private mapping(t: TensorInfo): NativeMapping {
+    let m = this.maps.get(t.file);
+    if (m === undefined) {
+      try {
+        m = this.addon.mapFile(t.file);
+      } catch (e) {
+        throw ioError(e, t);
+      }
+      this.maps.set(t.file, m);
+    }
+    return m;
+  }
+
+  view(t: TensorInfo, byteStart: number, length: number): Uint8Array {
+    try {
+      return this.addon.mapView(this.mapping(t), t.offset + byteStart, length);
+    } catch (e) {
+      throw ioError(e, t);
+    }
+  }
+
+  release(t: TensorInfo, byteStart: number, length: number): void {
+    const m = this.maps.get(t.file);
+    if (m !== undefined && length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+  }
+
+  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+    into.set(this.view(t, byteStart, into.byteLength));
+    this.release(t, byteStart, into.byteLength);
+  }
+
+  async close(): Promise<void> {
+    for (const m of this.maps.values()) this.addon.unmap(m);
+    this.maps.clear();
+  }
+}
+
+/** The source for `mode`; `auto` → mmap when the addon loads, else fs. */
+export function openTensorSource(mode: IoMode): TensorSource {
+  if (mode === 'fs') return new FsSource();
+  const loaded = loadNativeAddon();
+  if (loaded.addon === undefined) {
+    if (mode === 'auto') return new FsSource();
+    throw new ModelStockError(
+      'BACKEND_UNAVAILABLE',
+      `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,
+    );
+  }
+  return mode === 'pread' ? new PreadSource(loaded.addon) : new MmapSource(loaded.addon);
+}
