@@ -226,6 +226,20 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
   return { tensors: reports, warnings, bytesRead: bytesDone, bytesWritten };
 }
 
+/** Tensor bytes [start, start + length): a view of the mapped file, or a copy read into the arena. */
+async function acquire(
+  source: TensorSource,
+  arena: Arena,
+  tensor: TensorInfo,
+  start: number,
+  length: number,
+): Promise<Uint8Array> {
+  if (source.view !== undefined) return source.view(tensor, start, length);
+  const into = arena.take(length);
+  await source.readInto(tensor, start, into);
+  return into;
+}
+
 function maxFootprint(steps: readonly PlanStep[]): number {
   let m = 0;
   for (const s of steps) m = Math.max(m, s.action === 'merge' ? wholeFootprint(s) : s.base.byteLength);
@@ -242,18 +256,11 @@ async function copyTensor(
   const chunk = Math.max(1, Math.min(slot.arena.capacity, opts.window));
   for (let start = 0; start < step.base.byteLength; start += chunk) {
     const len = Math.min(chunk, step.base.byteLength - start);
-    const src = opts.source;
-    let view: Uint8Array;
-    if (src.view !== undefined) {
-      view = src.view(step.base, start, len);
-    } else {
-      slot.arena.reset();
-      view = slot.arena.take(len);
-      await src.readInto(step.base, start, view);
-    }
+    slot.arena.reset();
+    const view = await acquire(opts.source, slot.arena, step.base, start, len);
     onRead(len);
     await opts.sink.write(step.name, start, view);
-    src.release?.(step.base, start, len);
+    opts.source.release?.(step.base, start, len);
     progress(step.name);
   }
   return step.base.byteLength;
@@ -290,9 +297,9 @@ async function mergeWindowed(
     for (let first = 0; first < step.numel; first += w) {
       const count = Math.min(w, step.numel - first);
       slot.arena.reset();
-      const views = sizes.map((s) => slot.arena.take(count * s));
-      await Promise.all(
-        tensors.map((t, i) => opts.source.readInto(t, first * (sizes[i] as number), views[i] as Uint8Array)),
+      const at = (i: number): number => first * (sizes[i] as number);
+      const views = await Promise.all(
+        tensors.map((t, i) => acquire(opts.source, slot.arena, t, at(i), count * (sizes[i] as number))),
       );
       onRead(views.reduce((a, v) => a + v.byteLength, 0));
       const out = withOut ? slot.arena.take(count * outSize) : undefined;
@@ -302,6 +309,7 @@ async function mergeWindowed(
         count,
         out,
       );
+      tensors.forEach((t, i) => opts.source.release?.(t, at(i), (views[i] as Uint8Array).byteLength));
     }
   };
 
@@ -321,9 +329,11 @@ async function mergeWindowed(
       const count = Math.min(w, step.numel - first);
       for (let i = 0; i < tensors.length; i++) {
         slot.arena.reset();
-        const view = slot.arena.take(count * (sizes[i] as number));
-        await opts.source.readInto(tensors[i] as TensorInfo, first * (sizes[i] as number), view);
+        const t = tensors[i] as TensorInfo;
+        const at = first * (sizes[i] as number);
+        const view = await acquire(opts.source, slot.arena, t, at, count * (sizes[i] as number));
         await visit(i, view, first);
+        opts.source.release?.(t, at, view.byteLength);
       }
     }
   });

@@ -1,5 +1,4 @@
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { REPORT_FILE } from '../../lib/output/atomic';
@@ -7,13 +6,9 @@ import { backendsUnderTest } from '../helpers/backends';
 import { hashTree, writeModel } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';
+import { mergeArgs, runCli } from '../helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
-
-function cli(args: string[], cwd?: string): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd, env: { ...process.env } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[]): ReturnType<typeof runCli> => runCli(args);
 
 async function threeModels(root: string, seed = 3): Promise<{ base: string; fts: string[] }> {
   const rng = mulberry32(seed);
@@ -94,15 +89,8 @@ describe('CLI', () => {
     assert.equal(cli(['merge']).code, 2);
     assert.equal(cli(['frobnicate']).code, 2);
     assert.equal(cli(['merge', '--base', 'a', '--model', 'b', '--out', 'c']).code, 2);
-    assert.equal(
-      cli(['merge', '--base', 'a', '--model', 'b', '--model', 'c', '--out', 'd', '--theta', 'median']).code,
-      2,
-    );
-    assert.equal(
-      cli(['merge', '--base', 'a', '--model', 'b', '--model', 'c', '--out', 'd', '--shard-size', 'lots'])
-        .code,
-      2,
-    );
+    assert.equal(cli([...mergeArgs('a', ['b', 'c'], 'd'), '--theta', 'median']).code, 2);
+    assert.equal(cli([...mergeArgs('a', ['b', 'c'], 'd'), '--shard-size', 'lots']).code, 2);
     const r = cli(['merge', '--base', 'a', '--model', 'b']);
     assert.equal(r.code, 2);
     assert.match(r.stderr.split('\n')[0]!, /2 fine-tuned models|--out/);
@@ -123,15 +111,7 @@ describe('CLI', () => {
       const outA = path.join(root, 'a');
       const report = path.join(root, 'report.json');
       const r = cli([
-        'merge',
-        '--base',
-        base,
-        '--model',
-        fts[0]!,
-        '--model',
-        fts[1]!,
-        '--out',
-        outA,
+        ...mergeArgs(base, [fts[0]!, fts[1]!], outA),
         '--backend',
         backend,
         '--report',
@@ -186,23 +166,7 @@ describe('CLI', () => {
     const index = JSON.parse(fs.readFileSync(path.join(out, 'model.safetensors.index.json'), 'utf8'));
     assert.ok(new Set(Object.values(index.weight_map)).size >= 2, 'several shards');
     const o2 = path.join(root, 'o2');
-    assert.equal(
-      cli([
-        'merge',
-        '--base',
-        base,
-        '--model',
-        fts[0]!,
-        '--model',
-        fts[1]!,
-        '--out',
-        o2,
-        '--out-dtype',
-        'float16',
-        '-q',
-      ]).code,
-      0,
-    );
+    assert.equal(cli([...mergeArgs(base, [fts[0]!, fts[1]!], o2), '--out-dtype', 'float16', '-q']).code, 0);
     assert.equal(JSON.parse(fs.readFileSync(path.join(o2, 'config.json'), 'utf8')).torch_dtype, 'float16');
   });
 
@@ -285,7 +249,7 @@ describe('CLI', () => {
         rewrite(file, edit);
         const before = [base, ...fts].map(hashTree);
         const out = path.join(root, 'out');
-        const r = cli(['merge', '--base', base, '--model', fts[0]!, '--model', fts[1]!, '--out', out]);
+        const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], out)]);
         assert.equal(r.code, 1, r.stderr);
         const first = r.stderr.split('\n')[0]!;
         assert.ok(first.includes(code), first);
@@ -311,7 +275,7 @@ describe('CLI', () => {
         return { header: h, data: copy };
       });
       const out = path.join(root, 'out');
-      const r = cli(['merge', '--base', base, '--model', fts[0]!, '--model', fts[1]!, '--out', out]);
+      const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], out)]);
       assert.equal(r.code, 1);
       const first = r.stderr.split('\n')[0]!;
       assert.match(first, /NON_FINITE/);

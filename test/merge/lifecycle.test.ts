@@ -1,12 +1,10 @@
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { generateFixture, PRESETS } from '../../lib/fixtures/generate';
 import { mergeModelStock } from '../../lib/merge';
 import { backendsUnderTest } from '../helpers/backends';
 import { useTmpDir } from '../helpers/tmp';
-
-const CLI = path.resolve(__dirname, '../../lib/cli/main.js');
+import { mergeArgs, runCli } from '../helpers/cli';
 
 describe('merge lifecycle', () => {
   const tmp = useTmpDir();
@@ -52,47 +50,18 @@ describe('merge lifecycle', () => {
 
   it('falls back to pure TypeScript when the addon is absent, saying why once', () => {
     const out = path.join(tmp.dir, 'fallback');
-    const r = spawnSync(
-      process.execPath,
-      [
-        CLI,
-        'merge',
-        '--base',
-        fixture.base,
-        '--model',
-        fixture.models[0]!,
-        '--model',
-        fixture.models[1]!,
-        '--out',
-        out,
-        '--no-fsync',
-      ],
-      { encoding: 'utf8', env: { ...process.env, MODEL_STOCK_ADDON: path.join(tmp.dir, 'missing.node') } },
-    );
-    assert.equal(r.status, 0, r.stderr);
+    const env = { MODEL_STOCK_ADDON: path.join(tmp.dir, 'missing.node') };
+    const r = runCli([...mergeArgs(fixture.base, fixture.models, out), '--no-fsync'], env);
+    assert.equal(r.code, 0, r.stderr);
     const notes = r.stderr.split('\n').filter((l) => l.includes('native backend unavailable'));
     assert.equal(notes.length, 1, r.stderr);
     assert.ok(notes[0]!.includes('missing.node'), notes[0]);
     assert.match(r.stdout, /js backend/);
-    const forced = spawnSync(
-      process.execPath,
-      [
-        CLI,
-        'merge',
-        '--base',
-        fixture.base,
-        '--model',
-        fixture.models[0]!,
-        '--model',
-        fixture.models[1]!,
-        '--out',
-        `${out}2`,
-        '--backend',
-        'native',
-      ],
-      { encoding: 'utf8', env: { ...process.env, MODEL_STOCK_ADDON: path.join(tmp.dir, 'missing.node') } },
+    const forced = runCli(
+      [...mergeArgs(fixture.base, fixture.models, `${out}2`), '--backend', 'native'],
+      env,
     );
-    assert.equal(forced.status, 1);
+    assert.equal(forced.code, 1);
     assert.match(forced.stderr.split('\n')[0]!, /BACKEND_UNAVAILABLE/);
   });
 });
