@@ -241,12 +241,18 @@ Napi::Value MapRelease(const Napi::CallbackInfo& info) {
       length > m.size - offset)
     throw codedError(env, "mapRelease: expected a byte range inside " + m.path, "NATIVE_ERROR");
   // Drops the range's pages from this process (they stay in the page cache): mapped pages count in
-  // RSS, and a merge that maps every input would otherwise hold them all. Pages at the range's edges
-  // may be shared with a neighbouring tensor still in use; dropping them is safe, since the mapping is
-  // private, never written, and an access after the drop faults the file's bytes back in.
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t from = reinterpret_cast<uintptr_t>(m.addr + offset) & ~(page - 1);
-  const uintptr_t to = reinterpret_cast<uintptr_t>(m.addr + offset + length);
+  // RSS, and a merge that maps every input would otherwise hold them all. The range is widened to 2 MiB
+  // blocks: a fault maps cached pages around it (fault-around, and whole large folios on recent
+  // kernels, measured here up to 1 MiB), so touching the start of one tensor maps the tail of the
+  // previous one, and without the widening those pages were never dropped (measured: RSS grew ~0.3 MiB
+  // per tensor). Dropping a neighbour's pages that are still in use is safe: the mapping is private and
+  // never written, and an access faults them back in.
+  constexpr uintptr_t kFaultAround = 2 * 1024 * 1024;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(m.addr);
+  const uintptr_t hi = lo + static_cast<uintptr_t>(m.size);
+  const uintptr_t start = reinterpret_cast<uintptr_t>(m.addr + offset);
+  const uintptr_t from = std::max(lo, start & ~(kFaultAround - 1));
+  const uintptr_t to = std::min(hi, (start + static_cast<uintptr_t>(length) + kFaultAround - 1) & ~(kFaultAround - 1));
   if (to > from) ::madvise(reinterpret_cast<void*>(from), static_cast<size_t>(to - from), MADV_DONTNEED);
 #endif
   return env.Undefined();
