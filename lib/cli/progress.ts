@@ -14,7 +14,7 @@ export class ProgressBar {
     if (this.bar === undefined) {
       this.bar = new SingleBar({
         stream: process.stderr,
-        format: 'merging [{bar}] {percentage}% | {done} / {total} | {rate} | ETA {eta_formatted} | {tensor}',
+        format: 'merging [{bar}] {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted} | {tensor}',
         barsize: 24,
         hideCursor: true,
         clearOnComplete: true,
@@ -37,7 +37,7 @@ export class ProgressBar {
     const tensor = p.tensor ?? '';
     return {
       done: formatBytes(p.bytesDone),
-      total: formatBytes(p.bytesTotal),
+      size: formatBytes(p.bytesTotal),
       rate,
       tensor: tensor.length > 40 ? '…' + tensor.slice(-39) : tensor,
     };
