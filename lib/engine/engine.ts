@@ -1,5 +1,6 @@
 import { FloatDType, floatSize } from '../dtype';
 import { ModelStockError } from '../errors';
+import { decodeFloats, encodeFloats } from '../math/codec';
 import { findNonFinite } from '../math/nonfinite';
 import { ThetaRule, unitRatio } from '../math/ratio';
 import type { CopyStep, MergeStep, Plan, PlanStep } from '../plan/plan';
@@ -152,7 +153,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
           action: 'copy',
           reason: step.reason,
           dtype: step.base.dtype,
-          outDtype: step.base.dtype,
+          outDtype: step.outDtype,
           shape: step.base.shape,
         });
       } else if (fitsWhole(step)) {
@@ -246,6 +247,10 @@ function maxFootprint(steps: readonly PlanStep[]): number {
   return m;
 }
 
+/**
+ * A tensor copied from the base: byte for byte, or re-encoded (round-to-nearest-even, NaN and Inf kept)
+ * when --out-dtype asks for another float dtype. Rare and small, so the conversion is plain TypeScript.
+ */
 async function copyTensor(
   step: CopyStep,
   slot: Slot,
@@ -253,17 +258,33 @@ async function copyTensor(
   onRead: (n: number) => void,
   progress: (t: string) => void,
 ): Promise<number> {
-  const chunk = Math.max(1, Math.min(slot.arena.capacity, opts.window));
-  for (let start = 0; start < step.base.byteLength; start += chunk) {
-    const len = Math.min(chunk, step.base.byteLength - start);
+  const from = step.base.dtype;
+  const convert = step.outDtype !== from;
+  const inSize = convert ? floatSize(from as FloatDType) : 1;
+  const outSize = convert ? floatSize(step.outDtype as FloatDType) : 0;
+  const perElement = inSize + outSize;
+  // Elements per chunk (bytes for a plain copy): what the arena holds and what one read may span.
+  // A conversion also decodes through a float64 scratch of the chunk: 4Mi elements keep that at 32 MiB.
+  const fits = Math.floor(Math.min(slot.arena.capacity - 128, opts.window) / perElement);
+  const chunk = Math.max(1, convert ? Math.min(fits, 1 << 22) : fits);
+  const count = step.base.byteLength / inSize;
+  for (let first = 0; first < count; first += chunk) {
+    const n = Math.min(chunk, count - first);
     slot.arena.reset();
-    const view = await acquire(opts.source, slot.arena, step.base, start, len);
-    onRead(len);
-    await opts.sink.write(step.name, start, view);
-    opts.source.release?.(step.base, start, len);
+    const view = await acquire(opts.source, slot.arena, step.base, first * inSize, n * inSize);
+    onRead(view.byteLength);
+    const bytes = convert
+      ? encodeFloats(
+          decodeFloats(view, from as FloatDType),
+          step.outDtype as FloatDType,
+          slot.arena.take(n * outSize),
+        )
+      : view;
+    await opts.sink.write(step.name, first * (convert ? outSize : 1), bytes);
+    opts.source.release?.(step.base, first * inSize, view.byteLength);
     progress(step.name);
   }
-  return step.base.byteLength;
+  return step.outByteLength;
 }
 
 /** Two passes over windows for a tensor too large to hold at once. */

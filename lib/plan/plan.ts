@@ -30,6 +30,8 @@ export interface CopyStep {
   readonly name: string;
   readonly base: TensorInfo;
   readonly reason: string;
+  /** The base's dtype (a byte copy), or --out-dtype for a float tensor copied in another dtype. */
+  readonly outDtype: DType;
   readonly outByteLength: number;
 }
 
@@ -86,6 +88,7 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
         name,
         base: b,
         reason: `${b.dtype} is not a float dtype`,
+        outDtype: b.dtype,
         outByteLength: b.byteLength,
       });
       inputBytes += b.byteLength;
@@ -130,10 +133,13 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
         inputs.length === 0
           ? 'in no fine-tuned model'
           : `only in ${label(modelIndices[0] as number)} (Model Stock needs 2)`;
-      steps.push({ action: 'copy', name, base: b, reason, outByteLength: b.byteLength });
+      // --out-dtype applies to every float tensor written, copied ones included (as in mergekit).
+      const outDtype = opts.outDtype ?? b.dtype;
+      const outByteLength = (numelOf(b.shape) * dtypeBits(outDtype)) / 8;
+      steps.push({ action: 'copy', name, base: b, reason, outDtype, outByteLength });
       warnings.push(`${name}: copied from the base: ${reason}`);
       inputBytes += b.byteLength;
-      outputBytes += b.byteLength;
+      outputBytes += outByteLength;
       continue;
     }
     const outDtype = opts.outDtype ?? b.dtype;
@@ -184,5 +190,5 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
 
 /** The dtype a planned tensor has in the output. */
 export function outputDtype(step: PlanStep): DType {
-  return step.action === 'merge' ? step.outDtype : step.base.dtype;
+  return step.outDtype;
 }
