@@ -8,8 +8,6 @@ import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';
 import { mergeArgs, runCli } from '../helpers/cli';
 
-const cli = (args: string[]): ReturnType<typeof runCli> => runCli(args);
-
 async function threeModels(root: string, seed = 3): Promise<{ base: string; fts: string[] }> {
   const rng = mulberry32(seed);
   const shapes: [string, number[]][] = [
@@ -57,10 +55,8 @@ function rewrite(
   fs.writeFileSync(file, Buffer.concat([len, h, r.data]));
 }
 
-describe('CLI', () => {
-  const tmp = useTmpDir();
-  let k = 0;
-  const fresh = () => path.join(tmp.dir, `c${k++}`);
+describe('CLI usage', () => {
+  const cli = runCli;
 
   it('--help describes the commands and exits 0', () => {
     const r = cli(['--help']);
@@ -79,6 +75,10 @@ describe('CLI', () => {
       '--report',
       '--overwrite',
       '--backend',
+      '--io',
+      '--memory',
+      '--threads',
+      '--no-fsync',
       '--quiet',
     ]) {
       assert.ok(m.stdout.includes(flag), flag);
@@ -102,22 +102,24 @@ describe('CLI', () => {
     for (const word of ['backend', 'instruction set', 'threads', 'CUDA'])
       assert.ok(r.stdout.includes(word), word);
   });
+});
 
-  for (const backend of backendsUnderTest()) {
-    it(`merges from flags and from mergekit YAML identically (--backend ${backend})`, async () => {
+for (const backend of backendsUnderTest()) {
+  describe(`CLI merges (--backend ${backend})`, () => {
+    const tmp = useTmpDir();
+    let k = 0;
+    const fresh = () => path.join(tmp.dir, `c${k++}`);
+    // Every merge this suite runs goes through the backend under test.
+    const cli = (args: string[]): ReturnType<typeof runCli> =>
+      runCli(args[0] === 'merge' ? [...args, '--backend', backend] : args);
+
+    it('merges from flags and from mergekit YAML identically', async () => {
       const root = fresh();
       const { base, fts } = await threeModels(root);
       const before = [base, ...fts].map(hashTree);
       const outA = path.join(root, 'a');
       const report = path.join(root, 'report.json');
-      const r = cli([
-        ...mergeArgs(base, [fts[0]!, fts[1]!], outA),
-        '--backend',
-        backend,
-        '--report',
-        report,
-        '--no-fsync',
-      ]);
+      const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], outA), '--report', report, '--no-fsync']);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /merged 3 tensors/);
       assert.equal(JSON.parse(fs.readFileSync(report, 'utf8')).backend.name, backend);
@@ -127,7 +129,7 @@ describe('CLI', () => {
         `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  filter_wise: false\ntokenizer_source: base\n`,
       );
       const outB = path.join(root, 'b');
-      const y = cli(['merge', yml, outB, '--backend', backend, '--quiet']);
+      const y = cli(['merge', yml, outB, '--quiet']);
       assert.equal(y.code, 0, y.stderr);
       assert.equal(y.stdout, '', '--quiet prints nothing');
       assert.deepEqual(
@@ -137,153 +139,150 @@ describe('CLI', () => {
       assert.deepEqual([base, ...fts].map(hashTree), before, 'inputs untouched');
       // The written config merges again to the same bytes.
       const outC = path.join(root, 'c');
-      assert.equal(
-        cli(['merge', path.join(outA, 'model_stock_config.yml'), outC, '--backend', backend, '-q']).code,
-        0,
-      );
+      assert.equal(cli(['merge', path.join(outA, 'model_stock_config.yml'), outC, '-q']).code, 0);
       assert.deepEqual(
         fs.readFileSync(path.join(outA, 'model.safetensors')),
         fs.readFileSync(path.join(outC, 'model.safetensors')),
       );
     });
-  }
 
-  it('YAML dtype/out_dtype and --filter-wise, --out-dtype, --shard-size are honoured', async () => {
-    const root = fresh();
-    const { base, fts } = await threeModels(root);
-    const yml = path.join(root, 'merge.yml');
-    fs.writeFileSync(
-      yml,
-      `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  filter_wise: true\ndtype: float32\n`,
-    );
-    const out = path.join(root, 'o');
-    const r = cli(['merge', yml, out, '--shard-size', '400B', '-q']);
-    assert.equal(r.code, 0, r.stderr);
-    const rep = JSON.parse(fs.readFileSync(path.join(out, REPORT_FILE), 'utf8'));
-    assert.equal(rep.filterWise, true);
-    assert.ok(rep.tensors.every((t: { outDtype: string }) => t.outDtype === 'F32'));
-    assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).torch_dtype, 'float32');
-    const index = JSON.parse(fs.readFileSync(path.join(out, 'model.safetensors.index.json'), 'utf8'));
-    assert.ok(new Set(Object.values(index.weight_map)).size >= 2, 'several shards');
-    const o2 = path.join(root, 'o2');
-    assert.equal(cli([...mergeArgs(base, [fts[0]!, fts[1]!], o2), '--out-dtype', 'float16', '-q']).code, 0);
-    assert.equal(JSON.parse(fs.readFileSync(path.join(o2, 'config.json'), 'utf8')).torch_dtype, 'float16');
-  });
-
-  it('YAML it cannot honour is a clear error (exit 1, config named)', async () => {
-    const root = fresh();
-    const { base, fts } = await threeModels(root);
-    const cases = [
-      `merge_method: ties\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\n`,
-      `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n    parameters:\n      weight: 0.5\n  - model: ${fts[1]}\n`,
-      `merge_method: model_stock\nbase_model: ${base}\nslices: []\n`,
-      `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\ntokenizer_source: union\n`,
-      `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  t: 0.5\n`,
-      `merge_method: [oops\n`,
-    ];
-    for (const text of cases) {
-      const yml = path.join(root, `bad${k++}.yml`);
-      fs.writeFileSync(yml, text);
-      const out = path.join(root, 'never');
-      const r = cli(['merge', yml, out]);
-      assert.equal(r.code, 1, `${text}\n${r.stderr}`);
-      assert.ok(r.stderr.split('\n')[0]!.includes(yml), r.stderr);
-      assert.equal(fs.existsSync(out), false);
-    }
-  });
-
-  describe('malformed inputs exit 1, name the file and tensor, create no OUT, touch no input', () => {
-    const corruptions: [
-      string,
-      string,
-      (h: string, d: Buffer) => { header: string; data: Buffer },
-      string | undefined,
-    ][] = [
-      [
-        'trailing bytes',
-        'METADATA_INCOMPLETE_BUFFER',
-        (h, d) => ({ header: h, data: Buffer.concat([d, Buffer.from([0])]) }),
-        undefined,
-      ],
-      [
-        'truncated data',
-        'METADATA_INCOMPLETE_BUFFER',
-        (h, d) => ({ header: h, data: d.subarray(0, d.length - 2) }),
-        undefined,
-      ],
-      [
-        'unknown dtype',
-        'UNKNOWN_DTYPE',
-        (h, d) => ({ header: h.replace('"BF16"', '"BF17"'), data: d }),
-        'model.',
-      ],
-      ['not JSON', 'INVALID_HEADER', (h, d) => ({ header: h.replace('{', '['), data: d }), undefined],
-      [
-        'negative shape',
-        'INVALID_SHAPE',
-        (h, d) => ({ header: h.replace('"shape":[8]', '"shape":[-8]'), data: d }),
-        'model.norm.weight',
-      ],
-      [
-        'duplicate key',
-        'DUPLICATE_KEY',
-        (h, d) => {
-          const obj = JSON.parse(h) as Record<string, unknown>;
-          const entry = JSON.stringify(obj['model.norm.weight']);
-          return { header: h.replace(/}\s*$/, `,"model.norm.weight":${entry}}`), data: d };
-        },
-        'model.norm.weight',
-      ],
-      [
-        'size mismatch',
-        'TENSOR_INVALID_INFO',
-        (h, d) => ({ header: h.replace('"shape":[8]', '"shape":[7]'), data: d }),
-        'model.norm.weight',
-      ],
-    ];
-    for (const [label, code, edit, tensor] of corruptions) {
-      it(label, async () => {
-        const root = fresh();
-        const { base, fts } = await threeModels(root);
-        const file = path.join(fts[1]!, 'model.safetensors');
-        rewrite(file, edit);
-        const before = [base, ...fts].map(hashTree);
-        const out = path.join(root, 'out');
-        const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], out)]);
-        assert.equal(r.code, 1, r.stderr);
-        const first = r.stderr.split('\n')[0]!;
-        assert.ok(first.includes(code), first);
-        assert.ok(first.includes(file), first);
-        if (tensor !== undefined) assert.ok(first.includes(tensor), first);
-        assert.equal(fs.existsSync(out), false);
-        assert.deepEqual(
-          fs.readdirSync(root).filter((f) => f.startsWith('.')),
-          [],
-        );
-        assert.deepEqual([base, ...fts].map(hashTree), before);
-      });
-    }
-
-    it('NaN in the data', async () => {
+    it('YAML dtype/out_dtype and --filter-wise, --out-dtype, --shard-size are honoured', async () => {
       const root = fresh();
       const { base, fts } = await threeModels(root);
-      const file = path.join(fts[0]!, 'model.safetensors');
-      rewrite(file, (h, d) => {
-        const copy = Buffer.from(d);
-        const off = (JSON.parse(h)['model.norm.weight'].data_offsets as number[])[0]!;
-        copy.writeUInt16LE(0x7fc0, off + 4); // bf16 quiet NaN at element 2
-        return { header: h, data: copy };
-      });
-      const out = path.join(root, 'out');
-      const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], out)]);
-      assert.equal(r.code, 1);
-      const first = r.stderr.split('\n')[0]!;
-      assert.match(first, /NON_FINITE/);
-      assert.ok(
-        first.includes('model.norm.weight') && first.includes(file) && first.includes('element 2'),
-        first,
+      const yml = path.join(root, 'merge.yml');
+      fs.writeFileSync(
+        yml,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  filter_wise: true\ndtype: float32\n`,
       );
-      assert.equal(fs.existsSync(out), false);
+      const out = path.join(root, 'o');
+      const r = cli(['merge', yml, out, '--shard-size', '400B', '-q']);
+      assert.equal(r.code, 0, r.stderr);
+      const rep = JSON.parse(fs.readFileSync(path.join(out, REPORT_FILE), 'utf8'));
+      assert.equal(rep.filterWise, true);
+      assert.ok(rep.tensors.every((t: { outDtype: string }) => t.outDtype === 'F32'));
+      assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).torch_dtype, 'float32');
+      const index = JSON.parse(fs.readFileSync(path.join(out, 'model.safetensors.index.json'), 'utf8'));
+      assert.ok(new Set(Object.values(index.weight_map)).size >= 2, 'several shards');
+      const o2 = path.join(root, 'o2');
+      assert.equal(cli([...mergeArgs(base, [fts[0]!, fts[1]!], o2), '--out-dtype', 'float16', '-q']).code, 0);
+      assert.equal(JSON.parse(fs.readFileSync(path.join(o2, 'config.json'), 'utf8')).torch_dtype, 'float16');
+    });
+
+    it('YAML it cannot honour is a clear error (exit 1, config named)', async () => {
+      const root = fresh();
+      const { base, fts } = await threeModels(root);
+      const cases = [
+        `merge_method: ties\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n    parameters:\n      weight: 0.5\n  - model: ${fts[1]}\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nslices: []\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\ntokenizer_source: union\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  t: 0.5\n`,
+        `merge_method: [oops\n`,
+      ];
+      for (const text of cases) {
+        const yml = path.join(root, `bad${k++}.yml`);
+        fs.writeFileSync(yml, text);
+        const out = path.join(root, 'never');
+        const r = cli(['merge', yml, out]);
+        assert.equal(r.code, 1, `${text}\n${r.stderr}`);
+        assert.ok(r.stderr.split('\n')[0]!.includes(yml), r.stderr);
+        assert.equal(fs.existsSync(out), false);
+      }
+    });
+
+    describe('malformed inputs exit 1, name the file and tensor, create no OUT, touch no input', () => {
+      const corruptions: [
+        string,
+        string,
+        (h: string, d: Buffer) => { header: string; data: Buffer },
+        string | undefined,
+      ][] = [
+        [
+          'trailing bytes',
+          'METADATA_INCOMPLETE_BUFFER',
+          (h, d) => ({ header: h, data: Buffer.concat([d, Buffer.from([0])]) }),
+          undefined,
+        ],
+        [
+          'truncated data',
+          'METADATA_INCOMPLETE_BUFFER',
+          (h, d) => ({ header: h, data: d.subarray(0, d.length - 2) }),
+          undefined,
+        ],
+        [
+          'unknown dtype',
+          'UNKNOWN_DTYPE',
+          (h, d) => ({ header: h.replace('"BF16"', '"BF17"'), data: d }),
+          'model.',
+        ],
+        ['not JSON', 'INVALID_HEADER', (h, d) => ({ header: h.replace('{', '['), data: d }), undefined],
+        [
+          'negative shape',
+          'INVALID_SHAPE',
+          (h, d) => ({ header: h.replace('"shape":[8]', '"shape":[-8]'), data: d }),
+          'model.norm.weight',
+        ],
+        [
+          'duplicate key',
+          'DUPLICATE_KEY',
+          (h, d) => {
+            const obj = JSON.parse(h) as Record<string, unknown>;
+            const entry = JSON.stringify(obj['model.norm.weight']);
+            return { header: h.replace(/}\s*$/, `,"model.norm.weight":${entry}}`), data: d };
+          },
+          'model.norm.weight',
+        ],
+        [
+          'size mismatch',
+          'TENSOR_INVALID_INFO',
+          (h, d) => ({ header: h.replace('"shape":[8]', '"shape":[7]'), data: d }),
+          'model.norm.weight',
+        ],
+      ];
+      for (const [label, code, edit, tensor] of corruptions) {
+        it(label, async () => {
+          const root = fresh();
+          const { base, fts } = await threeModels(root);
+          const file = path.join(fts[1]!, 'model.safetensors');
+          rewrite(file, edit);
+          const before = [base, ...fts].map(hashTree);
+          const out = path.join(root, 'out');
+          const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], out)]);
+          assert.equal(r.code, 1, r.stderr);
+          const first = r.stderr.split('\n')[0]!;
+          assert.ok(first.includes(code), first);
+          assert.ok(first.includes(file), first);
+          if (tensor !== undefined) assert.ok(first.includes(tensor), first);
+          assert.equal(fs.existsSync(out), false);
+          assert.deepEqual(
+            fs.readdirSync(root).filter((f) => f.startsWith('.')),
+            [],
+          );
+          assert.deepEqual([base, ...fts].map(hashTree), before);
+        });
+      }
+
+      it('NaN in the data', async () => {
+        const root = fresh();
+        const { base, fts } = await threeModels(root);
+        const file = path.join(fts[0]!, 'model.safetensors');
+        rewrite(file, (h, d) => {
+          const copy = Buffer.from(d);
+          const off = (JSON.parse(h)['model.norm.weight'].data_offsets as number[])[0]!;
+          copy.writeUInt16LE(0x7fc0, off + 4); // bf16 quiet NaN at element 2
+          return { header: h, data: copy };
+        });
+        const out = path.join(root, 'out');
+        const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], out)]);
+        assert.equal(r.code, 1);
+        const first = r.stderr.split('\n')[0]!;
+        assert.match(first, /NON_FINITE/);
+        assert.ok(
+          first.includes('model.norm.weight') && first.includes(file) && first.includes('element 2'),
+          first,
+        );
+        assert.equal(fs.existsSync(out), false);
+      });
     });
   });
-});
+}
