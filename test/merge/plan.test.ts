@@ -1,10 +1,12 @@
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
 import { mergeModelStock } from '../../lib/merge';
-import { referenceMerge } from '../../lib/math/reference';
+import { assertWithinContract, referenceMerge } from '../../lib/math/reference';
 import { readModel, writeModel } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';
+import { backendsUnderTest } from '../helpers/backends';
+import type { IoMode } from '../../lib/engine/io';
 
 describe('plan rules end to end (MODEL_STOCK.md table)', () => {
   const tmp = useTmpDir();
@@ -26,7 +28,10 @@ describe('plan rules end to end (MODEL_STOCK.md table)', () => {
     ]);
     const ft = (name: string, tensors: Parameters<typeof writeModel>[1]) =>
       writeModel(path.join(root, name), tensors);
+    // A 3-byte BOOL first puts every later tensor at an odd file offset (other writers do not align).
+    const flag = { name: 'flag', dtype: 'BOOL' as const, shape: [3], values: new Uint8Array([1, 0, 1]) };
     const m1 = await ft('m1', [
+      flag,
       { name: 'all', dtype: 'BF16', shape: [5, 6], values: a },
       { name: 'pair', dtype: 'F32', shape: [12], values: p1 },
       { name: 'lonely', dtype: 'F16', shape: [5], values: lonely.map((x) => x + 1) },
@@ -34,6 +39,7 @@ describe('plan rules end to end (MODEL_STOCK.md table)', () => {
       { name: 'head.extra', dtype: 'F32', shape: [2], values: [1, 2] },
     ]);
     const m2 = await ft('m2', [
+      flag,
       { name: 'all', dtype: 'F32', shape: [5, 6], values: b },
       { name: 'pair', dtype: 'BF16', shape: [12], values: p2 },
     ]);
@@ -65,6 +71,7 @@ describe('plan rules end to end (MODEL_STOCK.md table)', () => {
 
     const merged = await readModel(out);
     const inputs = await Promise.all([base, m1, m2].map(readModel));
+    const allInputs = await Promise.all([m1, m2, m3].map(readModel));
     const pairRef = referenceMerge(
       inputs[0]!.get('pair')!.values!,
       [inputs[1]!.get('pair')!.values!, inputs[2]!.get('pair')!.values!],
@@ -77,18 +84,49 @@ describe('plan rules end to end (MODEL_STOCK.md table)', () => {
     assert.equal(merged.get('ids')!.dtype, 'I32');
     assert.deepEqual(merged.get('ids')!.bytes, ids);
 
-    // The same through windows of a few elements: identical bytes.
-    const small = path.join(root, 'small');
-    await mergeModelStock({
-      base,
-      models: [m1, m2, m3],
-      out: small,
-      outDtype: 'F32',
-      fsync: false,
-      memory: 64,
-      window: 8,
-    });
-    const again = await readModel(small);
-    for (const [name, t] of merged) assert.deepEqual(again.get(name)!.bytes, t.bytes, name);
+    assert.ok(warnings.some((w) => w.startsWith('flag: not in the base')));
+
+    // Per backend, the same bytes from every input mode, whole and through windows of a few elements
+    // (backends may differ in the last bit: each is checked against the float64 contract elsewhere).
+    const modes: IoMode[] = backendsUnderTest().includes('native') ? ['fs', 'mmap', 'pread'] : ['fs'];
+    for (const backend of backendsUnderTest()) {
+      let first: Awaited<ReturnType<typeof readModel>> | undefined;
+      for (const io of modes) {
+        for (const memory of [undefined, 64]) {
+          const again = path.join(root, `again-${backend}-${io}-${memory}`);
+          await mergeModelStock({
+            base,
+            models: [m1, m2, m3],
+            out: again,
+            outDtype: 'F32',
+            fsync: false,
+            backend,
+            io,
+            memory,
+            window: memory,
+          });
+          const got = await readModel(again);
+          if (first === undefined) {
+            first = got;
+            const all = [inputs[0]!, ...allInputs].map((m) => m.get('all')!.values!);
+            const ref = referenceMerge(all[0]!, all.slice(1), { unitLength: 30, theta: 'mean-cos' });
+            assertWithinContract(
+              got.get('all')!.values!,
+              all[0]!,
+              all.slice(1),
+              ref.t,
+              30,
+              'F32',
+              `all (${backend})`,
+            );
+          }
+          for (const [name, t] of first)
+            assert.deepEqual(got.get(name)!.bytes, t.bytes, `${name} (${backend}, ${io}, ${memory})`);
+          // Copied tensors are the same bytes on every backend.
+          for (const name of ['lonely', 'ids'])
+            assert.deepEqual(got.get(name)!.bytes, merged.get(name)!.bytes);
+        }
+      }
+    }
   });
 });
