@@ -70,7 +70,10 @@ class MmapSource implements TensorSource {
   private readonly maps = new Map<string, NativeMapping>();
   private readonly segments = new Map<string, Uint8Array[]>();
 
-  constructor(private readonly addon: NativeAddon) {}
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly segmentBytes = SEGMENT,
+  ) {}
 
   private mapping(t: TensorInfo): NativeMapping {
     let m = this.maps.get(t.file);
@@ -89,9 +92,9 @@ class MmapSource implements TensorSource {
     try {
       const m = this.mapping(t);
       const from = t.offset + byteStart;
-      const segment = Math.floor(from / SEGMENT);
-      const segmentStart = segment * SEGMENT;
-      const segmentEnd = Math.min(segmentStart + SEGMENT, m.size);
+      const segment = Math.floor(from / this.segmentBytes);
+      const segmentStart = segment * this.segmentBytes;
+      const segmentEnd = Math.min(segmentStart + this.segmentBytes, m.size);
       // A range across a segment boundary (rare) gets a view of its own.
       if (from + length > segmentEnd) return this.addon.mapView(m, from, length);
       let views = this.segments.get(t.file);
@@ -122,8 +125,11 @@ class MmapSource implements TensorSource {
   }
 }
 
-/** The source for `mode`; `auto` → mmap when the addon loads, else fs. */
-export function openTensorSource(mode: IoMode): TensorSource {
+/**
+ * The source for `mode`; `auto` → mmap when the addon loads, else fs. `segmentBytes` (tests) sets the
+ * size of the mmap source's segment views.
+ */
+export function openTensorSource(mode: IoMode, opts: { segmentBytes?: number } = {}): TensorSource {
   if (mode === 'fs') return new FsSource();
   const loaded = loadNativeAddon();
   if (loaded.addon === undefined) {
@@ -133,5 +139,5 @@ export function openTensorSource(mode: IoMode): TensorSource {
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,
     );
   }
-  return mode === 'pread' ? new PreadSource(loaded.addon) : new MmapSource(loaded.addon);
+  return mode === 'pread' ? new PreadSource(loaded.addon) : new MmapSource(loaded.addon, opts.segmentBytes);
 }
