@@ -8,7 +8,7 @@ import { selectBackend } from './engine/select';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
-import { makePlan, outputDtype } from './plan/plan';
+import { makePlan } from './plan/plan';
 import { openCheckpoint } from './safetensors/checkpoint';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
@@ -87,7 +87,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const layout = planShards(
     plan.steps.map((s) => ({
       name: s.name,
-      dtype: outputDtype(s),
+      dtype: s.outDtype,
       shape: s.base.shape,
       byteLength: s.outByteLength,
     })),

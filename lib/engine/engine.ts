@@ -178,9 +178,10 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
           slot.arena.reset();
         }
         const out = slot.arena.take(step.outByteLength);
+        const tensors = [step.base, ...step.inputs];
         const windowOf = (i: number): InputWindow => ({
           bytes: views[i] as Uint8Array,
-          dtype: ([step.base, ...step.inputs][i] as TensorInfo).dtype as FloatDType,
+          dtype: (tensors[i] as TensorInfo).dtype as FloatDType,
         });
         const job = {
           base: windowOf(0),
@@ -198,7 +199,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
         if (step.numel > 0) {
           await opts.backend.interpolate({ ...job, t, out, outDtype: step.outDtype });
         }
-        for (const input of [step.base, ...step.inputs]) opts.source.release?.(input, 0, input.byteLength);
+        for (const input of tensors) opts.source.release?.(input, 0, input.byteLength);
         slot.writing = opts.sink.write(step.name, 0, out);
         slot.writing.catch(() => undefined);
         pendingWrites.push(slot.writing);

@@ -121,11 +121,7 @@ export interface NativeBackendOptions {
 
 /** The native backend, or BACKEND_UNAVAILABLE listing why the addon did not load. */
 export function createNativeBackend(opts: NativeBackendOptions = {}): NativeBackend {
-  const r = loadNativeAddon();
-  if (r.addon === undefined) {
-    throw new ModelStockError('BACKEND_UNAVAILABLE', `native backend unavailable: ${r.reasons.join('; ')}`);
-  }
-  return new NativeBackend(opts, r.addon);
+  return new NativeBackend(opts);
 }
 
 export class NativeBackend implements Backend {

@@ -91,7 +91,7 @@ export class StagingDir {
   }
 
   async commit(fsync: boolean): Promise<void> {
-    if (fsync) await syncDir(this.dir);
+    if (fsync) await syncPath(this.dir);
     let old: string | undefined;
     if (fs.existsSync(this.target)) {
       // Renaming over a non-empty folder is not allowed: move the old one aside first, then drop it.
@@ -104,7 +104,7 @@ export class StagingDir {
       if (old !== undefined) await fs.promises.rename(old, this.target).catch(() => undefined);
       throw e;
     }
-    if (fsync) await syncDir(path.dirname(this.target));
+    if (fsync) await syncPath(path.dirname(this.target));
     if (old !== undefined) await fs.promises.rm(old, { recursive: true, force: true });
   }
 
@@ -113,8 +113,9 @@ export class StagingDir {
   }
 }
 
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await fs.promises.open(dir, 'r');
+/** fsync of a file or a folder (a folder's entries: new names and renames). */
+export async function syncPath(file: string): Promise<void> {
+  const fh = await fs.promises.open(file, 'r');
   try {
     await fh.sync();
   } finally {

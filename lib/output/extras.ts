@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FloatDType, TORCH_DTYPE } from '../dtype';
 import type { MergeReport } from '../types';
-import { writeFileSynced } from './atomic';
+import { syncPath, writeFileSynced } from './atomic';
 
 /** Files that hold weights (in any format) or that we write ourselves: never copied from the base. */
 const SKIP = [
@@ -52,11 +52,7 @@ export async function copyBaseFiles(
       }
     }
     await fs.promises.copyFile(from, to, fs.constants.COPYFILE_EXCL);
-    if (fsync) {
-      const fh = await fs.promises.open(to, 'r+');
-      await fh.sync();
-      await fh.close();
-    }
+    if (fsync) await syncPath(to);
     copied.push(e.name);
   }
   return copied;

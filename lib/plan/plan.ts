@@ -187,8 +187,3 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
   }
   return { steps, dropped, warnings, inputBytes, outputBytes };
 }
-
-/** The dtype a planned tensor has in the output. */
-export function outputDtype(step: PlanStep): DType {
-  return step.outDtype;
-}
