@@ -8,10 +8,13 @@ namespace ms {
 Napi::Value Gram(const Napi::CallbackInfo& info);
 Napi::Value Interpolate(const Napi::CallbackInfo& info);
 
-// runtime.cc: ISA and pool
+// runtime.cc: what the addon runs on; the error class
 Napi::Value Info(const Napi::CallbackInfo& info);
-Napi::Value SetIsa(const Napi::CallbackInfo& info);
-Napi::Value SetThreads(const Napi::CallbackInfo& info);
+Napi::Value SetErrorConstructor(const Napi::CallbackInfo& info);
+
+// memory.cc: aligned host buffers
+Napi::Value AllocHost(const Napi::CallbackInfo& info);
+Napi::Value FreeHost(const Napi::CallbackInfo& info);
 
 // io.cc: reading files
 Napi::Value PreadInto(const Napi::CallbackInfo& info);
