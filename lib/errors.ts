@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'BAD_OUTPUT_PATH' // OUT exists (without overwrite), or is/contains/lies inside an input
   | 'BAD_CONFIG' // YAML or options we cannot honour
   | 'BACKEND_UNAVAILABLE'
+  | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
   | 'NATIVE_ERROR'
   | 'CANCELLED';
 

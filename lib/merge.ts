@@ -3,8 +3,8 @@ import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
 import { FLOAT_DTYPES } from './dtype';
 import { ModelStockError } from './errors';
-import { runPlan } from './engine/engine';
-import { selectBackend } from './engine/select';
+import { runPlan } from './engine/scheduler';
+import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
@@ -94,11 +94,11 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
-  const backend = selectBackend(options.backend ?? 'auto', {
+  const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
   });
-  const reader = openTensorSource(options.io ?? 'auto');
+  const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
   const staging = await StagingDir.create(target);
   let writer: SafetensorsWriter | undefined;
   try {

@@ -179,7 +179,7 @@ export function buildProgram(): Command {
   program
     .command('doctor')
     .description('print the backend auto selects, the SIMD instruction set, threads and CUDA support')
-    .action(() => doctor());
+    .action(doctor);
 
   return program;
 }

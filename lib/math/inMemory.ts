@@ -1,14 +1,14 @@
 import { ModelStockError } from '../errors';
-import { gramSize } from '../engine/backend';
-import { accumulateGram, interpolateUnits } from '../engine/js';
+import { gramSize } from './gram';
+import { accumulateGram, interpolateUnits } from './kernels';
 import type { FloatArray } from './codec';
 import { findNonFinite } from './nonfinite';
 import { unitRatio, type ThetaRule } from './ratio';
 
 /**
  * Model Stock on arrays already in memory — for merging during training (the paper merges at each
- * epoch end and continues from the merge). Same kernels and ratio rules as the file path: the JS
- * backend's float64 Gram and interpolation, and ratio.ts.
+ * epoch end and continues from the merge). Same kernels and ratio rules as the file path: the
+ * float64 Gram and interpolation of kernels.ts (the JS backend's), and ratio.ts.
  */
 
 export interface ModelStockOptions {

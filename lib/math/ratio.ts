@@ -1,4 +1,4 @@
-import { gramIndex } from '../engine/backend';
+import { gramIndex } from './gram';
 
 /** How the N(N−1)/2 pairwise cosines become one c (MODEL_STOCK.md). */
 export type ThetaRule = 'mean-cos' | 'mean-angle';

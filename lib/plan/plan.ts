@@ -128,26 +128,26 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       inputs.push(t);
       modelIndices.push(i);
     });
-    if (inputs.length < 2) {
+    const numel = numelOf(b.shape);
+    if (inputs.length < 2 || numel === 0) {
       const reason =
-        inputs.length === 0
-          ? 'in no fine-tuned model'
-          : `only in ${label(modelIndices[0] as number)} (Model Stock needs 2)`;
+        numel === 0
+          ? 'zero-size tensor: nothing to merge'
+          : inputs.length === 0
+            ? 'in no fine-tuned model'
+            : `only in ${label(modelIndices[0] as number)} (Model Stock needs 2)`;
       // --out-dtype applies to every float tensor written, copied ones included (as in mergekit).
       const outDtype = opts.outDtype ?? b.dtype;
       const outByteLength = (numelOf(b.shape) * dtypeBits(outDtype)) / 8;
       steps.push({ action: 'copy', name, base: b, reason, outDtype, outByteLength });
-      warnings.push(`${name}: copied from the base: ${reason}`);
+      if (numel > 0) warnings.push(`${name}: copied from the base: ${reason}`);
       inputBytes += b.byteLength;
       outputBytes += outByteLength;
       continue;
     }
     const outDtype = opts.outDtype ?? b.dtype;
-    const numel = numelOf(b.shape);
-    // A zero-size tensor has no unit; it is still planned so the output keeps every base tensor.
-    const unitLength =
-      numel === 0 ? 0 : opts.filterWise && b.shape.length >= 2 ? numel / (b.shape[0] as number) : numel;
-    const units = unitLength === 0 ? 0 : numel / unitLength;
+    const unitLength = opts.filterWise && b.shape.length >= 2 ? numel / (b.shape[0] as number) : numel;
+    const units = numel / unitLength;
     const note =
       missing.length > 0
         ? `merged over ${inputs.length} models; missing in ${missing.map(label).join(', ')}`
