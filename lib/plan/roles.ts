@@ -62,7 +62,10 @@ export const LAYER_CONTAINERS: readonly string[] = [
   'resblocks', // OpenCLIP (`transformer.resblocks`)
 ];
 
-/** Segments whose index counts sub-modules of one kind inside a block: folded to `*` in the kind. */
+/**
+ * Segments whose index counts sub-modules of one kind inside a block: folded to `*` in the kind.
+ * (Each must end in `experts`: the scan looks for that word.)
+ */
 export const REPEATED_SUBMODULES: readonly string[] = ['experts', 'local_experts'];
 
 /**
@@ -125,15 +128,18 @@ function isNormPath(path: string): boolean {
   return path.includes('ln_') && path.split('.').some((seg) => NORM_SET.has(seg));
 }
 
-/** `experts.5.w1` → `experts.*.w1`. */
+/** `experts.5.w1` → `experts.*.w1`: the index after any of REPEATED_SUBMODULES. */
 function foldRepeated(path: string): string {
-  if (!path.includes('experts.')) return path;
-  const segs = path.split('.');
-  for (let j = 0; j + 1 < segs.length; j++) {
-    const next = segs[j + 1] as string;
-    if (REPEATED_SET.has(segs[j] as string) && isDigits(next, 0, next.length)) segs[j + 1] = '*';
+  for (let at = path.indexOf('experts.'); at >= 0; at = path.indexOf('experts.', at + 1)) {
+    const segStart = path.lastIndexOf('.', at) + 1;
+    const indexStart = at + 'experts.'.length;
+    let indexEnd = path.indexOf('.', indexStart);
+    if (indexEnd < 0) indexEnd = path.length;
+    if (!isDigits(path, indexStart, indexEnd) || !REPEATED_SET.has(path.slice(segStart, indexStart - 1)))
+      continue;
+    path = `${path.slice(0, indexStart)}*${path.slice(indexEnd)}`;
   }
-  return segs.join('.');
+  return path;
 }
 
 function matches(rule: readonly string[], segments: readonly string[], end: number): boolean {
@@ -150,12 +156,28 @@ const SPLIT_RULES = (rules: readonly NameRule[]): { rule: NameRule; path: string
   rules.map((rule) => ({ rule, path: rule.path.split('.') }));
 const DEFAULT_RULES = SPLIT_RULES(NAME_RULES);
 
-/**
- * The role of one tensor. `extraRules` are tried before NAME_RULES (e.g. rules a model's config.json
- * implies for names this table does not know). Pure; names inside blocks — nearly all of a model's —
- * are scanned in place without splitting, so a million classify in a fraction of a second.
- */
-export function classifyTensor(name: string, extraRules: readonly NameRule[] = []): TensorRole {
+/** Inside a block: the kind and group from the name's tail after the index (param included). */
+type BlockKind = { readonly kind: string; readonly group: 'layer' | 'norm' };
+
+function blockKind(tail: string, param: 'weight' | 'bias' | undefined): BlockKind {
+  // `tail` is `rest.param`, `rest` alone, or just `param` (`model.layers.5.weight`).
+  const rest = foldRepeated(
+    param === undefined ? tail : tail === param ? '' : tail.slice(0, tail.length - param.length - 1),
+  );
+  return {
+    kind: rest === '' ? (param as string) : param === 'bias' ? `${rest}.bias` : rest,
+    group: isNormPath(rest) ? 'norm' : 'layer',
+  };
+}
+
+/** A memo of tails is worth its memory up to here (a model has a few thousand distinct tails). */
+const MEMO_LIMIT = 1 << 16;
+
+function classify(
+  name: string,
+  extraRules: readonly NameRule[],
+  memo: Map<string, BlockKind> | undefined,
+): TensorRole {
   const param = name.endsWith('.weight') ? 'weight' : name.endsWith('.bias') ? 'bias' : undefined;
   // The module path is name[0, stop).
   const stop = param === undefined ? name.length : name.length - param.length - 1;
@@ -167,12 +189,17 @@ export function classifyTensor(name: string, extraRules: readonly NameRule[] = [
     if (prev >= 0 && isDigits(name, seg, dot) && LAYER_CONTAINER_SET.has(name.slice(prev, seg - 1))) {
       // A name that ends at the index (`model.layers.5`) is no parameter of the block.
       if (dot < stop || param !== undefined) {
-        const rest = dot < stop ? foldRepeated(name.slice(dot + 1, stop)) : '';
+        const tail = name.slice(dot + 1);
+        let block = memo?.get(tail);
+        if (block === undefined) {
+          block = blockKind(tail, param);
+          if (memo !== undefined && memo.size < MEMO_LIMIT) memo.set(tail, block);
+        }
         return {
           layer: Number(name.slice(seg, dot)),
           stack: prev === 0 ? '' : name.slice(0, prev - 1),
-          kind: rest === '' ? (param as string) : param === 'bias' ? `${rest}.bias` : rest,
-          group: isNormPath(rest) ? 'norm' : 'layer',
+          kind: block.kind,
+          group: block.group,
         };
       }
     }
@@ -193,4 +220,26 @@ export function classifyTensor(name: string, extraRules: readonly NameRule[] = [
       : { ...outside, group: rule.group, vocab: rule.vocab };
   }
   return { ...outside, group: 'other' };
+}
+
+/**
+ * The role of one tensor. `extraRules` are tried before NAME_RULES (e.g. rules a model's config.json
+ * implies for names this table does not know). Pure; names inside blocks — nearly all of a model's —
+ * are scanned in place without splitting.
+ */
+export function classifyTensor(name: string, extraRules: readonly NameRule[] = []): TensorRole {
+  return classify(name, extraRules, undefined);
+}
+
+/**
+ * classifyTensor for every tensor of one model: the same results, with the part of a name after the
+ * layer index remembered, since every layer repeats it. Use one per model and let it go.
+ */
+export class TensorClassifier {
+  private readonly memo = new Map<string, BlockKind>();
+  constructor(private readonly extraRules: readonly NameRule[] = []) {}
+
+  classify(name: string): TensorRole {
+    return classify(name, this.extraRules, this.memo);
+  }
 }

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { classifyTensor, type TensorRole } from '../../lib/plan/roles';
+import { classifyTensor, TensorClassifier, type TensorRole } from '../../lib/plan/roles';
 
 type Want = [
   name: string,
@@ -155,6 +155,15 @@ describe('tensor roles (the shared name table)', () => {
       }
     });
   }
+
+  it('a TensorClassifier (with its memo of name tails) agrees with classifyTensor, asked twice', () => {
+    const classifier = new TensorClassifier();
+    const names = Object.values(ARCHITECTURES).flatMap((cases) => cases.map(([name]) => name));
+    for (const round of [1, 2]) {
+      for (const name of names)
+        assert.deepEqual(classifier.classify(name), classifyTensor(name), `${name} (${round})`);
+    }
+  });
 
   it('names the tower of a block, so towers with the same layer numbers stay apart', () => {
     assert.equal(
