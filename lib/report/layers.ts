@@ -1,4 +1,4 @@
-import { classifyTensor, type TensorGroup, type VocabRole } from '../plan/roles';
+import { TensorClassifier, type TensorGroup, type VocabRole } from '../plan/roles';
 import type { ThetaRule } from '../math/ratio';
 import type { MergeReport, RatioStats, TensorReport } from '../types';
 
@@ -169,14 +169,20 @@ function addAngles(layer: LayerAcc, cell: CellAcc, t: TensorReport, models: numb
     for (let j = i + 1; j < n; j++, k++) {
       const c = cosines[k];
       if (c === undefined) return;
-      const [mean, lo, hi] = isStats(c)
-        ? [angleOf(c.mean), angleOf(c.max), angleOf(c.min)]
-        : [angleOf(c), angleOf(c), angleOf(c)];
       const key = (t.models?.[i] ?? i) * models + (t.models?.[j] ?? j);
       let pair = layer.pairs.get(key);
       if (pair === undefined) layer.pairs.set(key, (pair = new AngleAcc()));
-      pair.add(mean, lo, hi);
-      cell.angle.add(mean, lo, hi);
+      if (isStats(c)) {
+        const mean = angleOf(c.mean);
+        const lo = angleOf(c.max);
+        const hi = angleOf(c.min);
+        pair.add(mean, lo, hi);
+        cell.angle.add(mean, lo, hi);
+      } else {
+        const a = angleOf(c);
+        pair.add(a, a, a);
+        cell.angle.add(a, a, a);
+      }
     }
   }
 }
@@ -208,6 +214,7 @@ export function summarizeLayers(report: MergeReport): LayerSummary {
   let negative = 0;
   // Norms' angles go to their cells only, not to the layer's line.
   const scratch = new LayerAcc();
+  const roles = new TensorClassifier();
 
   for (const tensor of report.tensors) {
     if (tensor.action === 'drop') {
@@ -218,7 +225,7 @@ export function summarizeLayers(report: MergeReport): LayerSummary {
     if (isMerged) merged++;
     else copied++;
     if (isMerged && (tensor.tStats?.min ?? tensor.t ?? 0) < 0) negative++;
-    const role = classifyTensor(tensor.name);
+    const role = roles.classify(tensor.name);
     if (role.layer === undefined || role.stack === undefined) {
       const acc = new Acc();
       if (isMerged) addT(acc, tensor);
