@@ -9,6 +9,7 @@ import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
 import { makePlan } from './plan/plan';
+import { PLOT_FILE, reportPicture } from './report/svg';
 import { openCheckpoint } from './safetensors/checkpoint';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
@@ -61,7 +62,7 @@ function validate(o: MergeOptions): void {
  * Merges `models` into `base` with Model Stock and writes the result to `out`, atomically: everything is
  * built in a temporary folder beside `out` and renamed into place at the end; on any failure nothing is
  * left behind and the inputs are untouched. Returns the per-tensor report (also written as
- * model_stock_report.json beside the weights).
+ * model_stock_report.json beside the weights, and drawn as model_stock_report.svg).
  */
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
   const started = process.hrtime.bigint();
@@ -127,7 +128,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
         theta,
         outDtype: options.outDtype,
       });
-    const report: MergeReport = {
+    const summary: MergeReport = {
       method: 'model_stock',
       base: options.base,
       models: [...options.models],
@@ -141,10 +142,16 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
+    const failures: string[] = [];
+    const picture = reportPicture(summary, (w) => failures.push(w));
+    for (const w of failures) options.onWarning?.(w);
+    const report: MergeReport = { ...summary, warnings: [...summary.warnings, ...failures] };
     const reportJson = JSON.stringify(report, null, 2) + '\n';
     await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
-    await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
+    if (picture !== undefined) await writeFileSynced(path.join(staging.dir, PLOT_FILE), picture, fsync);
+    const card = modelCard(report, configYaml, picture !== undefined ? PLOT_FILE : undefined);
+    await writeFileSynced(path.join(staging.dir, 'README.md'), card, fsync);
     await staging.commit(fsync);
     if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
     return report;

@@ -11,7 +11,7 @@ const SKIP = [
   /^pytorch_model.*\.bin(\.index\.json)?$/i,
   /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx)$/i,
   /^README\.md$/i,
-  /^model_stock_(report\.json|config\.yml)$/,
+  /^model_stock_(report\.json|report\.svg|config\.yml)$/,
   /^\./,
 ];
 
@@ -60,8 +60,11 @@ export async function copyBaseFiles(
 
 const fmt = (x: number | undefined): string => (x === undefined ? '–' : x.toFixed(4));
 
-/** A short model card: what was merged, how, and where the per-tensor numbers are. */
-export function modelCard(report: MergeReport, configYaml: string): string {
+/**
+ * A short model card: what was merged, how, and where the per-tensor numbers are; `picture` is the
+ * file name of the report's SVG beside it, embedded when given.
+ */
+export function modelCard(report: MergeReport, configYaml: string, picture?: string): string {
   const merged = report.tensors.filter((t) => t.action === 'merge');
   const copied = report.tensors.filter((t) => t.action === 'copy');
   const ts = merged.map((t) => t.t ?? t.tStats?.mean).filter((x): x is number => x !== undefined);
@@ -86,7 +89,13 @@ combining the pairwise cosines by \`${report.theta}\`.
 - backend: ${report.backend.name} (${report.backend.isa})
 
 Per-tensor cosines and ratios are in \`model_stock_report.json\`.
-
+${
+  picture === undefined
+    ? ''
+    : `
+![Interpolation ratio t per layer and tensor kind, and the angle between the fine-tunes' task vectors per layer](${picture})
+`
+}
 ## Configuration
 
 \`\`\`yaml
