@@ -7,6 +7,7 @@ import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
 import { IO_MODES, type IoMode } from '../engine/io';
 import { doctor } from './doctor';
+import { plot } from './plot';
 import { ProgressBar } from './progress';
 import { formatBytes, parseSize } from './size';
 
@@ -175,6 +176,18 @@ export function buildProgram(): Command {
         '\nExit codes: 0 success, 1 failure (first stderr line names the problem), 2 bad usage.',
     )
     .action(runMerge);
+
+  program
+    .command('plot')
+    .summary('draw a merge report as SVG')
+    .description(
+      'Draw t per layer and tensor kind and the angle between task vectors per layer from a merge report\n' +
+        '(model_stock_report.json), as the merge itself does into model_stock_report.svg.',
+    )
+    .argument('<report>', 'model_stock_report.json of a merge')
+    .requiredOption('-o, --out <file>', 'SVG file to write')
+    .option('--overwrite', 'replace the output file if it exists')
+    .action(plot);
 
   program
     .command('doctor')
