@@ -8,6 +8,7 @@ import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
+import { modelConfigOf, type ModelConfig } from './plan/embeddings';
 import { makePlan } from './plan/plan';
 import { openCheckpoint } from './safetensors/checkpoint';
 import { planShards } from './safetensors/layout';
@@ -58,6 +59,21 @@ function validate(o: MergeOptions): void {
 }
 
 /**
+ * What the base's config.json says about its embeddings. Only a model folder has one: beside a single
+ * .safetensors file, a config.json may belong to something else.
+ */
+async function readModelConfig(checkpoint: Checkpoint): Promise<ModelConfig> {
+  if (checkpoint.path !== checkpoint.dir) return {};
+  try {
+    return modelConfigOf(
+      JSON.parse(await fs.promises.readFile(path.join(checkpoint.dir, 'config.json'), 'utf8')),
+    );
+  } catch {
+    return {}; // absent or not JSON: the name table alone decides
+  }
+}
+
+/**
  * Merges `models` into `base` with Model Stock and writes the result to `out`, atomically: everything is
  * built in a temporary folder beside `out` and renamed into place at the end; on any failure nothing is
  * left behind and the inputs are untouched. Returns the per-tensor report (also written as
@@ -82,7 +98,12 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     [base, ...models].map((c) => c.dir),
     options.overwrite ?? false,
   );
-  const plan = makePlan(base, models, { filterWise, outDtype: options.outDtype, modelLabel });
+  const plan = makePlan(base, models, {
+    filterWise,
+    outDtype: options.outDtype,
+    modelLabel,
+    config: await readModelConfig(base),
+  });
   for (const w of plan.warnings) options.onWarning?.(w);
   const layout = planShards(
     plan.steps.map((s) => ({
@@ -135,7 +156,17 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       filterWise,
       theta,
       backend: backend.info(),
-      tensors: result.tensors,
+      tensors: [
+        ...result.tensors,
+        ...plan.dropped.map((d) => ({
+          name: d.name,
+          action: 'drop' as const,
+          reason: d.reason,
+          models: d.models,
+          dtype: d.dtype,
+          shape: d.shape,
+        })),
+      ],
       warnings: [...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,

@@ -63,7 +63,7 @@ export interface RatioStats {
 export interface TensorReport {
   readonly name: string;
   readonly action: TensorAction;
-  /** Why it was copied or dropped, or which fine-tunes lacked it. */
+  /** Why it was copied or dropped, which fine-tunes lacked it, how vocabularies were reconciled. */
   readonly reason?: string;
   /** Number of fine-tunes merged (N used). */
   readonly n?: number;
@@ -81,6 +81,17 @@ export interface TensorReport {
   readonly cStats?: RatioStats;
   readonly tStats?: RatioStats;
   readonly pole?: boolean;
+  /** An embedding whose vocabulary (first dimension) differs between base and fine-tunes. */
+  readonly rows?: {
+    /** Rows every input has: merged (cosines and t over exactly these rows). */
+    readonly merged: number;
+    /** The base's rows after them: copied from the base. */
+    readonly copied: number;
+    /** Rows only fine-tunes have, summed over them: left out. */
+    readonly dropped: number;
+    /** Rows in the base, then in each merged fine-tune. */
+    readonly vocab: readonly number[];
+  };
 }
 
 export interface MergeReport {

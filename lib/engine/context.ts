@@ -1,3 +1,4 @@
+import { floatSize, type FloatDType } from '../dtype';
 import type { ThetaRule } from '../math/ratio';
 import type { MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../safetensors/types';
@@ -43,13 +44,18 @@ export function inputsOf(step: MergeStep): readonly TensorInfo[] {
   return [step.base, ...step.inputs];
 }
 
-/** What the backend is told about a merge step. */
+/** Bytes of `tensor` (an input of `step`) that the merge reads: its first step.mergedNumel elements. */
+export function mergedBytes(step: MergeStep, tensor: TensorInfo): number {
+  return step.mergedNumel * floatSize(tensor.dtype as FloatDType);
+}
+
+/** What the backend is told about a merge step: the merged range (a row prefix when vocabularies differ). */
 export function specOf(step: MergeStep): TensorSpec {
   return {
     name: step.name,
-    dtypes: inputsOf(step).map((t) => t.dtype as TensorSpec['dtypes'][number]),
+    dtypes: inputsOf(step).map((t) => t.dtype as FloatDType),
     outDtype: step.outDtype,
-    numel: step.numel,
+    numel: step.mergedNumel,
     unitLength: step.unitLength,
   };
 }

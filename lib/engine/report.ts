@@ -40,6 +40,7 @@ export function ratios(
     dtype: step.base.dtype,
     outDtype: step.outDtype,
     shape: step.shape,
+    ...(step.rows !== undefined ? { rows: step.rows } : {}),
   };
   if (step.units === 1) {
     const r = unitRatio(gram, 0, n, theta);

@@ -1,8 +1,9 @@
 import type { MergeStep, Plan, PlanStep } from '../plan/plan';
 import type { TensorReport } from '../types';
 import { Arena } from './arena';
-import { inputsOf, settleAll, type EngineOptions, type StepContext } from './context';
-import { copyTensor } from './copy';
+import { floatSize } from '../dtype';
+import { inputsOf, mergedBytes, settleAll, type EngineOptions, type StepContext } from './context';
+import { copyBaseTail, copyTensor } from './copy';
 import { mergeWhole } from './whole';
 import { mergeWindowed } from './windowed';
 
@@ -29,9 +30,12 @@ interface Slot {
   prefetch: { index: number; views: Uint8Array[]; read: Promise<void> } | undefined;
 }
 
-/** Bytes one merge step needs to hold all inputs and its output at once. */
+/** Bytes of the merged range's output. */
+const mergedOutBytes = (step: MergeStep): number => step.mergedNumel * floatSize(step.outDtype);
+
+/** Bytes one merge step needs to hold its merged inputs and their output at once. */
 function wholeFootprint(step: MergeStep): number {
-  return Arena.footprint([...inputsOf(step).map((t) => t.byteLength), step.outByteLength]);
+  return Arena.footprint([...inputsOf(step).map((t) => mergedBytes(step, t)), mergedOutBytes(step)]);
 }
 
 function maxFootprint(steps: readonly PlanStep[]): number {
@@ -40,8 +44,12 @@ function maxFootprint(steps: readonly PlanStep[]): number {
   return m;
 }
 
+/** Input bytes a step reads once: merged ranges, and the base's copied rows. */
 const inputBytes = (s: PlanStep): number =>
-  s.action === 'copy' ? s.base.byteLength : inputsOf(s).reduce((a, t) => a + t.byteLength, 0);
+  s.action === 'copy' ? s.base.byteLength : mergeInputBytes(s) + s.base.byteLength - mergedBytes(s, s.base);
+
+/** Input bytes of a step's merged ranges: read once whole, or once per pass when windowed. */
+const mergeInputBytes = (s: MergeStep): number => inputsOf(s).reduce((a, t) => a + mergedBytes(s, t), 0);
 
 const macrotask = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -66,11 +74,11 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
   const fitsWhole = (s: PlanStep): boolean =>
     s.action === 'merge' &&
     wholeFootprint(s) <= Math.min(slotCapacity, deviceBytes) &&
-    inputsOf(s).every((t) => t.byteLength <= opts.window);
+    inputsOf(s).every((t) => mergedBytes(s, t) <= opts.window);
   const zeroCopy = opts.source.view !== undefined;
 
   const bytesTotal = steps.reduce(
-    (sum, s) => sum + (s.action === 'merge' && !fitsWhole(s) ? 2 : 1) * inputBytes(s),
+    (sum, s) => sum + inputBytes(s) + (s.action === 'merge' && !fitsWhole(s) ? mergeInputBytes(s) : 0),
     0,
   );
   let bytesDone = 0;
@@ -98,15 +106,15 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
     const src = opts.source;
     if (src.view !== undefined) {
       // Mapped inputs: the kernels fault the pages in (the mapping was advised will-need).
-      const views = tensors.map((t) => src.view!(t, 0, t.byteLength));
-      ctx.onRead(inputBytes(step));
+      const views = tensors.map((t) => src.view!(t, 0, mergedBytes(step, t)));
+      ctx.onRead(mergeInputBytes(step));
       slot.prefetch = { index, views, read: Promise.resolve() };
       return;
     }
     slot.arena.reset();
-    const views = tensors.map((t) => slot.arena.take(t.byteLength));
+    const views = tensors.map((t) => slot.arena.take(mergedBytes(step, t)));
     const read = settleAll(
-      tensors.map((t, i) => src.readInto(t, 0, views[i]!).then(() => ctx.onRead(t.byteLength))),
+      tensors.map((t, i) => src.readInto(t, 0, views[i]!).then(() => ctx.onRead(views[i]!.byteLength))),
     ).then(() => undefined);
     read.catch(() => undefined); // awaited later; never an unhandled rejection meanwhile
     slot.prefetch = { index, views, read };
@@ -151,16 +159,21 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
           await slot.writing;
           slot.arena.reset();
         }
-        const out = slot.arena.take(step.outByteLength);
+        const out = slot.arena.take(mergedOutBytes(step));
         reports.push(await mergeWhole(step, views, out, ctx));
-        for (const input of inputsOf(step)) opts.source.release?.(input, 0, input.byteLength);
+        for (const input of inputsOf(step)) opts.source.release?.(input, 0, mergedBytes(step, input));
         slot.writing = opts.sink.write(step.name, 0, out);
         slot.writing.catch(() => undefined);
         pendingWrites.push(slot.writing);
-        bytesWritten += out.byteLength;
+        if (step.mergedNumel < step.numel) {
+          // The base's rows after the merged ones go through this slot's arena, once `out` is written.
+          await slot.writing;
+          await copyBaseTail(step, slot.arena, ctx, progress);
+        }
+        bytesWritten += step.outByteLength;
       } else {
         await Promise.all([slot.writing, other.writing, other.prefetch?.read]);
-        reports.push(await mergeWindowed(step, slot.arena, ctx));
+        reports.push(await mergeWindowed(step, slot.arena, ctx, progress));
         bytesWritten += step.outByteLength;
       }
       tensorsDone++;

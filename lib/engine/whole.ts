@@ -17,7 +17,7 @@ export async function mergeWhole(
   const { backend, theta, modelLabel } = ctx.options;
   const session = backend.openTensor(specOf(step));
   try {
-    const window = { firstElement: 0, count: step.numel, inputs: views };
+    const window = { firstElement: 0, count: step.mergedNumel, inputs: views };
     await session.gram(window);
     const gram = await session.gramResult();
     await checkFinite(step, gram, modelLabel, async (visit) => {

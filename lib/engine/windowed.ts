@@ -3,6 +3,7 @@ import type { MergeStep } from '../plan/plan';
 import type { TensorReport } from '../types';
 import type { Arena } from './arena';
 import { acquire, inputsOf, settleAll, specOf, type StepContext } from './context';
+import { copyBaseTail } from './copy';
 import { checkFinite } from './finite';
 import { ratios } from './report';
 
@@ -13,7 +14,12 @@ const slackFor = (buffers: number): number => 64 * buffers;
  * A tensor too large to hold at once: two passes over windows of `arena` (Gram, then interpolation),
  * each window read once per pass — unless the backend still holds it from the Gram pass.
  */
-export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepContext): Promise<TensorReport> {
+export async function mergeWindowed(
+  step: MergeStep,
+  arena: Arena,
+  ctx: StepContext,
+  progress: (tensor: string) => void,
+): Promise<TensorReport> {
   const { backend, source, sink, theta, modelLabel } = ctx.options;
   const tensors = inputsOf(step);
   const sizes = tensors.map((t) => floatSize(t.dtype as FloatDType));
@@ -39,17 +45,19 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
     tensors.forEach((t, i) => source.release?.(t, first * sizes[i]!, views[i]!.byteLength));
 
   const session = backend.openTensor(specOf(step));
+  let t: Float64Array;
+  let report: TensorReport;
   try {
-    for (let first = 0; first < step.numel; first += w) {
-      const count = Math.min(w, step.numel - first);
+    for (let first = 0; first < step.mergedNumel; first += w) {
+      const count = Math.min(w, step.mergedNumel - first);
       const inputs = await read(first, count);
       await session.gram({ firstElement: first, count, inputs });
       release(first, inputs);
     }
     const gram = await session.gramResult();
     await checkFinite(step, gram, modelLabel, async (visit) => {
-      for (let first = 0; first < step.numel; first += w) {
-        const count = Math.min(w, step.numel - first);
+      for (let first = 0; first < step.mergedNumel; first += w) {
+        const count = Math.min(w, step.mergedNumel - first);
         for (let i = 0; i < tensors.length; i++) {
           arena.reset();
           const t = tensors[i]!;
@@ -59,9 +67,9 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
         }
       }
     });
-    const { t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative);
-    for (let first = 0; first < step.numel; first += w) {
-      const count = Math.min(w, step.numel - first);
+    ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
+    for (let first = 0; first < step.mergedNumel; first += w) {
+      const count = Math.min(w, step.mergedNumel - first);
       const held = session.holds(first, count);
       arena.reset();
       const inputs = held ? undefined : await read(first, count);
@@ -70,8 +78,9 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
       if (inputs !== undefined) release(first, inputs);
       await sink.write(step.name, first * outSize, out);
     }
-    return report;
   } finally {
     await session.close();
   }
+  await copyBaseTail(step, arena, ctx, progress);
+  return report;
 }
