@@ -1,4 +1,5 @@
 export { mergeModelStock, DEFAULT_MEMORY, DEFAULT_SHARD_SIZE } from './merge';
+export { inspectModelStock } from './inspect';
 export { modelStock, modelStockTensors } from './math/inMemory';
 export { ModelStockError, isModelStockError, type ErrorCode } from './errors';
 export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule } from './math/ratio';

@@ -1,76 +1,28 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { FLOAT_DTYPES } from './dtype';
 import { ModelStockError } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
-import { modelConfigOf, type ModelConfig } from './plan/embeddings';
-import { makePlan } from './plan/plan';
-import { openCheckpoint } from './safetensors/checkpoint';
+import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { IO_MODES, openTensorSource } from './engine/io';
+import { openTensorSource } from './engine/io';
 import { SafetensorsWriter } from './safetensors/writer';
-import type { Checkpoint } from './safetensors/types';
 import type { MergeOptions, MergeReport } from './types';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
-export const DEFAULT_MEMORY = 1 << 30;
+export { DEFAULT_MEMORY };
 
 function validate(o: MergeOptions): void {
-  const bad = (m: string): ModelStockError => new ModelStockError('BAD_CONFIG', m);
-  if (typeof o.base !== 'string' || o.base === '')
-    throw bad('base: a model folder or .safetensors file is required');
-  if (!Array.isArray(o.models)) throw bad('models: expected a list of model folders');
-  if (o.models.length < 2) {
-    throw new ModelStockError(
-      'TOO_FEW_MODELS',
-      `Model Stock needs at least 2 fine-tuned models, got ${o.models.length}`,
-    );
-  }
-  if (typeof o.out !== 'string' || o.out === '') throw bad('out: an output folder is required');
-  if (o.theta !== undefined && o.theta !== 'mean-cos' && o.theta !== 'mean-angle') {
-    throw bad(`theta must be mean-cos or mean-angle, got "${String(o.theta)}"`);
-  }
-  if (o.outDtype !== undefined && !FLOAT_DTYPES.includes(o.outDtype)) {
-    throw new ModelStockError(
-      'UNSUPPORTED_DTYPE',
-      `out dtype must be one of ${FLOAT_DTYPES.join(', ')}, got "${o.outDtype}"`,
-    );
-  }
-  const positive = (v: number | undefined, name: string, max = Number.MAX_SAFE_INTEGER): void => {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v > 0 && v <= max)) {
-      throw bad(
-        `${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` ≤ ${max}` : ''}, got ${v}`,
-      );
-    }
-  };
-  if (o.io !== undefined && !IO_MODES.includes(o.io))
-    throw bad(`io must be one of ${IO_MODES.join(', ')}, got "${o.io}"`);
-  positive(o.shardSize, 'shardSize');
-  positive(o.memory, 'memory');
-  positive(o.window, 'window', DEFAULT_WINDOW_BYTES);
-  positive(o.threads, 'threads', 1024);
-}
-
-/**
- * What the base's config.json says about its embeddings. Only a model folder has one: beside a single
- * .safetensors file, a config.json may belong to something else.
- */
-async function readModelConfig(checkpoint: Checkpoint): Promise<ModelConfig> {
-  if (checkpoint.path !== checkpoint.dir) return {};
-  try {
-    return modelConfigOf(
-      JSON.parse(await fs.promises.readFile(path.join(checkpoint.dir, 'config.json'), 'utf8')),
-    );
-  } catch {
-    return {}; // absent or not JSON: the name table alone decides
-  }
+  validateInputOptions(o);
+  if (typeof o.out !== 'string' || o.out === '')
+    throw new ModelStockError('BAD_CONFIG', 'out: an output folder is required');
+  checkPositive(o.shardSize, 'shardSize');
 }
 
 /**
@@ -88,23 +40,12 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const memory = options.memory ?? DEFAULT_MEMORY;
   const window = options.window ?? DEFAULT_WINDOW_BYTES;
 
-  const base = await openCheckpoint(options.base);
-  const models: Checkpoint[] = [];
-  for (const m of options.models) models.push(await openCheckpoint(m));
-  const labels = options.models.map((m, i) => `model ${i + 1} (${m})`);
-  const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
+  const { base, models, modelLabel, plan } = await openInputs(options);
   const target = checkOutputPath(
     options.out,
     [base, ...models].map((c) => c.dir),
     options.overwrite ?? false,
   );
-  const plan = makePlan(base, models, {
-    filterWise,
-    outDtype: options.outDtype,
-    modelLabel,
-    config: await readModelConfig(base),
-  });
-  for (const w of plan.warnings) options.onWarning?.(w);
   const layout = planShards(
     plan.steps.map((s) => ({
       name: s.name,
@@ -156,17 +97,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       filterWise,
       theta,
       backend: backend.info(),
-      tensors: [
-        ...result.tensors,
-        ...plan.dropped.map((d) => ({
-          name: d.name,
-          action: 'drop' as const,
-          reason: d.reason,
-          models: d.models,
-          dtype: d.dtype,
-          shape: d.shape,
-        })),
-      ],
+      tensors: reportTensors(plan, result),
       warnings: [...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,

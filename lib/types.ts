@@ -15,22 +15,18 @@ export interface MergeProgress {
   readonly tensor: string | undefined;
 }
 
-export interface MergeOptions {
+/** What `inspectModelStock` takes: the inputs and how to compute — everything but the output. */
+export interface InspectOptions {
   /** Base (pre-trained) model: a folder, or one .safetensors file. */
   readonly base: string;
   /** N ≥ 2 fine-tuned models of the same architecture. */
   readonly models: readonly string[];
-  /** Output folder; must not exist unless `overwrite`. */
-  readonly out: string;
   /** One ratio per output row (`[shape[0], rest]`) instead of per tensor. Default false. */
   readonly filterWise?: boolean;
   /** Default 'mean-cos'. */
   readonly theta?: ThetaRule;
   /** Output dtype for merged tensors; default: each tensor's base dtype. */
   readonly outDtype?: FloatDType;
-  /** Maximum shard size in bytes (default 5e9, mergekit's). */
-  readonly shardSize?: number;
-  readonly overwrite?: boolean;
   /** Default 'auto': native when it loads, else js. */
   readonly backend?: BackendChoice;
   /** Memory budget for tensor buffers in bytes (default 1 GiB). A tensor whose inputs fit is read once. */
@@ -41,15 +37,23 @@ export interface MergeOptions {
   readonly window?: number;
   /** Worker threads for the native backend (default: all cores). */
   readonly threads?: number;
+  readonly onProgress?: (p: MergeProgress) => void;
+  /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
+  readonly onWarning?: (message: string) => void;
+}
+
+export interface MergeOptions extends InspectOptions {
+  /** Output folder; must not exist unless `overwrite`. */
+  readonly out: string;
+  /** Maximum shard size in bytes (default 5e9, mergekit's). */
+  readonly shardSize?: number;
+  readonly overwrite?: boolean;
   /** fsync the output before the atomic rename (default true). */
   readonly fsync?: boolean;
   /** Also write the JSON report here. */
   readonly report?: string;
   /** The resolved config written beside the weights (defaults to one built from these options). */
   readonly configYaml?: string;
-  readonly onProgress?: (p: MergeProgress) => void;
-  /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
-  readonly onWarning?: (message: string) => void;
 }
 
 export type TensorAction = 'merge' | 'copy' | 'drop';
@@ -94,17 +98,25 @@ export interface TensorReport {
   };
 }
 
-export interface MergeReport {
+/**
+ * What `inspectModelStock` returns and `--json` prints: per tensor the cosines, c and t a merge would
+ * use (the Gram pass only; nothing is written). A merge's report (MergeReport) is this plus its output.
+ */
+export interface InspectReport {
   readonly method: 'model_stock';
   readonly base: string;
   readonly models: readonly string[];
-  readonly out: string;
   readonly filterWise: boolean;
   readonly theta: ThetaRule;
   readonly backend: BackendInfo;
   readonly tensors: readonly TensorReport[];
   readonly warnings: readonly string[];
   readonly bytesRead: number;
-  readonly bytesWritten: number;
   readonly seconds: number;
+}
+
+export interface MergeReport extends InspectReport {
+  /** The output folder. */
+  readonly out: string;
+  readonly bytesWritten: number;
 }

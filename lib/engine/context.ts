@@ -18,7 +18,8 @@ export interface TensorSink {
 export interface EngineOptions {
   readonly backend: Backend;
   readonly source: TensorSource;
-  readonly sink: TensorSink;
+  /** Where merged bytes go; undefined runs the Gram pass only (inspect: t and cosines, no weights). */
+  readonly sink: TensorSink | undefined;
   readonly theta: ThetaRule;
   /** Budget for all tensor buffers, bytes. Two pipeline slots share it. */
   readonly memory: number;

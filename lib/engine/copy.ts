@@ -3,7 +3,7 @@ import { decodeFloats, encodeFloats } from '../math/codec';
 import type { CopyStep, MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../safetensors/types';
 import type { Arena } from './arena';
-import { acquire, type StepContext } from './context';
+import { acquire, type StepContext, type TensorSink } from './context';
 
 /**
  * Copies from the base: whole tensors (MODEL_STOCK.md's copy rows) and the base's rows after the merged
@@ -13,6 +13,13 @@ import { acquire, type StepContext } from './context';
  */
 
 type Progress = (tensor: string) => void;
+
+/** Copies happen only in a merge, never in the Gram pass alone (inspect), which has no sink. */
+function sinkOf(ctx: StepContext): TensorSink {
+  const sink = ctx.options.sink;
+  if (sink === undefined) throw new Error('internal: a copy without an output');
+  return sink;
+}
 
 /** How many units of `perUnit` bytes one chunk may hold: what the arena holds and one read may span. */
 function chunkOf(perUnit: number, arena: Arena, ctx: StepContext): number {
@@ -29,7 +36,8 @@ async function copyBytes(
   ctx: StepContext,
   progress: Progress,
 ): Promise<void> {
-  const { source, sink } = ctx.options;
+  const { source } = ctx.options;
+  const sink = sinkOf(ctx);
   const chunk = chunkOf(1, arena, ctx);
   for (let at = start; at < end; at += chunk) {
     arena.reset();
@@ -52,7 +60,8 @@ async function convertElements(
   ctx: StepContext,
   progress: Progress,
 ): Promise<void> {
-  const { source, sink } = ctx.options;
+  const { source } = ctx.options;
+  const sink = sinkOf(ctx);
   const inDtype = from.dtype as FloatDType;
   const inSize = floatSize(inDtype);
   const outSize = floatSize(outDtype);

@@ -44,9 +44,13 @@ function maxFootprint(steps: readonly PlanStep[]): number {
   return m;
 }
 
-/** Input bytes a step reads once: merged ranges, and the base's copied rows. */
-const inputBytes = (s: PlanStep): number =>
-  s.action === 'copy' ? s.base.byteLength : mergeInputBytes(s) + s.base.byteLength - mergedBytes(s, s.base);
+/** Input bytes a step reads once: merged ranges, and the base's copied rows (none for the Gram pass alone). */
+const inputBytes = (s: PlanStep, gramOnly: boolean): number =>
+  s.action === 'copy'
+    ? gramOnly
+      ? 0
+      : s.base.byteLength
+    : mergeInputBytes(s) + (gramOnly ? 0 : s.base.byteLength - mergedBytes(s, s.base));
 
 /** Input bytes of a step's merged ranges: read once whole, or once per pass when windowed. */
 const mergeInputBytes = (s: MergeStep): number => inputsOf(s).reduce((a, t) => a + mergedBytes(s, t), 0);
@@ -77,10 +81,10 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
     inputsOf(s).every((t) => mergedBytes(s, t) <= opts.window);
   const zeroCopy = opts.source.view !== undefined;
 
-  const bytesTotal = steps.reduce(
-    (sum, s) => sum + inputBytes(s) + (s.action === 'merge' && !fitsWhole(s) ? mergeInputBytes(s) : 0),
-    0,
-  );
+  const gramOnly = opts.sink === undefined;
+  const secondPass = (s: PlanStep): number =>
+    s.action === 'merge' && !gramOnly && !fitsWhole(s) ? mergeInputBytes(s) : 0;
+  const bytesTotal = steps.reduce((sum, s) => sum + inputBytes(s, gramOnly) + secondPass(s), 0);
   let bytesDone = 0;
   let bytesWritten = 0;
   let tensorsDone = 0;
@@ -130,7 +134,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
       progress(step.name);
       if (step.action === 'copy') {
         await slot.writing;
-        bytesWritten += await copyTensor(step, slot.arena, ctx, progress);
+        if (opts.sink !== undefined) bytesWritten += await copyTensor(step, slot.arena, ctx, progress);
         reports.push({
           name: step.name,
           action: 'copy',
@@ -159,22 +163,25 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
           await slot.writing;
           slot.arena.reset();
         }
-        const out = slot.arena.take(mergedOutBytes(step));
+        const sink = opts.sink;
+        const out = sink === undefined ? undefined : slot.arena.take(mergedOutBytes(step));
         reports.push(await mergeWhole(step, views, out, ctx));
         for (const input of inputsOf(step)) opts.source.release?.(input, 0, mergedBytes(step, input));
-        slot.writing = opts.sink.write(step.name, 0, out);
-        slot.writing.catch(() => undefined);
-        pendingWrites.push(slot.writing);
-        if (step.mergedNumel < step.numel) {
-          // The base's rows after the merged ones go through this slot's arena, once `out` is written.
-          await slot.writing;
-          await copyBaseTail(step, slot.arena, ctx, progress);
+        if (sink !== undefined && out !== undefined) {
+          slot.writing = sink.write(step.name, 0, out);
+          slot.writing.catch(() => undefined);
+          pendingWrites.push(slot.writing);
+          if (step.mergedNumel < step.numel) {
+            // The base's rows after the merged ones go through this slot's arena, once `out` is written.
+            await slot.writing;
+            await copyBaseTail(step, slot.arena, ctx, progress);
+          }
+          bytesWritten += step.outByteLength;
         }
-        bytesWritten += step.outByteLength;
       } else {
         await Promise.all([slot.writing, other.writing, other.prefetch?.read]);
         reports.push(await mergeWindowed(step, slot.arena, ctx, progress));
-        bytesWritten += step.outByteLength;
+        if (!gramOnly) bytesWritten += step.outByteLength;
       }
       tensorsDone++;
       progress(undefined);
@@ -201,7 +208,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
   return {
     tensors: reports,
     warnings,
-    bytesRead: steps.reduce((sum, s) => sum + inputBytes(s), 0),
+    bytesRead: steps.reduce((sum, s) => sum + inputBytes(s, gramOnly), 0),
     bytesWritten,
   };
 }

@@ -68,6 +68,7 @@ export async function mergeWindowed(
       }
     });
     ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
+    if (sink === undefined) return report;
     for (let first = 0; first < step.mergedNumel; first += w) {
       const count = Math.min(w, step.mergedNumel - first);
       const held = session.holds(first, count);
