@@ -1,7 +1,7 @@
 /**
  * Every failure is a ModelStockError with a stable `code`, and the file and tensor it concerns when
  * there is one. The codes mirror the reference safetensors crate's error variants (one per rule) plus
- * the merge's own rules from MODEL_STOCK.md.
+ * the merge's own rules from docs/merge-contract.md.
  */
 export type ErrorCode =
   // safetensors format (reader)

@@ -6,7 +6,7 @@ import type { Arena } from './arena';
 import { acquire, type StepContext, type TensorSink } from './context';
 
 /**
- * Copies from the base: whole tensors (MODEL_STOCK.md's copy rows) and the base's rows after the merged
+ * Copies from the base: whole tensors (docs/merge-contract.md's copy rows) and the base's rows after the merged
  * ones of an embedding whose vocabulary differs. Byte for byte, or re-encoded (round-to-nearest-even,
  * NaN and Inf kept) when --out-dtype asks for another float dtype. Rare and small, so the conversion is
  * plain TypeScript.
@@ -100,7 +100,7 @@ export async function copyTensor(
 }
 
 /**
- * The base's rows after the merged ones, when an embedding's vocabulary differs (MODEL_STOCK.md): the
+ * The base's rows after the merged ones, when an embedding's vocabulary differs (docs/merge-contract.md): the
  * output keeps the base's shape, and rows beyond those every input has come from the base.
  */
 export async function copyBaseTail(

@@ -5,7 +5,7 @@ import type { RatioStats, TensorReport } from '../types';
 
 /**
  * Gram matrix → cosines → c → t per unit, with the tensor's report entry and the pole / negative-cosine
- * warnings (MODEL_STOCK.md).
+ * warnings (docs/merge-contract.md).
  */
 
 function stats(values: ArrayLike<number>): RatioStats {

@@ -2,7 +2,7 @@
  * Which tensors are vocabulary embeddings: the input embedding (token id → vector) and the output head
  * (vector → token logits), whose first dimension is the vocabulary. Fine-tunes that added tokens
  * (ChatML, a pad token, tool-call tokens) grow exactly these, and only these may differ from the base in
- * that dimension (MODEL_STOCK.md, docs/merge-contract.md).
+ * that dimension (docs/merge-contract.md).
  *
  * Roles come from a documented name table, narrowed by the architecture `config.json` names when there
  * is one: an entry matches a tensor whose name is the entry or ends with "." + the entry, so wrappers

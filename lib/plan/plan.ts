@@ -5,7 +5,7 @@ import { embeddingRole, type ModelConfig } from './embeddings';
 
 /**
  * Layer traversal: one decision per base tensor, made before any byte is written, so a bad input
- * fails before work starts. The rules are MODEL_STOCK.md's table.
+ * fails before work starts. The rules are docs/merge-contract.md's table.
  */
 export interface MergeStep {
   readonly action: 'merge';
@@ -34,7 +34,7 @@ export interface MergeStep {
   readonly rows: RowSplit | undefined;
 }
 
-/** How an embedding whose vocabulary sizes differ is merged (MODEL_STOCK.md's embedding row). */
+/** How an embedding whose vocabulary sizes differ is merged (docs/merge-contract.md's embedding row). */
 export interface RowSplit {
   /** Rows 0 … merged − 1, which every input has: merged with Model Stock. */
   readonly merged: number;

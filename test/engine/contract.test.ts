@@ -21,7 +21,7 @@ import { correlatedModels, mulberry32, randomTensor, type Rng } from '../helpers
 /**
  * The backend contract (lib/engine/backend.ts), one suite every backend runs — js, native with each
  * ISA forced and on one thread, cuda when a device is present — on the same seeded inputs, against the
- * float64 reference: Gram accumulators, cosines, t and every output element within MODEL_STOCK.md's
+ * float64 reference: Gram accumulators, cosines, t and every output element within docs/merge-contract.md's
  * contract; windows, row ranges, odd sizes and offsets; NaN propagation; errors. (ggml's
  * test-backend-ops does the same for its backends.)
  */

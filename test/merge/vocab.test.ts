@@ -13,7 +13,7 @@ import { assertWithinContract, referenceMerge } from '../helpers/reference';
 import { useTmpDir } from '../helpers/tmp';
 
 /**
- * Fine-tunes that added tokens (MODEL_STOCK.md's embedding row): the vocabulary dimension of the input
+ * Fine-tunes that added tokens (docs/merge-contract.md's embedding row): the vocabulary dimension of the input
  * embedding and output head may differ; the output keeps the base's shape, rows every input has are
  * merged (cosines and t over exactly those rows), the base's further rows are copied, rows only
  * fine-tunes have are left out. Every other shape mismatch stays an error.
