@@ -8,7 +8,7 @@ import { useTmpDir } from '../helpers/tmp';
 import { backendsUnderTest } from '../helpers/backends';
 import type { IoMode } from '../../lib/engine/io';
 
-describe('plan rules end to end (MODEL_STOCK.md table)', () => {
+describe('plan rules end to end (the table of docs/merge-contract.md)', () => {
   const tmp = useTmpDir();
 
   it('merges over the fine-tunes that have a tensor, copies, converts and drops per the table', async () => {
