@@ -14,6 +14,7 @@
         'native/kernels_avx2.cc',
         'native/kernels_avx512.cc',
         'native/kernels_scalar.cc',
+        'native/lock.cc',
         'native/pool.cc',
         'native/runtime.cc',
         'native/workers.cc',

@@ -30,7 +30,10 @@ export type ErrorCode =
   | 'BAD_CONFIG' // YAML or options we cannot honour
   | 'BACKEND_UNAVAILABLE'
   | 'NATIVE_ERROR'
-  | 'CANCELLED';
+  | 'CANCELLED'
+  // Hugging Face Hub model IDs
+  | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache
+  | 'HUB_ERROR'; // the Hub refused, failed or timed out, or a download did not match its hash
 
 export class ModelStockError extends Error {
   readonly code: ErrorCode;

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { checkLayerRanges } from './config/layers';
 import { resolvedConfigYaml } from './config/mergekit';
 import { FLOAT_DTYPES } from './dtype';
 import { ModelStockError } from './errors';
@@ -8,6 +9,9 @@ import { selectBackend } from './engine/select';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
+import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
+import { modelRefKey } from './hub/reference';
+import { resolveModelRef } from './hub/resolve';
 import { makePlan } from './plan/plan';
 import { openCheckpoint } from './safetensors/checkpoint';
 import { planShards } from './safetensors/layout';
@@ -55,6 +59,26 @@ function validate(o: MergeOptions): void {
   positive(o.memory, 'memory');
   positive(o.window, 'window', DEFAULT_WINDOW_BYTES);
   positive(o.threads, 'threads', 1024);
+  if (o.tokenizerSource !== undefined && (typeof o.tokenizerSource !== 'string' || o.tokenizerSource === ''))
+    throw bad('tokenizerSource must be "base" or the reference of one of the models');
+  if (o.chatTemplate !== undefined && typeof o.chatTemplate !== 'string')
+    throw bad('chatTemplate must be a template string');
+}
+
+/** 'base', or the index in `models` of the model whose tokenizer the output gets. */
+function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
+  const source = o.tokenizerSource;
+  if (source === undefined || source === 'base') return 'base';
+  const key = modelRefKey(source);
+  if (key === modelRefKey(o.base)) return 'base';
+  const i = o.models.findIndex((m) => modelRefKey(m) === key);
+  if (i < 0) {
+    throw new ModelStockError(
+      'BAD_CONFIG',
+      `tokenizer source "${source}" is neither the base nor one of the models of this merge`,
+    );
+  }
+  return i;
 }
 
 /**
@@ -71,10 +95,39 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const fsync = options.fsync ?? true;
   const memory = options.memory ?? DEFAULT_MEMORY;
   const window = options.window ?? DEFAULT_WINDOW_BYTES;
+  const tokenizerSource = tokenizerSourceIndex(options);
+  // Warnings of our own (Hub fallbacks, chat template) go to onWarning and into the report.
+  const ownWarnings: string[] = [];
+  const warn = (m: string): void => {
+    ownWarnings.push(m);
+    options.onWarning?.(m);
+  };
 
-  const base = await openCheckpoint(options.base);
+  // References stay as written (report, config, card); only opening uses the resolved paths.
+  const hub = { ...options.hub, onWarning: options.hub?.onWarning ?? warn };
+  const basePath = await resolveModelRef(options.base, hub);
+  const modelPaths: string[] = [];
+  for (const m of options.models) modelPaths.push(await resolveModelRef(m, hub));
+  if (options.layerRanges !== undefined && options.layerRanges.length > 0) {
+    const resolved = new Map(
+      [options.base, ...options.models].map((r, i) => [
+        modelRefKey(r),
+        i === 0 ? basePath : modelPaths[i - 1]!,
+      ]),
+    );
+    await checkLayerRanges(options.layerRanges, (ref) => resolved.get(modelRefKey(ref)) ?? ref);
+  }
+
+  const base = await openCheckpoint(basePath);
   const models: Checkpoint[] = [];
-  for (const m of options.models) models.push(await openCheckpoint(m));
+  for (const m of modelPaths) models.push(await openCheckpoint(m));
+  if (tokenizerSource !== 'base') {
+    checkTokenizerSource({
+      source: models[tokenizerSource]!,
+      sourceLabel: `"${options.models[tokenizerSource]}"`,
+      base,
+    });
+  }
   const labels = options.models.map((m, i) => `model ${i + 1} (${m})`);
   const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
   const target = checkOutputPath(
@@ -118,6 +171,11 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writer.finish({ fsync });
     writer = undefined;
     await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
+    if (options.chatTemplate !== undefined) {
+      const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
+      if (w !== undefined) warn(w);
+    }
     const configYaml =
       options.configYaml ??
       resolvedConfigYaml({
@@ -126,6 +184,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
         filterWise,
         theta,
         outDtype: options.outDtype,
+        tokenizerSource: options.tokenizerSource,
+        chatTemplate: options.chatTemplate,
       });
     const report: MergeReport = {
       method: 'model_stock',
@@ -136,7 +196,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       theta,
       backend: backend.info(),
       tensors: result.tensors,
-      warnings: [...plan.warnings, ...result.warnings],
+      warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
