@@ -175,40 +175,40 @@ async function fetchFile(
   const pointer = path.join(snapshot, f.name);
   await fs.promises.mkdir(path.dirname(blob), { recursive: true });
   const what = `${repo}: ${f.name}`;
-  await withFileLock(
-    lockPath(s.cacheDir, repo, f.blob),
-    { signal: options.signal, onWarning: options.onWarning, what },
-    async () => {
-      if (!(await exists(blob))) {
-        // A name of our own (Python's `<etag>.<8 hex>.incomplete`): concurrent writers never share a file.
-        const tmp = `${blob}.${crypto.randomBytes(4).toString('hex')}.incomplete`;
-        let fileDone = 0;
-        const progress = (n: number): void => {
+  let fileDone = 0;
+  const report = (): void =>
+    options.onProgress?.({
+      repo,
+      commit,
+      file: f.name,
+      fileBytesDone: fileDone,
+      fileBytesTotal: f.size,
+      bytesDone: counters.bytesDone,
+      bytesTotal: counters.bytesTotal,
+      filesDone: counters.filesDone,
+      filesTotal: counters.filesTotal,
+    });
+  const lock = lockPath(s.cacheDir, repo, f.blob);
+  await withFileLock(lock, { signal: options.signal, onWarning: options.onWarning, what }, async () => {
+    if (!(await exists(blob))) {
+      // A name of our own (Python's `<etag>.<8 hex>.incomplete`): concurrent writers never share a file.
+      const tmp = `${blob}.${crypto.randomBytes(4).toString('hex')}.incomplete`;
+      try {
+        await client.download(repo, commit, f, tmp, (n) => {
           fileDone += n;
           counters.bytesDone += n;
-          options.onProgress?.({
-            repo,
-            commit,
-            file: f.name,
-            fileBytesDone: fileDone,
-            fileBytesTotal: f.size,
-            bytesDone: counters.bytesDone,
-            bytesTotal: counters.bytesTotal,
-            filesDone: counters.filesDone,
-            filesTotal: counters.filesTotal,
-          });
-        };
-        try {
-          await client.download(repo, commit, f, tmp, progress);
-          await fs.promises.rename(tmp, blob);
-        } finally {
-          await fs.promises.rm(tmp, { force: true });
-        }
-      } else {
-        counters.bytesDone += f.size;
+          report();
+        });
+        await fs.promises.rename(tmp, blob);
+      } finally {
+        await fs.promises.rm(tmp, { force: true });
       }
-      if (options.signal?.aborted) throw cancelled(options.signal, what);
-      if (!(await exists(pointer))) await linkPointer(blob, pointer);
-    },
-  );
+    } else {
+      counters.bytesDone += f.size; // another file of this repository had the same bytes
+    }
+    if (options.signal?.aborted) throw cancelled(options.signal, what);
+    if (!(await exists(pointer))) await linkPointer(blob, pointer);
+  });
+  fileDone = f.size;
+  report();
 }
