@@ -11,7 +11,7 @@ import { generateFixture, PRESETS, type FixtureInfo } from '../../lib/fixtures/g
 import { mergeModelStock } from '../../lib/merge';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import { mergeArgs, runCli, runCliAsync } from '../helpers/cli';
-import { addToHfCache, type HfCacheModel } from '../helpers/hfCache';
+import { addToHfCache } from '../helpers/hfCache';
 import { startMockHub } from '../helpers/mockHub';
 import { hashTree } from '../helpers/models';
 import { useTmpDir } from '../helpers/tmp';
@@ -23,7 +23,6 @@ describe('mergekit configs as model cards publish them, models in the Hugging Fa
   const tmp = useTmpDir('model-stock-cards-');
   let fx: FixtureInfo;
   let cache: string;
-  let base: HfCacheModel;
   let env: Record<string, string>;
   let k = 0;
   const out = (): string => path.join(tmp.dir, `out${k++}`);
@@ -43,7 +42,7 @@ describe('mergekit configs as model cards publish them, models in the Hugging Fa
     );
     fs.writeFileSync(path.join(ft3, 'tokenizer.json'), tokenizerJson(VOCAB + 44, 'chat'));
     cache = path.join(tmp.dir, 'hf', 'hub');
-    base = await addToHfCache(cache, 'base-org/Tiny-Base', fx.base);
+    await addToHfCache(cache, 'base-org/Tiny-Base', fx.base);
     await addToHfCache(cache, 'ft-org/Tiny-Math', ft1);
     await addToHfCache(cache, 'ft-org/Tiny-Code', ft2, { revision: 'v1.0' });
     await addToHfCache(cache, 'ft-org/Tiny-Chat', ft3);
