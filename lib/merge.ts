@@ -104,7 +104,14 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   };
 
   // References stay as written (report, config, card); only opening uses the resolved paths.
-  const hub = { ...options.hub, onWarning: options.hub?.onWarning ?? warn };
+  const hubWarning = options.hub?.onWarning ?? options.onWarning;
+  const hub = {
+    ...options.hub,
+    onWarning: (m: string) => {
+      ownWarnings.push(m);
+      hubWarning?.(m);
+    },
+  };
   const basePath = await resolveModelRef(options.base, hub);
   const modelPaths: string[] = [];
   for (const m of options.models) modelPaths.push(await resolveModelRef(m, hub));

@@ -17,7 +17,11 @@ import { classifyRef, loraError, type HubModelId } from './reference';
 import { hubSettings, type HubOptions, type HubSettings } from './settings';
 
 export async function resolveModelRef(ref: string, options: HubOptions = {}): Promise<string> {
-  const c = classifyRef(ref);
+  // The only paths classifyRef asks about, stat'ed without blocking the event loop.
+  const candidates = [ref, ...(path.sep === '/' && ref.includes('\\') ? [ref.replace(/\\/g, '/')] : [])];
+  const existing = new Set<string>();
+  for (const p of candidates) if (await exists(p)) existing.add(p);
+  const c = classifyRef(ref, (p) => existing.has(p));
   switch (c.kind) {
     case 'path':
       return c.path;
@@ -155,7 +159,14 @@ async function downloadSnapshot(
     }
     await fetchAll(shards.map(pick));
   }
-  if (id.revision !== info.commit) await writeRef(storage, id.revision, info.commit);
+  if (id.revision !== info.commit) {
+    // The snapshot is complete; the ref only serves later offline lookups (a read-only cache may refuse it).
+    await writeRef(storage, id.revision, info.commit).catch((e: Error) =>
+      options.onWarning?.(
+        `${id.repo}: cannot record refs/${id.revision} → ${info.commit} in ${storage}: ${e.message}`,
+      ),
+    );
+  }
   return snapshot;
 }
 

@@ -290,6 +290,22 @@ models:
     });
     assert.equal(report.base, 'base-org/Tiny-Base');
     sameWeights(lib, o);
+    // Online with the Hub out of reach: the cached snapshots serve, and the report says so.
+    const seen: string[] = [];
+    const fallback = await mergeModelStock({
+      base: 'base-org/Tiny-Base',
+      models: ['ft-org/Tiny-Math', 'ft-org/Tiny-Code@v1.0'],
+      out: out(),
+      fsync: false,
+      hub: { cacheDir: cache, offline: false, endpoint: 'http://127.0.0.1:9', connectTimeoutMs: 2000 },
+      onWarning: (m) => seen.push(m),
+    });
+    const reached = fallback.warnings.filter((w) => /cannot reach .* using the cached snapshot/.test(w));
+    assert.equal(reached.length, 3, fallback.warnings.join('\n'));
+    assert.deepEqual(
+      seen.filter((w) => reached.includes(w)),
+      reached,
+    );
   });
 
   it('online: a card config downloads its models into an empty cache, then merges identically', async () => {
