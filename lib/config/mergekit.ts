@@ -380,7 +380,7 @@ export function parseMergekitYaml(text: string, file: string): MergekitConfig {
     if (key !== baseKey && !models.some((m) => modelRefKey(m) === key)) {
       throw bad(`${sourceKey} "${ref}" is neither the base_model nor one of the models of this merge`);
     }
-    tokenizerSource = key === baseKey ? 'base' : ref;
+    tokenizerSource = ref; // as written: the merge tells the base from the models by the same key
   }
 
   let chatTemplate: string | undefined;

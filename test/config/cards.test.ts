@@ -128,6 +128,7 @@ tokenizer_source: base-org/Tiny-Base
     const written = fs.readFileSync(path.join(o, 'model_stock_config.yml'), 'utf8');
     assert.match(written, /base_model: base-org\/Tiny-Base\n/);
     assert.match(written, /- model: ft-org\/Tiny-Code@v1\.0\n/);
+    assert.match(written, /tokenizer_source: base-org\/Tiny-Base\n/);
     assert.match(fs.readFileSync(path.join(o, 'README.md'), 'utf8'), /`ft-org\/Tiny-Code@v1\.0`/);
     assert.deepEqual([fx.base, ...fx.models, cache].map(hashTree), before, 'inputs and cache untouched');
     // The written config merges again to the same bytes.

@@ -47,7 +47,7 @@ tokenizer_source: mistralai/Mistral-7B-v0.1
     assert.deepEqual(c.models, ['meta-math/MetaMath-Mistral-7B', 'org/code@v1.0']);
     assert.equal(c.filterWise, false);
     assert.equal(c.outDtype, 'BF16');
-    assert.equal(c.tokenizerSource, 'base');
+    assert.equal(c.tokenizerSource, 'mistralai/Mistral-7B-v0.1', 'kept as written');
     assert.deepEqual(c.layerRanges, []);
     assert.deepEqual(c.warnings, [
       "models[0].parameters, models[1].parameters ignored: model_stock derives each model's weight from the angles between task vectors",
