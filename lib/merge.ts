@@ -103,6 +103,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     options.onWarning?.(m);
   };
 
+  // An OUT we would refuse is refused before any download (checked again, against the inputs, below).
+  checkOutputPath(options.out, [], options.overwrite ?? false);
   // References stay as written (report, config, card); only opening uses the resolved paths.
   const hubWarning = options.hub?.onWarning ?? options.onWarning;
   const hub = {

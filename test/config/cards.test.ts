@@ -322,13 +322,22 @@ models:
         yml,
         'merge_method: model_stock\nbase_model: base-org/Tiny-Base\nmodels:\n  - model: ft-org/Tiny-Math\n  - model: ft-org/Tiny-Code\n',
       );
-      const o = out();
-      const r = await runCliAsync(['merge', yml, o, '--no-fsync'], {
+      const online = {
         HF_HUB_CACHE: emptyCache,
         HF_HUB_OFFLINE: '',
         HF_ENDPOINT: hub.url,
         HF_TOKEN: 'hf_card',
-      });
+      };
+      // An OUT that would be refused is refused before anything is downloaded.
+      const taken = out();
+      fs.mkdirSync(taken);
+      fs.writeFileSync(path.join(taken, 'notes.txt'), 'mine');
+      const refusedRun = await runCliAsync(['merge', yml, taken], online);
+      assert.equal(refusedRun.code, 1, refusedRun.stderr);
+      assert.match(refusedRun.stderr, /BAD_OUTPUT_PATH/);
+      assert.equal(hub.requests.length, 0);
+      const o = out();
+      const r = await runCliAsync(['merge', yml, o, '--no-fsync'], online);
       assert.equal(r.code, 0, r.stderr);
       sameWeights(o, flagMerge([fx.models[0]!, fx.models[1]!]));
       assert.match(r.stderr, /downloading ft-org\/Tiny-Code model\.safetensors/);
