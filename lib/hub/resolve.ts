@@ -63,7 +63,9 @@ export async function resolveHubModel(
   try {
     info = await client.revision(id.repo, id.revision);
   } catch (e) {
-    if (e instanceof HubRequestError && e.transient && cached.found) {
+    // As huggingface_hub: whatever kept the Hub from answering (network, outage, a token that no
+    // longer works), a complete cached snapshot of the revision is used.
+    if (e instanceof HubRequestError && cached.found) {
       options.onWarning?.(`${e.message}; using the cached snapshot ${cached.commit} of ${id.repo}`);
       return cached.dir;
     }
