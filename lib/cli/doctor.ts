@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import { selectBackend } from '../engine/select';
 import { loadNativeAddon } from '../engine/native';
+import { hubSettings } from '../hub/settings';
 
 /** `model-stock doctor`: what this machine will merge with, and why. */
 export function doctor(): void {
@@ -20,6 +21,11 @@ export function doctor(): void {
   lines.push(`threads: ${info.threads}`);
   lines.push(`CUDA compiled in: ${info.cudaCompiled ? 'yes' : 'no'}`);
   lines.push(`CUDA device: ${info.cudaDevice ?? 'none'}`);
+  const hub = hubSettings();
+  lines.push(`Hugging Face cache: ${hub.cacheDir}`);
+  lines.push(
+    `Hub: ${hub.offline ? 'offline (HF_HUB_OFFLINE)' : hub.endpoint}, token ${hub.token !== undefined ? 'set' : 'none'}`,
+  );
   void backend.dispose();
   process.stdout.write(lines.join('\n') + '\n');
 }
