@@ -103,8 +103,18 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     options.onWarning?.(m);
   };
 
-  // An OUT we would refuse is refused before any download (checked again, against the inputs, below).
-  checkOutputPath(options.out, [], options.overwrite ?? false);
+  // An OUT we would refuse is refused before any download (checked again once Hub IDs are resolved).
+  const localInputs: string[] = [];
+  for (const r of [options.base, ...options.models]) {
+    if (
+      await fs.promises.stat(r).then(
+        () => true,
+        () => false,
+      )
+    )
+      localInputs.push(r);
+  }
+  checkOutputPath(options.out, localInputs, options.overwrite ?? false);
   // References stay as written (report, config, card); only opening uses the resolved paths.
   const hubWarning = options.hub?.onWarning ?? options.onWarning;
   const hub = {
