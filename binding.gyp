@@ -15,6 +15,7 @@
         'native/kernels_avx512.cc',
         'native/kernels_scalar.cc',
         'native/memory.cc',
+        'native/lock.cc',
         'native/pool.cc',
         'native/runtime.cc',
         'native/workers.cc',

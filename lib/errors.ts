@@ -31,7 +31,10 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
   | 'NATIVE_ERROR'
-  | 'CANCELLED';
+  | 'CANCELLED'
+  // Hugging Face Hub model IDs
+  | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache
+  | 'HUB_ERROR'; // the Hub refused, failed or timed out, or a download did not match its hash
 
 export class ModelStockError extends Error {
   readonly code: ErrorCode;

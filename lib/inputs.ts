@@ -3,7 +3,10 @@ import * as path from 'node:path';
 import { FLOAT_DTYPES } from './dtype';
 import { IO_MODES } from './engine/io';
 import type { EngineResult } from './engine/scheduler';
+import { checkLayerRanges } from './config/layers';
 import { ModelStockError } from './errors';
+import { modelRefKey } from './hub/reference';
+import { resolveModelRef } from './hub/resolve';
 import { modelConfigOf, type ModelConfig } from './plan/embeddings';
 import { makePlan, type Plan } from './plan/plan';
 import { openCheckpoint } from './safetensors/checkpoint';
@@ -78,11 +81,51 @@ export interface OpenedInputs {
   readonly plan: Plan;
 }
 
-/** Opens and validates every input, then plans; the plan's warnings go to onWarning. */
-export async function openInputs(o: InspectOptions): Promise<OpenedInputs> {
-  const base = await openCheckpoint(o.base);
+/**
+ * Resolves every reference (a path, or a Hub ID through the Hugging Face cache, downloading what is
+ * missing when online), checks mergekit slices against the models' layer counts, opens and validates
+ * every checkpoint, then plans; the plan's warnings go to onWarning. References stay as the user wrote
+ * them everywhere else (messages, report, config, card).
+ */
+export async function openInputs(
+  o: InspectOptions,
+  hooks: {
+    /** Hub warnings (fallback to the cache, …): recorded for the report (and said by the caller). */
+    readonly record: (message: string) => void;
+    /** Called with the references that are local paths, before anything is downloaded. */
+    readonly beforeDownload?: (localPaths: string[]) => void;
+  },
+): Promise<OpenedInputs> {
+  const refs = [o.base, ...o.models];
+  const local: string[] = [];
+  for (const r of refs) {
+    if (
+      await fs.promises.stat(r).then(
+        () => true,
+        () => false,
+      )
+    )
+      local.push(r);
+  }
+  hooks.beforeDownload?.(local);
+  // Hub warnings go to the report, and to hub.onWarning when given, else to onWarning.
+  const say = o.hub?.onWarning ?? o.onWarning;
+  const hub = {
+    ...o.hub,
+    onWarning: (m: string) => {
+      hooks.record(m);
+      say?.(m);
+    },
+  };
+  const paths: string[] = [];
+  for (const r of refs) paths.push(await resolveModelRef(r, hub));
+  if (o.layerRanges !== undefined && o.layerRanges.length > 0) {
+    const resolved = new Map(refs.map((r, i) => [modelRefKey(r), paths[i]!]));
+    await checkLayerRanges(o.layerRanges, (ref) => resolved.get(modelRefKey(ref)) ?? ref);
+  }
+  const base = await openCheckpoint(paths[0]!);
   const models: Checkpoint[] = [];
-  for (const m of o.models) models.push(await openCheckpoint(m));
+  for (const p of paths.slice(1)) models.push(await openCheckpoint(p));
   const labels = o.models.map((m, i) => `model ${i + 1} (${m})`);
   const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
   const plan = makePlan(base, models, {

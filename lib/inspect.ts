@@ -16,7 +16,8 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
   validateInputOptions(options);
   const filterWise = options.filterWise ?? false;
   const theta = options.theta ?? 'mean-cos';
-  const { modelLabel, plan } = await openInputs(options);
+  const hubWarnings: string[] = [];
+  const { modelLabel, plan } = await openInputs(options, { record: (m) => hubWarnings.push(m) });
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
@@ -42,7 +43,7 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       theta,
       backend: backend.info(),
       tensors: reportTensors(plan, result),
-      warnings: [...plan.warnings, ...result.warnings],
+      warnings: [...hubWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };

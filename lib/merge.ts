@@ -7,6 +7,8 @@ import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
+import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
+import { modelRefKey } from './hub/reference';
 import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
@@ -20,9 +22,29 @@ export { DEFAULT_MEMORY };
 
 function validate(o: MergeOptions): void {
   validateInputOptions(o);
-  if (typeof o.out !== 'string' || o.out === '')
-    throw new ModelStockError('BAD_CONFIG', 'out: an output folder is required');
+  const bad = (m: string): ModelStockError => new ModelStockError('BAD_CONFIG', m);
+  if (typeof o.out !== 'string' || o.out === '') throw bad('out: an output folder is required');
   checkPositive(o.shardSize, 'shardSize');
+  if (o.tokenizerSource !== undefined && (typeof o.tokenizerSource !== 'string' || o.tokenizerSource === ''))
+    throw bad('tokenizerSource must be "base" or the reference of one of the models');
+  if (o.chatTemplate !== undefined && typeof o.chatTemplate !== 'string')
+    throw bad('chatTemplate must be a template string');
+}
+
+/** 'base', or the index in `models` of the model whose tokenizer the output gets. */
+function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
+  const source = o.tokenizerSource;
+  if (source === undefined || source === 'base') return 'base';
+  const key = modelRefKey(source);
+  if (key === modelRefKey(o.base)) return 'base';
+  const i = o.models.findIndex((m) => modelRefKey(m) === key);
+  if (i < 0) {
+    throw new ModelStockError(
+      'BAD_CONFIG',
+      `tokenizer source "${source}" is neither the base nor one of the models of this merge`,
+    );
+  }
+  return i;
 }
 
 /**
@@ -39,8 +61,26 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const fsync = options.fsync ?? true;
   const memory = options.memory ?? DEFAULT_MEMORY;
   const window = options.window ?? DEFAULT_WINDOW_BYTES;
+  const tokenizerSource = tokenizerSourceIndex(options);
+  // Warnings of our own (Hub fallbacks, chat template) go to onWarning and into the report.
+  const ownWarnings: string[] = [];
+  const warn = (m: string): void => {
+    ownWarnings.push(m);
+    options.onWarning?.(m);
+  };
 
-  const { base, models, modelLabel, plan } = await openInputs(options);
+  const { base, models, modelLabel, plan } = await openInputs(options, {
+    record: (m) => ownWarnings.push(m),
+    // An OUT we would refuse is refused before any download (and again once Hub IDs are resolved).
+    beforeDownload: (local) => void checkOutputPath(options.out, local, options.overwrite ?? false),
+  });
+  if (tokenizerSource !== 'base') {
+    checkTokenizerSource({
+      source: models[tokenizerSource]!,
+      sourceLabel: `"${options.models[tokenizerSource]}"`,
+      base,
+    });
+  }
   const target = checkOutputPath(
     options.out,
     [base, ...models].map((c) => c.dir),
@@ -80,6 +120,11 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writer.finish({ fsync });
     writer = undefined;
     await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
+    if (options.chatTemplate !== undefined) {
+      const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
+      if (w !== undefined) warn(w);
+    }
     const configYaml =
       options.configYaml ??
       resolvedConfigYaml({
@@ -88,6 +133,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
         filterWise,
         theta,
         outDtype: options.outDtype,
+        tokenizerSource: options.tokenizerSource,
+        chatTemplate: options.chatTemplate,
       });
     const report: MergeReport = {
       method: 'model_stock',
@@ -98,7 +145,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       theta,
       backend: backend.info(),
       tensors: reportTensors(plan, result),
-      warnings: [...plan.warnings, ...result.warnings],
+      warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,

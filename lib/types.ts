@@ -2,6 +2,8 @@ import type { FloatDType, DType } from './dtype';
 import type { BackendInfo } from './engine/backend';
 import type { ThetaRule } from './math/ratio';
 import type { IoMode } from './engine/io';
+import type { LayerRangeCheck } from './config/layers';
+import type { HubOptions } from './hub/settings';
 
 export type BackendChoice = 'auto' | 'js' | 'native' | 'cuda';
 
@@ -17,9 +19,12 @@ export interface MergeProgress {
 
 /** What `inspectModelStock` takes: the inputs and how to compute — everything but the output. */
 export interface InspectOptions {
-  /** Base (pre-trained) model: a folder, or one .safetensors file. */
+  /**
+   * Base (pre-trained) model: a folder, one .safetensors file, or a Hugging Face Hub ID `org/name[@revision]`
+   * (resolved through the Hugging Face cache, downloaded when missing and online; see `hub`).
+   */
   readonly base: string;
-  /** N ≥ 2 fine-tuned models of the same architecture. */
+  /** N ≥ 2 fine-tuned models of the same architecture; references as for `base`. */
   readonly models: readonly string[];
   /** One ratio per output row (`[shape[0], rest]`) instead of per tensor. Default false. */
   readonly filterWise?: boolean;
@@ -37,6 +42,10 @@ export interface InspectOptions {
   readonly window?: number;
   /** Worker threads for the native backend (default: all cores). */
   readonly threads?: number;
+  /** mergekit slices: each must be its model's full layer range (checked against config.json). */
+  readonly layerRanges?: readonly LayerRangeCheck[];
+  /** How Hub IDs are resolved and downloaded (cache folder, endpoint, token, offline, progress, signal). */
+  readonly hub?: HubOptions;
   readonly onProgress?: (p: MergeProgress) => void;
   /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
   readonly onWarning?: (message: string) => void;
@@ -52,6 +61,13 @@ export interface MergeOptions extends InspectOptions {
   readonly fsync?: boolean;
   /** Also write the JSON report here. */
   readonly report?: string;
+  /**
+   * Whose tokenizer files the output gets: 'base' (default) or a reference equal to `base` or one of
+   * `models`; another model's tokenizer must fit the base's embedding rows.
+   */
+  readonly tokenizerSource?: string;
+  /** A chat template written into the output's tokenizer_config.json. */
+  readonly chatTemplate?: string;
   /** The resolved config written beside the weights (defaults to one built from these options). */
   readonly configYaml?: string;
 }

@@ -23,4 +23,7 @@ Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
 
+// lock.cc: the Hugging Face cache's download lock
+Napi::Value LockFile(const Napi::CallbackInfo& info);
+
 }  // namespace ms

@@ -1,5 +1,6 @@
 import * as os from 'node:os';
 import { backendEntries, createBackend } from '../engine/registry';
+import { hubSettings } from '../hub/settings';
 
 /** `model-stock doctor`: what this machine will merge with, and why. */
 export async function doctor(): Promise<void> {
@@ -20,5 +21,10 @@ export async function doctor(): Promise<void> {
   } finally {
     await backend.dispose();
   }
+  const hub = hubSettings();
+  lines.push(`Hugging Face cache: ${hub.cacheDir}`);
+  lines.push(
+    `Hub: ${hub.offline ? 'offline (HF_HUB_OFFLINE)' : hub.endpoint}, token ${hub.token !== undefined ? 'set' : 'none'}`,
+  );
   process.stdout.write(lines.join('\n') + '\n');
 }

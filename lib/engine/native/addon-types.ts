@@ -49,6 +49,12 @@ export interface NativeAddon {
   mapRelease(mapping: NativeMapping, offset: number, length: number): void;
   /** Drops the mapping's own reference: later mapView calls throw; existing views stay valid. */
   unmap(mapping: NativeMapping): void;
+
+  /**
+   * Tries to take an exclusive flock(2) on `fd` without waiting (huggingface_hub's download lock): true
+   * when held (released by closing fd), false when another open file holds it. native/lock.cc
+   */
+  lockFile(fd: number): boolean;
 }
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';

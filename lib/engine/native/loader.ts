@@ -24,6 +24,7 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapView',
   'mapRelease',
   'unmap',
+  'lockFile',
 ];
 
 /** The folder holding this package's package.json (lib/engine/native in sources, dist/… built). */
