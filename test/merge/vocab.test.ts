@@ -10,6 +10,7 @@ import { mergeArgs, runCli } from '../helpers/cli';
 import { readModel, writeModel, type TensorSpec } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor, type Rng } from '../helpers/random';
 import { assertWithinContract, referenceMerge } from '../helpers/reference';
+import { assertValidReport } from '../helpers/schema';
 import { useTmpDir } from '../helpers/tmp';
 
 /**
@@ -197,6 +198,7 @@ describe('fine-tunes that added tokens: embedding vocabulary sizes', () => {
         });
         const out = path.join(root, 'out');
         const report = await mergeModelStock({ ...fixture, out, backend, filterWise, fsync: false });
+        assertValidReport(report, what);
         await checkEmbedding('model.embed_tokens.weight', fixture, out, report, filterWise);
         await checkEmbedding('lm_head.weight', fixture, out, report, filterWise);
         // Windowed (a tiny memory budget) gives the same bytes.
@@ -310,6 +312,7 @@ describe('fine-tunes that added tokens: embedding vocabulary sizes', () => {
     assert.ok(!(await readModel(out)).has('lm_head.weight'));
     const entry = report.tensors.find((t) => t.name === 'lm_head.weight')!;
     assert.equal(entry.action, 'drop');
+    assertValidReport(report, 'tied base');
     assert.match(entry.reason!, /tie_word_embeddings/);
     assert.deepEqual(entry.models, [0, 1]);
     assert.ok(
