@@ -60,3 +60,13 @@ export class ModelStockError extends Error {
 export function isModelStockError(e: unknown): e is ModelStockError {
   return e instanceof ModelStockError;
 }
+
+/** The error a cancelled operation rejects with: code CANCELLED, the signal's reason as its cause. */
+export function cancelledError(signal: AbortSignal | undefined, what: string): ModelStockError {
+  return new ModelStockError('CANCELLED', `${what}: cancelled`, { cause: signal?.reason });
+}
+
+/** Throws cancelledError when `signal` has fired: the check between two pieces of work. */
+export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted === true) throw cancelledError(signal, what);
+}

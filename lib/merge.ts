@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { ModelStockError } from './errors';
+import { ModelStockError, cancelledError, throwIfCancelled } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
@@ -56,6 +56,7 @@ function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
   const started = process.hrtime.bigint();
   validate(options);
+  throwIfCancelled(options.signal, 'the merge');
   const filterWise = options.filterWise ?? false;
   const theta: ThetaRule = options.theta ?? 'mean-cos';
   const fsync = options.fsync ?? true;
@@ -99,8 +100,12 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
+    signal: options.signal,
   });
-  const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
+  const reader = openTensorSource(options.io ?? 'auto', {
+    threads: options.threads,
+    signal: options.signal,
+  });
   const staging = await StagingDir.create(target);
   let writer: SafetensorsWriter | undefined;
   try {
@@ -116,6 +121,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       modelLabel,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
+      signal: options.signal,
     });
     await writer.finish({ fsync });
     writer = undefined;
@@ -154,12 +160,15 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
     await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
+    throwIfCancelled(options.signal, 'the merge');
     await staging.commit(fsync);
     if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
     return report;
   } catch (e) {
     await writer?.abort();
     await staging.discard();
+    // Whatever stopped first (a kernel, a read, a write) once the signal fired: the merge was cancelled.
+    if (options.signal?.aborted === true) throw cancelledError(options.signal, 'the merge');
     throw e;
   } finally {
     await reader.close();

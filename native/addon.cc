@@ -23,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mapView", ms::MapView},          // io.cc
       {"mapRelease", ms::MapRelease},    // io.cc
       {"unmap", ms::Unmap},              // io.cc
+      {"mapClose", ms::MapClose},        // io.cc
       {"lockFile", ms::LockFile},        // lock.cc
   };
   for (const auto& f : functions) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));

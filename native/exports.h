@@ -22,6 +22,7 @@ Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
+Napi::Value MapClose(const Napi::CallbackInfo& info);
 
 // lock.cc: the Hugging Face cache's download lock
 Napi::Value LockFile(const Napi::CallbackInfo& info);

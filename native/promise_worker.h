@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "js_errors.h"
+#include "kernels.h"
 
 namespace ms {
 
@@ -31,6 +32,9 @@ class PromiseWorker : public Napi::AsyncWorker {
       Run();
     } catch (const IoError& e) {
       code_ = "IO_ERROR";
+      SetError(e.what());
+    } catch (const Cancelled& e) {
+      code_ = "CANCELLED";
       SetError(e.what());
     } catch (const ArgumentError& e) {
       code_ = "INVALID_ARGUMENT";

@@ -38,7 +38,7 @@ registerBackend({
   },
   create: (options) => new NativeBackend(options),
 });
-registerBackend({ name: 'js', unavailable: () => [], create: () => new JsBackend() });
+registerBackend({ name: 'js', unavailable: () => [], create: (options) => new JsBackend(options) });
 registerBackend({
   name: 'cuda',
   unavailable: () => [

@@ -24,6 +24,7 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapView',
   'mapRelease',
   'unmap',
+  'mapClose',
   'lockFile',
 ];
 
