@@ -1,5 +1,5 @@
 // Errors that reach JavaScript carry a `code`: 'NATIVE_ERROR' for misuse and kernel failures,
-// 'IO_ERROR' for file reads. C++ code throws these types; the JS-facing layer turns them into Errors.
+// 'IO_ERROR' for file reads, or the code a CodedError names. C++ code throws these types; the JS-facing layer turns them into Errors.
 #pragma once
 #include <napi.h>
 
@@ -15,6 +15,13 @@ struct ArgumentError : std::runtime_error {
 
 struct IoError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// A failure that names its own code (the CUDA backend's 'CUDA_OUT_OF_MEMORY', 'CUDA_ERROR',
+// 'BACKEND_UNAVAILABLE'); PromiseWorker rejects with that code.
+struct CodedError : std::runtime_error {
+  CodedError(const char* code, const std::string& message) : std::runtime_error(message), code(code) {}
+  const char* code;  // a string literal
 };
 
 inline Napi::Error codedError(Napi::Env env, const std::string& message, const char* code) {

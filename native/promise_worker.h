@@ -32,6 +32,9 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const IoError& e) {
       code_ = "IO_ERROR";
       SetError(e.what());
+    } catch (const CodedError& e) {
+      code_ = e.code;
+      SetError(e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     } catch (...) {
