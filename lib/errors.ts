@@ -30,6 +30,8 @@ export type ErrorCode =
   | 'BAD_CONFIG' // YAML or options we cannot honour
   | 'BACKEND_UNAVAILABLE'
   | 'NATIVE_ERROR'
+  | 'CUDA_OUT_OF_MEMORY' // the device (or pinned host memory) cannot hold what a tensor needs
+  | 'CUDA_ERROR' // any other CUDA runtime failure
   | 'CANCELLED';
 
 export class ModelStockError extends Error {

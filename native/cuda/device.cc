@@ -130,7 +130,11 @@ Slot* Device::acquireSlot() {
       check(cudaEventCreateWithFlags(&slot->ready[i], cudaEventDisableTiming | cudaEventBlockingSync),
             "cudaEventCreate");
     }
+    check(cudaEventCreateWithFlags(&slot->kernelStart, cudaEventBlockingSync), "cudaEventCreate");
+    check(cudaEventCreateWithFlags(&slot->kernelEnd, cudaEventBlockingSync), "cudaEventCreate");
   } catch (...) {
+    if (slot->kernelStart != nullptr) cudaEventDestroy(slot->kernelStart);
+    if (slot->kernelEnd != nullptr) cudaEventDestroy(slot->kernelEnd);
     for (int i = 0; i < 2; ++i) {
       if (slot->ready[i] != nullptr) cudaEventDestroy(slot->ready[i]);
       if (slot->staging[i] != nullptr) cudaFreeHost(slot->staging[i]);

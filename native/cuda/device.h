@@ -32,6 +32,7 @@ struct Slot {
   cudaStream_t stream = nullptr;
   void* staging[2] = {nullptr, nullptr};
   cudaEvent_t ready[2] = {nullptr, nullptr};  // recorded after the copy that last used staging[i]
+  cudaEvent_t kernelStart = nullptr, kernelEnd = nullptr;  // timing the kernels of one call
 };
 
 class Device {

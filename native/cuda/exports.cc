@@ -122,6 +122,17 @@ class SessionWorker : public PromiseWorker {
   SessionWorker(Napi::Env env, const char* name, std::shared_ptr<cuda::Session> s, std::unique_ptr<Task> task, Fn fn)
       : PromiseWorker(env, name), session_(std::move(s)), task_(std::move(task)), fn_(fn) {
     Keep(task_->arrays);
+    // Pinned buffers the call reads or writes are held from now (the JS thread) until the worker is
+    // destroyed (the JS thread again, after the Promise settles): cudaFreeHost in between throws.
+    for (const Napi::Object& a : task_->arrays) {
+      if (!a.IsTypedArray()) continue;
+      Napi::TypedArray view = a.As<Napi::TypedArray>();
+      const uint8_t* p = static_cast<const uint8_t*>(view.ArrayBuffer().Data()) + view.ByteOffset();
+      if (view.ByteLength() > 0 && cuda::pinned::use(p, view.ByteLength())) held_.push_back(p);
+    }
+  }
+  ~SessionWorker() override {
+    for (const void* p : held_) cuda::pinned::unuse(p);
   }
 
  protected:
@@ -131,6 +142,7 @@ class SessionWorker : public PromiseWorker {
   std::shared_ptr<cuda::Session> session_;
   std::unique_ptr<Task> task_;
   Fn fn_;
+  std::vector<const void*> held_;
 };
 
 struct NoTask {
@@ -191,6 +203,8 @@ Napi::Value SessionStats(const Napi::CallbackInfo& info) {
   o.Set("uploadedInputBytes", static_cast<double>(s.uploadedInputBytes));
   o.Set("uploadedBytes", static_cast<double>(s.uploadedBytes));
   o.Set("downloadedBytes", static_cast<double>(s.downloadedBytes));
+  o.Set("gramKernelMs", s.gramKernelMs);
+  o.Set("interpolateKernelMs", s.interpolateKernelMs);
   return o;
 }
 

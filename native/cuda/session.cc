@@ -123,6 +123,14 @@ void Session::count(uint64_t inputUp, uint64_t up, uint64_t down) {
   stats_.downloadedBytes += down;
 }
 
+// Adds the time between the slot's kernel events (the stream must be idle).
+void Session::timeKernels(Slot& slot, double* total) {
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, slot.kernelStart, slot.kernelEnd), "cudaEventElapsedTime");
+  std::lock_guard<std::mutex> lock(statsMu_);
+  *total += ms;
+}
+
 void Session::checkWindow(const WindowGeometry& w, const char* op) const {
   const std::string where = std::string(op) + ": tensor \"" + spec_.tensor + "\": ";
   if (closed_) throw ArgumentError(where + "the CUDA session is closed");
@@ -253,15 +261,18 @@ void Session::gram(const GramWindow& w) {
     dtypes[m] = w.inputs[m].dtype;
   }
   uint64_t at = 0;
+  check(cudaEventRecord(slot->kernelStart, slot->stream), "cudaEventRecord");
   for (const GramLaunch& l : plan) {
     const GramArgs args{l.shape, gramOperands(l, pointers, dtypes), g, chunks, partials.as<double>() + at};
     check(launchGram(args, slot->stream), "tensor \"" + spec_.tensor + "\": launching the Gram kernel");
     at += chunks * static_cast<uint64_t>(l.q);
   }
+  check(cudaEventRecord(slot->kernelEnd, slot->stream), "cudaEventRecord");
   std::vector<double> host(chunks * products);
   toHost(*slot, uses, host.data(), partials.as<double>(), host.size() * 8);
   check(cudaStreamSynchronize(slot->stream), "tensor \"" + spec_.tensor + "\": the Gram pass");
   count(0, 0, host.size() * 8);
+  timeKernels(*slot, &stats_.gramKernelMs);
   at = 0;
   for (const GramLaunch& l : plan) {
     addPartials(l, g, host.data() + at, w.n, w.gram);
@@ -308,10 +319,13 @@ void Session::interpolate(const InterpolateWindow& w) {
   args.coefficients = coefficients.as<double>();
   args.out = out.as<void>();
   args.outDtype = w.outDtype;
+  check(cudaEventRecord(slot->kernelStart, slot->stream), "cudaEventRecord");
   check(launchInterpolate(args, slot->stream), "tensor \"" + spec_.tensor + "\": launching the interpolation kernel");
+  check(cudaEventRecord(slot->kernelEnd, slot->stream), "cudaEventRecord");
   toHost(*slot, uses, w.out, out.as<void>(), outBytes);
   check(cudaStreamSynchronize(slot->stream), "tensor \"" + spec_.tensor + "\": the interpolation pass");
   count(0, ab.size() * 8, outBytes);
+  timeKernels(*slot, &stats_.interpolateKernelMs);
 }
 
 void Session::close() {

@@ -38,6 +38,8 @@ struct SessionStats {
   uint64_t uploadedInputBytes = 0;  // host → device, the inputs' bytes only
   uint64_t uploadedBytes = 0;       // host → device, everything
   uint64_t downloadedBytes = 0;  // device → host, outputs and Gram partials
+  double gramKernelMs = 0;        // GPU time in the kernels alone (CUDA events), for benchmarks
+  double interpolateKernelMs = 0;
 };
 
 class Session {
@@ -72,6 +74,7 @@ class Session {
   void cover(uint64_t first, uint64_t count);
 
   void count(uint64_t inputUp, uint64_t up, uint64_t down);
+  void timeKernels(Slot& slot, double* total);
 
   std::mutex mu_;  // one pass at a time
   SessionSpec spec_;
