@@ -26,11 +26,35 @@ interface Shape {
 
 // TinyLlama's largest matrices (hidden 2048, intermediate 5632, vocab 32000), base + 2 fine-tunes.
 const SHAPES: readonly Shape[] = [
-  { label: 'mlp 5632×2048 bf16 N=2', rows: 5632, cols: 2048, dtypes: ['BF16', 'BF16', 'BF16'], filterWise: false },
-  { label: 'embed 32000×2048 bf16 N=2', rows: 32000, cols: 2048, dtypes: ['BF16', 'BF16', 'BF16'], filterWise: false },
-  { label: 'embed rows (filter-wise)', rows: 32000, cols: 2048, dtypes: ['BF16', 'BF16', 'BF16'], filterWise: true },
+  {
+    label: 'mlp 5632×2048 bf16 N=2',
+    rows: 5632,
+    cols: 2048,
+    dtypes: ['BF16', 'BF16', 'BF16'],
+    filterWise: false,
+  },
+  {
+    label: 'embed 32000×2048 bf16 N=2',
+    rows: 32000,
+    cols: 2048,
+    dtypes: ['BF16', 'BF16', 'BF16'],
+    filterWise: false,
+  },
+  {
+    label: 'embed rows (filter-wise)',
+    rows: 32000,
+    cols: 2048,
+    dtypes: ['BF16', 'BF16', 'BF16'],
+    filterWise: true,
+  },
   { label: 'mlp f32 N=3', rows: 5632, cols: 2048, dtypes: ['F32', 'F32', 'F32', 'F32'], filterWise: false },
-  { label: 'mlp bf16 N=8', rows: 5632, cols: 2048, dtypes: Array(9).fill('BF16') as FloatDType[], filterWise: false },
+  {
+    label: 'mlp bf16 N=8',
+    rows: 5632,
+    cols: 2048,
+    dtypes: Array(9).fill('BF16') as FloatDType[],
+    filterWise: false,
+  },
 ];
 
 interface Result {
@@ -42,12 +66,17 @@ interface Result {
   readonly sessionPinnedS: number;
 }
 
-function inputs(count: number, dtypes: readonly FloatDType[], alloc: (bytes: number) => Uint8Array): InputWindow[] {
+function inputs(
+  count: number,
+  dtypes: readonly FloatDType[],
+  alloc: (bytes: number) => Uint8Array,
+): InputWindow[] {
   return dtypes.map((dtype, m) => {
     const bytes = alloc(count * floatSize(dtype));
     // Cheap non-trivial contents: the kernels' speed does not depend on the values.
     const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
-    for (let k = 0; k < words.length; k++) words[k] = (0x3c003c00 + ((k * 2654435761 + m * 40503) & 0x00ff00ff)) >>> 0;
+    for (let k = 0; k < words.length; k++)
+      words[k] = (0x3c003c00 + ((k * 2654435761 + m * 40503) & 0x00ff00ff)) >>> 0;
     return { bytes, dtype };
   });
 }
@@ -59,7 +88,12 @@ function jobs(shape: Shape, ins: InputWindow[], out: Uint8Array) {
   const n = ins.length - 1;
   const window = { base: ins[0]!, models: ins.slice(1), count, firstElement: 0, unitLength };
   const gram = (): GramJob => ({ ...window, gram: new Float64Array(units * gramSize(n)) });
-  const interpolate: InterpolateJob = { ...window, t: new Float64Array(units).fill(0.7), outDtype: ins[0]!.dtype, out };
+  const interpolate: InterpolateJob = {
+    ...window,
+    t: new Float64Array(units).fill(0.7),
+    outDtype: ins[0]!.dtype,
+    out,
+  };
   return { gram, interpolate, count, unitLength };
 }
 
@@ -134,7 +168,8 @@ async function main(argv: string[]): Promise<void> {
     options: { runs: { type: 'string', default: '5' }, json: { type: 'string' } },
   });
   const runs = Number(values.runs);
-  if (!Number.isSafeInteger(runs) || runs < 1) throw new Error(`--runs expects a positive integer, got ${values.runs}`);
+  if (!Number.isSafeInteger(runs) || runs < 1)
+    throw new Error(`--runs expects a positive integer, got ${values.runs}`);
   const loaded = loadCudaAddon();
   if (loaded.addon === undefined) throw new Error(loaded.reason);
   const cuda = loaded.addon;
@@ -165,7 +200,8 @@ async function main(argv: string[]): Promise<void> {
       ]),
     ),
   );
-  if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ device, info, results }, null, 2));
+  if (values.json !== undefined)
+    writeFileSync(values.json, JSON.stringify({ device, info, results }, null, 2));
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {

@@ -190,7 +190,8 @@ async function main(argv: string[]): Promise<void> {
   if (preset !== 'tinyllama' && preset !== 'medium') throw new Error(`--preset must be tinyllama or medium`);
   let backends: Bench[] = [];
   for (const b of values.backends.split(',').map((s) => s.trim())) {
-    if (b !== 'native' && b !== 'js' && b !== 'cuda') throw new Error(`unknown backend "${b}" (native, js, cuda)`);
+    if (b !== 'native' && b !== 'js' && b !== 'cuda')
+      throw new Error(`unknown backend "${b}" (native, js, cuda)`);
     backends.push(b);
   }
   if (values['skip-js']) backends = backends.filter((b) => b !== 'js');
@@ -245,11 +246,11 @@ async function main(argv: string[]): Promise<void> {
     backend === 'cuda'
       ? [false, true].map((fsync) => ({ backend, io: ioModes[0] as IoMode, fsync }))
       : backend === 'native'
-      ? [
-          ...ioModes.map((io) => ({ backend, io, fsync: false })),
-          { backend, io: ioModes[0] as IoMode, fsync: true },
-        ]
-      : [false, true].map((fsync) => ({ backend, io: 'auto' as IoMode, fsync })),
+        ? [
+            ...ioModes.map((io) => ({ backend, io, fsync: false })),
+            { backend, io: ioModes[0] as IoMode, fsync: true },
+          ]
+        : [false, true].map((fsync) => ({ backend, io: 'auto' as IoMode, fsync })),
   );
   const keyOf = (c: { backend: string; io: IoMode; fsync: boolean }): string =>
     `${c.backend}/${c.io}/${c.fsync}`;
@@ -334,7 +335,14 @@ async function main(argv: string[]): Promise<void> {
       const res: ChildResult[] = [];
       for (let r = 0; r < runs; r++) {
         res.push(
-          runChild({ base: fixture2x.base, models: fixture2x.models, out, backend, io: 'auto', fsync: false }),
+          runChild({
+            base: fixture2x.base,
+            models: fixture2x.models,
+            out,
+            backend,
+            io: 'auto',
+            fsync: false,
+          }),
         );
         process.stderr.write(
           `  run ${r + 1}/${runs} 2× ${backend} fsync=false: ${res[r]!.seconds.toFixed(2)} s\n`,

@@ -96,7 +96,9 @@ if (gyp) {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const cuda = (process.env.MODEL_STOCK_CUDA || 'auto').toLowerCase();
   if (!['auto', 'on', 'off'].includes(cuda)) {
-    console.error(`model-stock: MODEL_STOCK_CUDA must be auto, on or off, not "${process.env.MODEL_STOCK_CUDA}"`);
+    console.error(
+      `model-stock: MODEL_STOCK_CUDA must be auto, on or off, not "${process.env.MODEL_STOCK_CUDA}"`,
+    );
     process.exit(1);
   }
   // configure, then build: `compile` would keep a mode cached by an earlier configure.

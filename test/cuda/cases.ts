@@ -1,7 +1,13 @@
 import { strict as assert } from 'node:assert';
 import { floatSize, type FloatDType } from '../../lib/dtype';
 import type { NativeAddon } from '../../lib/engine/addon-types';
-import { gramIndex, gramSize, type GramJob, type InputWindow, type InterpolateJob } from '../../lib/engine/backend';
+import {
+  gramIndex,
+  gramSize,
+  type GramJob,
+  type InputWindow,
+  type InterpolateJob,
+} from '../../lib/engine/backend';
 import type { CudaAddon, CudaDeviceInfo } from '../../lib/engine/cuda/addon-types';
 import { loadCudaAddon } from '../../lib/engine/cuda/addon';
 import { encodeFloats } from '../../lib/math/codec';
@@ -109,7 +115,13 @@ export function ratiosOf(gram: Float64Array, n: number, units: number): Float64A
 }
 
 /** |g − ref| ≤ 1e-12 · sqrt(ref_ii · ref_jj) per accumulator, cosines within 1e-9. */
-export function assertGramClose(got: Float64Array, ref: Float64Array, n: number, units: number, label: string) {
+export function assertGramClose(
+  got: Float64Array,
+  ref: Float64Array,
+  n: number,
+  units: number,
+  label: string,
+) {
   const p = gramSize(n);
   for (let u = 0; u < units; u++) {
     const o = u * p;
@@ -118,12 +130,17 @@ export function assertGramClose(got: Float64Array, ref: Float64Array, n: number,
         const at = o + gramIndex(i, j, n);
         const scale = Math.sqrt(ref[o + gramIndex(i, i, n)]! * ref[o + gramIndex(j, j, n)]!);
         const err = Math.abs(got[at]! - ref[at]!);
-        assert.ok(err <= 1e-12 * scale || err === 0, `${label}: unit ${u} G[${i}][${j}] = ${got[at]} vs ${ref[at]}`);
+        assert.ok(
+          err <= 1e-12 * scale || err === 0,
+          `${label}: unit ${u} G[${i}][${j}] = ${got[at]} vs ${ref[at]}`,
+        );
       }
     }
     const cg = pairCosines(got, o, n);
     const cr = pairCosines(ref, o, n);
-    cg.forEach((c, k) => assert.ok(Math.abs(c - cr[k]!) <= 1e-9, `${label}: unit ${u} cosine ${k}: ${c} vs ${cr[k]}`));
+    cg.forEach((c, k) =>
+      assert.ok(Math.abs(c - cr[k]!) <= 1e-9, `${label}: unit ${u} cosine ${k}: ${c} vs ${cr[k]}`),
+    );
   }
 }
 

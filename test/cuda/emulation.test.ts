@@ -53,7 +53,8 @@ describe('CUDA kernels, emulated on the CPU', function () {
         const got = new Uint8Array(want.byteLength);
         // In three windows cut inside units: each window's units are looked up globally.
         const cuts = [0, Math.floor(c.count / 3), Math.floor((2 * c.count) / 3) + 1, c.count];
-        for (let w = 0; w < 3; w++) await cuda.cudaEmulateInterpolate(interpolateJob(c, t, outDtype, got, cuts[w], cuts[w + 1]));
+        for (let w = 0; w < 3; w++)
+          await cuda.cudaEmulateInterpolate(interpolateJob(c, t, outDtype, got, cuts[w], cuts[w + 1]));
         assertSameBytes(got, want, outDtype, `${c.label} → ${outDtype}`);
       }
     }
@@ -90,7 +91,8 @@ describe('CUDA kernels, emulated on the CPU', function () {
       await cuda.cudaEmulateGram(gramJob(c, whole));
       const parts = newGram(c);
       const cuts = [0, 1, 2049, 4100, 30001 % count, count].sort((a, b) => a - b);
-      for (let w = 0; w + 1 < cuts.length; w++) await cuda.cudaEmulateGram(gramJob(c, parts, cuts[w], cuts[w + 1]));
+      for (let w = 0; w + 1 < cuts.length; w++)
+        await cuda.cudaEmulateGram(gramJob(c, parts, cuts[w], cuts[w + 1]));
       assertGramClose(parts, whole, 3, c.units, c.label);
     }
   });
@@ -102,7 +104,9 @@ describe('CUDA kernels, emulated on the CPU', function () {
       [2, -Infinity],
       [0, Infinity],
     ] as const) {
-      const values = [0, 1, 2].map((m) => Float64Array.from({ length: 3000 }, (_, k) => Math.sin(k * (m + 1))));
+      const values = [0, 1, 2].map((m) =>
+        Float64Array.from({ length: 3000 }, (_, k) => Math.sin(k * (m + 1))),
+      );
       values[where]![2500] = value;
       const c: CudaCase = {
         label: `${value} in input ${where}`,
@@ -115,7 +119,10 @@ describe('CUDA kernels, emulated on the CPU', function () {
       await cuda.cudaEmulateGram(gramJob(c, gram));
       const touched = where === 0 ? [0, 1] : [where - 1];
       for (const i of touched) {
-        assert.ok(!Number.isFinite(gram[gramIndex(i, i, 2)]!), `${c.label}: G[${i}][${i}] = ${gram[gramIndex(i, i, 2)]}`);
+        assert.ok(
+          !Number.isFinite(gram[gramIndex(i, i, 2)]!),
+          `${c.label}: G[${i}][${i}] = ${gram[gramIndex(i, i, 2)]}`,
+        );
       }
       const out = new Uint8Array(c.count * 2);
       await cuda.cudaEmulateInterpolate(interpolateJob(c, new Float64Array([0.5]), 'BF16', out));
@@ -129,7 +136,9 @@ describe('CUDA kernels, emulated on the CPU', function () {
       code: 'NATIVE_ERROR',
       message: /bytes has 20 bytes but count × size\(BF16\) = 22/,
     });
-    await assert.rejects(cuda.cudaEmulateGram({ ...gramJob(c, new Float64Array(2)) }), { code: 'NATIVE_ERROR' });
+    await assert.rejects(cuda.cudaEmulateGram({ ...gramJob(c, new Float64Array(2)) }), {
+      code: 'NATIVE_ERROR',
+    });
     assert.equal(gramSize(2), 3);
   });
 
@@ -153,13 +162,23 @@ describe('CUDA kernels, emulated on the CPU', function () {
     // A session opens without touching CUDA; its first call says why it cannot run.
     const session = cuda.cudaOpenTensor(spec());
     const c = makeCase(mulberry32(1305), ['BF16', 'BF16', 'BF16'], 10, 10);
-    await assert.rejects(session.gram(gramJob(c, newGram(c))), { code: 'BACKEND_UNAVAILABLE', message: /no CUDA device/ });
+    await assert.rejects(session.gram(gramJob(c, newGram(c))), {
+      code: 'BACKEND_UNAVAILABLE',
+      message: /no CUDA device/,
+    });
     await session.close();
   });
 });
 
 function spec() {
-  return { name: 'w', count: 10, unitLength: 10, base: 'BF16', models: ['BF16', 'BF16'], outDtype: 'BF16' } as const;
+  return {
+    name: 'w',
+    count: 10,
+    unitLength: 10,
+    base: 'BF16',
+    models: ['BF16', 'BF16'],
+    outDtype: 'BF16',
+  } as const;
 }
 
 function decoded(c: CudaCase): [Float64Array, Float64Array[]] {

@@ -51,7 +51,12 @@ describe('CUDA tensor sessions (device)', function () {
   }
 
   /** Both passes on the device over the given windows, checked against emulation and native. */
-  async function checkBothPasses(c: CudaCase, outDtype: FloatDType, cuts: number[], extra: Partial<CudaTensorSpec> = {}) {
+  async function checkBothPasses(
+    c: CudaCase,
+    outDtype: FloatDType,
+    cuts: number[],
+    extra: Partial<CudaTensorSpec> = {},
+  ) {
     const n = c.inputs.length - 1;
     const session = cuda.cudaOpenTensor(specOf(c, outDtype, extra));
     try {
@@ -94,7 +99,11 @@ describe('CUDA tensor sessions (device)', function () {
         [20000, 100],
         [77, 1],
       ] as const) {
-        await checkBothPasses(makeCase(rng, dtypes, count, unitLength, n), 'BF16', [0, Math.floor(count / 3), count]);
+        await checkBothPasses(makeCase(rng, dtypes, count, unitLength, n), 'BF16', [
+          0,
+          Math.floor(count / 3),
+          count,
+        ]);
       }
     }
   });
@@ -114,7 +123,9 @@ describe('CUDA tensor sessions (device)', function () {
     this.timeout(300000);
     const count = 48 << 20; // 288 MiB of BF16 inputs for N = 2
     const rng = mulberry32(1312);
-    const values = [0, 1, 2].map((m) => Float64Array.from({ length: count }, (_, k) => Math.sin(k * 1e-3 + m) + rng() * 1e-2));
+    const values = [0, 1, 2].map((m) =>
+      Float64Array.from({ length: count }, (_, k) => Math.sin(k * 1e-3 + m) + rng() * 1e-2),
+    );
     const c: CudaCase = {
       label: 'large',
       inputs: values.map((v) => ({ bytes: encodeFloats(v, 'BF16'), dtype: 'BF16' as FloatDType })),
@@ -137,7 +148,10 @@ describe('CUDA tensor sessions (device)', function () {
     const session = cuda.cudaOpenTensor(specOf(c, 'F16'));
     const gram = newGram(c);
     const pending = session.gram(gramJob(c, gram));
-    assert.throws(() => cuda.cudaFreeHost(pinnedInputs[0]!.bytes), { code: 'NATIVE_ERROR', message: /in use/ });
+    assert.throws(() => cuda.cudaFreeHost(pinnedInputs[0]!.bytes), {
+      code: 'NATIVE_ERROR',
+      message: /in use/,
+    });
     await pending;
     const want = newGram(c0);
     await cuda.cudaEmulateGram(gramJob(c0, want));
@@ -190,10 +204,13 @@ describe('CUDA tensor sessions (device)', function () {
       code: 'NATIVE_ERROR',
       message: /model\.layers\.0\.mlp\.up_proj\.weight.*unitLength 10/,
     });
-    await assert.rejects(session.interpolate(interpolateJob(c, new Float64Array([0.5]), 'F32', new Uint8Array(4000))), {
-      code: 'NATIVE_ERROR',
-      message: /outDtype F32 differs/,
-    });
+    await assert.rejects(
+      session.interpolate(interpolateJob(c, new Float64Array([0.5]), 'F32', new Uint8Array(4000))),
+      {
+        code: 'NATIVE_ERROR',
+        message: /outDtype F32 differs/,
+      },
+    );
     await session.close();
     await session.close();
     await assert.rejects(session.gram(gramJob(c, newGram(c))), { code: 'NATIVE_ERROR', message: /closed/ });
