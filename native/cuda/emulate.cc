@@ -86,32 +86,19 @@ void emulateInterpolate(const InterpolateWindow& w) {
   }
 }
 
-class EmulateGramWorker : public PromiseWorker {
+// Runs one emulated pass on a libuv thread, holding the job's typed arrays until it settles.
+template <class Task, class Window, void (*Pass)(const Window&)>
+class EmulateWorker : public PromiseWorker {
  public:
-  EmulateGramWorker(Napi::Env env, std::unique_ptr<GramTask> t)
-      : PromiseWorker(env, "model-stock:cudaEmulateGram"), task_(std::move(t)) {
+  EmulateWorker(Napi::Env env, std::unique_ptr<Task> t) : PromiseWorker(env, "model-stock:cudaEmulate"), task_(std::move(t)) {
     Keep(task_->arrays);
   }
 
  protected:
-  void Run() override { emulateGram(task_->window); }
+  void Run() override { Pass(task_->window); }
 
  private:
-  std::unique_ptr<GramTask> task_;
-};
-
-class EmulateInterpolateWorker : public PromiseWorker {
- public:
-  EmulateInterpolateWorker(Napi::Env env, std::unique_ptr<InterpolateTask> t)
-      : PromiseWorker(env, "model-stock:cudaEmulateInterpolate"), task_(std::move(t)) {
-    Keep(task_->arrays);
-  }
-
- protected:
-  void Run() override { emulateInterpolate(task_->window); }
-
- private:
-  std::unique_ptr<InterpolateTask> task_;
+  std::unique_ptr<Task> task_;
 };
 
 template <class Worker, class Task, void (*Parse)(Napi::Value, Task&)>
@@ -214,11 +201,12 @@ SelfTest runSelfTest() {
 }  // namespace
 
 Napi::Value CudaEmulateGram(const Napi::CallbackInfo& info) {
-  return queue<EmulateGramWorker, GramTask, parseGramJob>(info);
+  return queue<EmulateWorker<GramTask, GramWindow, emulateGram>, GramTask, parseGramJob>(info);
 }
 
 Napi::Value CudaEmulateInterpolate(const Napi::CallbackInfo& info) {
-  return queue<EmulateInterpolateWorker, InterpolateTask, parseInterpolateJob>(info);
+  return queue<EmulateWorker<InterpolateTask, InterpolateWindow, emulateInterpolate>, InterpolateTask,
+               parseInterpolateJob>(info);
 }
 
 // Synchronous (~0.2 s): a test hook, not for use inside a service.
