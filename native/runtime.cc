@@ -16,7 +16,11 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("isa", currentKernels()->isa);
   o.Set("threads", Napi::Number::New(env, poolThreads()));
+#if defined(MODEL_STOCK_WITH_CUDA)
+  o.Set("cudaCompiled", Napi::Boolean::New(env, true));
+#else
   o.Set("cudaCompiled", Napi::Boolean::New(env, false));
+#endif
   Napi::Array isas = Napi::Array::New(env);
   uint32_t i = 0;
   for (const KernelTable* t : availableKernels()) isas.Set(i++, t->isa);
