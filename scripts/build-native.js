@@ -118,5 +118,10 @@ if (gyp) {
     );
     status = cmake('OFF');
   }
+  // Asking for CUDA explicitly makes its absence an error, as --strict does for the addon itself.
+  if (status !== 0 && cuda === 'on' && !strict) {
+    console.error('model-stock: MODEL_STOCK_CUDA=on and the native build failed');
+    process.exit(1);
+  }
   finish(status, 'cmake-js');
 }
