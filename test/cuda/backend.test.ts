@@ -80,7 +80,8 @@ describe('CUDA backend', function () {
       const host = backend.allocHost(1 << 20);
       assert.equal(host.byteLength, 1 << 20);
       backend.freeHost(host);
-      assert.throws(() => backend.freeHost(host), ModelStockError);
+      assert.equal(host.byteLength, 0, 'freed and detached');
+      backend.freeHost(host); // once freed, no longer the backend's: a no-op
       const c = makeCase(mulberry32(1321), ['BF16', 'BF16', 'BF16'], 1000, 1000);
       const session = backend.openTensor({
         name: 'lm_head.weight',

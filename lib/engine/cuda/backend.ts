@@ -54,6 +54,7 @@ export class CudaBackend implements Backend {
   private readonly addon: CudaAddon;
   private readonly device: number;
   private readonly cudaInfo: CudaInfo;
+  private readonly pinned = new WeakSet<Uint8Array>();
 
   /** Throws BACKEND_UNAVAILABLE saying why (not compiled in, no driver, no such device). */
   constructor(opts: CudaBackendOptions = {}) {
@@ -93,18 +94,28 @@ export class CudaBackend implements Backend {
     return { memory: Math.max(0, m.available - DEVICE_RESERVE), alignment: HOST_ALIGNMENT };
   }
 
-  /** Pinned host memory the engine fills; copies from it skip staging. */
+  /**
+   * Pinned host memory the engine fills; copies from it skip staging. When the system will not pin
+   * that much (ggml does the same), ordinary memory instead: correct, only staged and slower.
+   */
   allocHost(bytes: number): Uint8Array {
     try {
-      return this.addon.cudaAllocHost(bytes);
+      const buffer = this.addon.cudaAllocHost(bytes);
+      this.pinned.add(buffer);
+      return buffer;
     } catch (e) {
-      throw coded(e);
+      const error = coded(e);
+      if (error.code === 'CUDA_OUT_OF_MEMORY') return new Uint8Array(bytes);
+      throw error;
     }
   }
 
+  /** Frees a buffer from allocHost now (pinned ones; ordinary ones are left to the GC). */
   freeHost(buffer: Uint8Array): void {
+    if (!this.pinned.has(buffer)) return;
     try {
       this.addon.cudaFreeHost(buffer);
+      this.pinned.delete(buffer);
     } catch (e) {
       throw coded(e);
     }
