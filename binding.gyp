@@ -14,6 +14,8 @@
         'native/kernels_avx2.cc',
         'native/kernels_avx512.cc',
         'native/kernels_scalar.cc',
+        'native/memory.cc',
+        'native/lock.cc',
         'native/pool.cc',
         'native/runtime.cc',
         'native/workers.cc',
@@ -36,7 +38,6 @@
         'CLANG_CXX_LANGUAGE_STANDARD': 'c++17',
         'OTHER_CPLUSPLUSFLAGS': ['-ffp-contract=off'],
       },
-      'msvs_settings': {'VCCLCompilerTool': {'ExceptionHandling': 1}},
     },
   ],
 }

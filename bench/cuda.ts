@@ -11,7 +11,8 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { floatSize, type FloatDType } from '../lib/dtype';
-import { gramSize, type GramJob, type InputWindow, type InterpolateJob } from '../lib/engine/backend';
+import type { NativeGramJob, NativeInput, NativeInterpolateJob } from '../lib/engine/native/addon-types';
+import { gramSize } from '../lib/math/gram';
 import type { CudaAddon, CudaTensorSession } from '../lib/engine/cuda/addon-types';
 import { loadCudaAddon } from '../lib/engine/cuda/addon';
 import { fixed, formatTable, median, since } from './util';
@@ -70,7 +71,7 @@ function inputs(
   count: number,
   dtypes: readonly FloatDType[],
   alloc: (bytes: number) => Uint8Array,
-): InputWindow[] {
+): NativeInput[] {
   return dtypes.map((dtype, m) => {
     const bytes = alloc(count * floatSize(dtype));
     // Cheap non-trivial contents: the kernels' speed does not depend on the values.
@@ -81,14 +82,14 @@ function inputs(
   });
 }
 
-function jobs(shape: Shape, ins: InputWindow[], out: Uint8Array) {
+function jobs(shape: Shape, ins: NativeInput[], out: Uint8Array) {
   const count = shape.rows * shape.cols;
   const unitLength = shape.filterWise ? shape.cols : count;
   const units = count / unitLength;
   const n = ins.length - 1;
   const window = { base: ins[0]!, models: ins.slice(1), count, firstElement: 0, unitLength };
-  const gram = (): GramJob => ({ ...window, gram: new Float64Array(units * gramSize(n)) });
-  const interpolate: InterpolateJob = {
+  const gram = (): NativeGramJob => ({ ...window, gram: new Float64Array(units * gramSize(n)) });
+  const interpolate: NativeInterpolateJob = {
     ...window,
     t: new Float64Array(units).fill(0.7),
     outDtype: ins[0]!.dtype,
@@ -97,7 +98,7 @@ function jobs(shape: Shape, ins: InputWindow[], out: Uint8Array) {
   return { gram, interpolate, count, unitLength };
 }
 
-async function session(cuda: CudaAddon, shape: Shape, ins: InputWindow[], out: Uint8Array) {
+async function session(cuda: CudaAddon, shape: Shape, ins: NativeInput[], out: Uint8Array) {
   const j = jobs(shape, ins, out);
   const s: CudaTensorSession = cuda.cudaOpenTensor({
     name: shape.label,
@@ -133,7 +134,7 @@ async function measure(cuda: CudaAddon, shape: Shape, runs: number): Promise<Res
   await s.close();
 
   // Whole sessions: open, gram (upload), interpolate (resident), download, close.
-  const wall = async (ins: InputWindow[], o: Uint8Array): Promise<number> => {
+  const wall = async (ins: NativeInput[], o: Uint8Array): Promise<number> => {
     const times: number[] = [];
     for (let r = 0; r < runs; r++) {
       const start = process.hrtime.bigint();

@@ -20,7 +20,7 @@ import { totalmem } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureFixture, generateFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/generate';
-import { mergeModelStock, selectBackend } from '../lib/index';
+import { createBackend, mergeModelStock } from '../lib/index';
 import { readFiles, writeBytes } from './floor';
 import { IO_MODES, type IoMode } from '../lib/engine/io';
 import { fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
@@ -145,7 +145,7 @@ function describeFloor(label: string, floor: Floor, inputBytes: number, outputBy
 
 function backendAvailable(backend: 'native' | 'cuda'): string | undefined {
   try {
-    void selectBackend(backend).dispose();
+    void createBackend(backend).dispose();
     return undefined;
   } catch (e) {
     return e instanceof Error ? e.message : String(e);

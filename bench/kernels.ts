@@ -10,17 +10,17 @@
 import * as os from 'node:os';
 import { Bench } from 'tinybench';
 import { floatSize, type FloatDType } from '../lib/dtype';
-import type { NativeAddon, NativeIsa } from '../lib/engine/addon-types';
-import type { Backend, GramJob, InputWindow, InterpolateJob } from '../lib/engine/backend';
-import { JsBackend } from '../lib/engine/js';
-import { loadNativeAddon } from '../lib/engine/native';
+import type { Backend, TensorSpec } from '../lib/engine/backend';
+import type { NativeIsa } from '../lib/engine/native/addon-types';
+import { loadNativeAddon } from '../lib/engine/native/loader';
+import { createBackend } from '../lib/engine/registry';
 import { encodeFloats } from '../lib/math/codec';
 import { fixed, formatTable } from './util';
 
 const INPUT_BYTES = 64 << 20;
 const DTYPES: readonly FloatDType[] = ['BF16', 'F16', 'F32'];
 
-function randomInputs(dtype: FloatDType, count: number, seed: number): InputWindow[] {
+function randomInputs(dtype: FloatDType, count: number, seed: number): Uint8Array[] {
   let s = seed >>> 0;
   const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.1;
   const base = new Float32Array(count);
@@ -28,7 +28,7 @@ function randomInputs(dtype: FloatDType, count: number, seed: number): InputWind
   return [0, 1, 2].map((i) => {
     const v = new Float32Array(count);
     for (let k = 0; k < count; k++) v[k] = base[k]! + (i === 0 ? 0 : rand() * 0.1);
-    return { bytes: encodeFloats(v, dtype), dtype };
+    return encodeFloats(v, dtype);
   });
 }
 
@@ -56,12 +56,11 @@ async function measure(tasks: [string, () => Promise<void> | void][], quick: boo
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const loaded = loadNativeAddon();
-  const addon: NativeAddon | undefined = loaded.addon;
   if (loaded.addon === undefined)
     console.warn(`native addon not loaded, pure TypeScript only: ${loaded.reasons.join('; ')}`);
-  const isas: readonly NativeIsa[] = addon?.info().availableIsas ?? [];
+  const isas: readonly NativeIsa[] = loaded.addon?.info().availableIsas ?? [];
   const allThreads = os.availableParallelism();
-  const js: Backend = new JsBackend();
+  const js: Backend = createBackend('js');
   console.log(
     `kernels: 64 MiB per input, N = 2, ${os.cpus()[0]?.model ?? 'cpu'} × ${allThreads}, node ${process.version}, ` +
       `data in RAM, medians`,
@@ -82,13 +81,24 @@ async function main(): Promise<void> {
   for (const pass of ['gram', 'interpolate'] as const) {
     for (const dtype of DTYPES) {
       const count = INPUT_BYTES / floatSize(dtype);
-      const [base, m1, m2] = randomInputs(dtype, count, 7);
-      const window = { base: base!, models: [m1!, m2!], count, firstElement: 0, unitLength: count };
-      const gramJob: GramJob = { ...window, gram: new Float64Array(3) };
+      const spec: TensorSpec = {
+        name: 'bench',
+        dtypes: [dtype, dtype, dtype],
+        outDtype: dtype,
+        numel: count,
+        unitLength: count,
+      };
+      const window = { firstElement: 0, count, inputs: randomInputs(dtype, count, 7) };
+      const t = new Float64Array([0.7]);
       const out = new Uint8Array(INPUT_BYTES);
-      const interpJob: InterpolateJob = { ...window, t: new Float64Array([0.7]), out, outDtype: dtype };
-      const run = (b: { gram(j: GramJob): Promise<void>; interpolate(j: InterpolateJob): Promise<void> }) =>
-        pass === 'gram' ? () => b.gram(gramJob) : () => b.interpolate(interpJob);
+      const run = (b: Backend) => async (): Promise<void> => {
+        const session = b.openTensor(spec);
+        try {
+          await (pass === 'gram' ? session.gram(window) : session.interpolate(window, t, out));
+        } finally {
+          await session.close();
+        }
+      };
       const configs: { backend: string; isa: string; threads: number; fn: () => Promise<void> }[] = [];
       configs.push({ backend: 'js', isa: 'js', threads: 1, fn: run(js) });
       for (const isa of isas) {
@@ -97,11 +107,7 @@ async function main(): Promise<void> {
             backend: 'native',
             isa,
             threads,
-            fn: () => {
-              addon!.setIsa(isa);
-              addon!.setThreads(threads);
-              return run(addon!)();
-            },
+            fn: run(createBackend('native', { isa, threads })),
           });
         }
       }
@@ -129,8 +135,6 @@ async function main(): Promise<void> {
       });
     }
   }
-  addon?.setIsa(isas[0]!);
-  addon?.setThreads(0);
   console.log(formatTable(header, table));
   console.log(
     '\nGB/s: gram = input bytes read / time; interpolate = input read + output written / time.' +

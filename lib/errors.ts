@@ -1,7 +1,7 @@
 /**
  * Every failure is a ModelStockError with a stable `code`, and the file and tensor it concerns when
  * there is one. The codes mirror the reference safetensors crate's error variants (one per rule) plus
- * the merge's own rules from MODEL_STOCK.md.
+ * the merge's own rules from docs/merge-contract.md.
  */
 export type ErrorCode =
   // safetensors format (reader)
@@ -29,10 +29,14 @@ export type ErrorCode =
   | 'BAD_OUTPUT_PATH' // OUT exists (without overwrite), or is/contains/lies inside an input
   | 'BAD_CONFIG' // YAML or options we cannot honour
   | 'BACKEND_UNAVAILABLE'
+  | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
   | 'NATIVE_ERROR'
   | 'CUDA_OUT_OF_MEMORY' // the device (or pinned host memory) cannot hold what a tensor needs
   | 'CUDA_ERROR' // any other CUDA runtime failure
-  | 'CANCELLED';
+  | 'CANCELLED'
+  // Hugging Face Hub model IDs
+  | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache
+  | 'HUB_ERROR'; // the Hub refused, failed or timed out, or a download did not match its hash
 
 export class ModelStockError extends Error {
   readonly code: ErrorCode;

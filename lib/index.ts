@@ -1,10 +1,13 @@
 export { mergeModelStock, DEFAULT_MEMORY, DEFAULT_SHARD_SIZE } from './merge';
+export { inspectModelStock } from './inspect';
 export { modelStock, modelStockTensors } from './math/inMemory';
 export { ModelStockError, isModelStockError, type ErrorCode } from './errors';
 export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule } from './math/ratio';
 export { openCheckpoint } from './safetensors/checkpoint';
-export { parseMergekitYaml, readMergekitYaml } from './config/mergekit';
-export { selectBackend } from './engine/select';
-export type { Backend, BackendInfo, BackendName } from './engine/backend';
+export { parseMergekitYaml, readMergekitYaml, MERGEKIT_KEYS, type MergekitConfig } from './config/mergekit';
+export { resolveModelRef } from './hub/resolve';
+export { hubCacheDir, type HubOptions, type DownloadProgress } from './hub/settings';
+export { createBackend, registerBackend, backendEntries, type BackendEntry } from './engine/registry';
+export type * from './engine/backend';
 export type { DType, FloatDType } from './dtype';
 export type * from './types';

@@ -1,60 +1,50 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { FLOAT_DTYPES } from './dtype';
 import { ModelStockError } from './errors';
-import { runPlan } from './engine/engine';
-import { selectBackend } from './engine/select';
+import { runPlan } from './engine/scheduler';
+import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
 import { copyBaseFiles, modelCard } from './output/extras';
-import { makePlan } from './plan/plan';
-import { openCheckpoint } from './safetensors/checkpoint';
+import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
+import { modelRefKey } from './hub/reference';
+import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { IO_MODES, openTensorSource } from './engine/io';
+import { openTensorSource } from './engine/io';
 import { SafetensorsWriter } from './safetensors/writer';
-import type { Checkpoint } from './safetensors/types';
 import type { MergeOptions, MergeReport } from './types';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
-export const DEFAULT_MEMORY = 1 << 30;
+export { DEFAULT_MEMORY };
 
 function validate(o: MergeOptions): void {
+  validateInputOptions(o);
   const bad = (m: string): ModelStockError => new ModelStockError('BAD_CONFIG', m);
-  if (typeof o.base !== 'string' || o.base === '')
-    throw bad('base: a model folder or .safetensors file is required');
-  if (!Array.isArray(o.models)) throw bad('models: expected a list of model folders');
-  if (o.models.length < 2) {
-    throw new ModelStockError(
-      'TOO_FEW_MODELS',
-      `Model Stock needs at least 2 fine-tuned models, got ${o.models.length}`,
-    );
-  }
   if (typeof o.out !== 'string' || o.out === '') throw bad('out: an output folder is required');
-  if (o.theta !== undefined && o.theta !== 'mean-cos' && o.theta !== 'mean-angle') {
-    throw bad(`theta must be mean-cos or mean-angle, got "${String(o.theta)}"`);
-  }
-  if (o.outDtype !== undefined && !FLOAT_DTYPES.includes(o.outDtype)) {
+  checkPositive(o.shardSize, 'shardSize');
+  if (o.tokenizerSource !== undefined && (typeof o.tokenizerSource !== 'string' || o.tokenizerSource === ''))
+    throw bad('tokenizerSource must be "base" or the reference of one of the models');
+  if (o.chatTemplate !== undefined && typeof o.chatTemplate !== 'string')
+    throw bad('chatTemplate must be a template string');
+}
+
+/** 'base', or the index in `models` of the model whose tokenizer the output gets. */
+function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
+  const source = o.tokenizerSource;
+  if (source === undefined || source === 'base') return 'base';
+  const key = modelRefKey(source);
+  if (key === modelRefKey(o.base)) return 'base';
+  const i = o.models.findIndex((m) => modelRefKey(m) === key);
+  if (i < 0) {
     throw new ModelStockError(
-      'UNSUPPORTED_DTYPE',
-      `out dtype must be one of ${FLOAT_DTYPES.join(', ')}, got "${o.outDtype}"`,
+      'BAD_CONFIG',
+      `tokenizer source "${source}" is neither the base nor one of the models of this merge`,
     );
   }
-  const positive = (v: number | undefined, name: string, max = Number.MAX_SAFE_INTEGER): void => {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v > 0 && v <= max)) {
-      throw bad(
-        `${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` ≤ ${max}` : ''}, got ${v}`,
-      );
-    }
-  };
-  if (o.io !== undefined && !IO_MODES.includes(o.io))
-    throw bad(`io must be one of ${IO_MODES.join(', ')}, got "${o.io}"`);
-  positive(o.shardSize, 'shardSize');
-  positive(o.memory, 'memory');
-  positive(o.window, 'window', DEFAULT_WINDOW_BYTES);
-  positive(o.threads, 'threads', 1024);
+  return i;
 }
 
 /**
@@ -71,19 +61,31 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const fsync = options.fsync ?? true;
   const memory = options.memory ?? DEFAULT_MEMORY;
   const window = options.window ?? DEFAULT_WINDOW_BYTES;
+  const tokenizerSource = tokenizerSourceIndex(options);
+  // Warnings of our own (Hub fallbacks, chat template) go to onWarning and into the report.
+  const ownWarnings: string[] = [];
+  const warn = (m: string): void => {
+    ownWarnings.push(m);
+    options.onWarning?.(m);
+  };
 
-  const base = await openCheckpoint(options.base);
-  const models: Checkpoint[] = [];
-  for (const m of options.models) models.push(await openCheckpoint(m));
-  const labels = options.models.map((m, i) => `model ${i + 1} (${m})`);
-  const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
+  const { base, models, modelLabel, plan } = await openInputs(options, {
+    record: (m) => ownWarnings.push(m),
+    // An OUT we would refuse is refused before any download (and again once Hub IDs are resolved).
+    beforeDownload: (local) => void checkOutputPath(options.out, local, options.overwrite ?? false),
+  });
+  if (tokenizerSource !== 'base') {
+    checkTokenizerSource({
+      source: models[tokenizerSource]!,
+      sourceLabel: `"${options.models[tokenizerSource]}"`,
+      base,
+    });
+  }
   const target = checkOutputPath(
     options.out,
     [base, ...models].map((c) => c.dir),
     options.overwrite ?? false,
   );
-  const plan = makePlan(base, models, { filterWise, outDtype: options.outDtype, modelLabel });
-  for (const w of plan.warnings) options.onWarning?.(w);
   const layout = planShards(
     plan.steps.map((s) => ({
       name: s.name,
@@ -94,11 +96,11 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
-  const backend = selectBackend(options.backend ?? 'auto', {
+  const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
   });
-  const reader = openTensorSource(options.io ?? 'auto');
+  const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
   const staging = await StagingDir.create(target);
   let writer: SafetensorsWriter | undefined;
   try {
@@ -118,6 +120,11 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writer.finish({ fsync });
     writer = undefined;
     await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
+    if (options.chatTemplate !== undefined) {
+      const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
+      if (w !== undefined) warn(w);
+    }
     const configYaml =
       options.configYaml ??
       resolvedConfigYaml({
@@ -126,6 +133,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
         filterWise,
         theta,
         outDtype: options.outDtype,
+        tokenizerSource: options.tokenizerSource,
+        chatTemplate: options.chatTemplate,
       });
     const report: MergeReport = {
       method: 'model_stock',
@@ -135,8 +144,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       filterWise,
       theta,
       backend: backend.info(),
-      tensors: result.tensors,
-      warnings: [...plan.warnings, ...result.warnings],
+      tensors: reportTensors(plan, result),
+      warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,

@@ -2,10 +2,12 @@
 #include <napi.h>
 
 #include "exports.h"
+#include "js_errors.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new ms::AddonData());
   const struct {
     const char* name;
     Napi::Value (*fn)(const Napi::CallbackInfo&);
@@ -13,13 +15,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"gram", ms::Gram},                // workers.cc
       {"interpolate", ms::Interpolate},  // workers.cc
       {"info", ms::Info},                // runtime.cc
-      {"setIsa", ms::SetIsa},            // runtime.cc
-      {"setThreads", ms::SetThreads},    // runtime.cc
+      {"setErrorConstructor", ms::SetErrorConstructor},  // runtime.cc
+      {"allocHost", ms::AllocHost},      // memory.cc
+      {"freeHost", ms::FreeHost},        // memory.cc
       {"preadInto", ms::PreadInto},      // io.cc
       {"mapFile", ms::MapFile},          // io.cc
       {"mapView", ms::MapView},          // io.cc
       {"mapRelease", ms::MapRelease},    // io.cc
       {"unmap", ms::Unmap},              // io.cc
+      {"lockFile", ms::LockFile},        // lock.cc
       {"cudaInfo", ms::CudaInfo},                              // cuda/exports.cc
       {"cudaMemoryInfo", ms::CudaMemoryInfo},                  // cuda/exports.cc
       {"cudaAllocHost", ms::CudaAllocHost},                    // cuda/exports.cc

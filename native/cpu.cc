@@ -1,6 +1,5 @@
 #include "cpu.h"
 
-#include <atomic>
 #include <stdexcept>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -48,11 +47,6 @@ bool canRunAvx512(const CpuFeatures& f) {
   return canRunAvx2(f) && f.osAvx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
 }
 
-std::atomic<const KernelTable*>& current() {
-  static std::atomic<const KernelTable*> table{availableKernels().front()};
-  return table;
-}
-
 }  // namespace
 
 const CpuFeatures& cpuFeatures() {
@@ -69,29 +63,25 @@ std::vector<const KernelTable*> availableKernels() {
   return out;
 }
 
-const KernelTable* currentKernels() { return current().load(std::memory_order_acquire); }
+const KernelTable* bestKernels() { return availableKernels().front(); }
 
-void setIsa(const std::string& name) {
-  for (const KernelTable* t : availableKernels()) {
-    if (name == t->isa) {
-      current().store(t, std::memory_order_release);
-      return;
-    }
-  }
+const KernelTable* kernelsFor(const std::string& name) {
+  for (const KernelTable* t : availableKernels())
+    if (name == t->isa) return t;
   const CpuFeatures& f = cpuFeatures();
   if (name == "avx512") {
-    if (avx512Kernels() == nullptr) throw std::runtime_error("setIsa('avx512'): not compiled in (not an x86-64 build)");
-    throw std::runtime_error(std::string("setIsa('avx512'): this CPU/OS lacks") + (f.avx512f ? "" : " AVX-512F") +
+    if (avx512Kernels() == nullptr) throw std::runtime_error("isa 'avx512': not compiled in (not an x86-64 build)");
+    throw std::runtime_error(std::string("isa 'avx512': this CPU/OS lacks") + (f.avx512f ? "" : " AVX-512F") +
                              (f.avx512bw ? "" : " AVX-512BW") + (f.avx512vl ? "" : " AVX-512VL") +
                              (f.avx512dq ? "" : " AVX-512DQ") + (f.osAvx512 ? "" : " OS ZMM state (XCR0)") +
                              (canRunAvx2(f) ? "" : " AVX2/FMA/F16C"));
   }
   if (name == "avx2") {
-    if (avx2Kernels() == nullptr) throw std::runtime_error("setIsa('avx2'): not compiled in (not an x86-64 build)");
-    throw std::runtime_error(std::string("setIsa('avx2'): this CPU/OS lacks") + (f.avx2 ? "" : " AVX2") +
+    if (avx2Kernels() == nullptr) throw std::runtime_error("isa 'avx2': not compiled in (not an x86-64 build)");
+    throw std::runtime_error(std::string("isa 'avx2': this CPU/OS lacks") + (f.avx2 ? "" : " AVX2") +
                              (f.fma ? "" : " FMA") + (f.f16c ? "" : " F16C") + (f.osAvx ? "" : " OS YMM state (XCR0)"));
   }
-  throw std::runtime_error("setIsa: expected 'avx512', 'avx2' or 'scalar' but received '" + name + "'");
+  throw std::runtime_error("isa: expected 'avx512', 'avx2' or 'scalar' but received '" + name + "'");
 }
 
 }  // namespace ms

@@ -1,4 +1,5 @@
-// Which SIMD kernels this CPU and OS can run, the one in use, and a forced override for tests.
+// Which SIMD kernels this CPU and OS can run. Each job names the ISA it runs on (a merge's choice, or a
+// test forcing one), so nothing here is process-wide state.
 #pragma once
 #include <string>
 #include <vector>
@@ -16,8 +17,9 @@ struct CpuFeatures {
 const CpuFeatures& cpuFeatures();
 // Kernel tables this machine can run, best first (scalar always last).
 std::vector<const KernelTable*> availableKernels();
-const KernelTable* currentKernels();
-// Forces an ISA ('avx512' | 'avx2' | 'scalar'); throws std::runtime_error naming what is missing.
-void setIsa(const std::string& name);
+const KernelTable* bestKernels();
+// The kernels of ISA `name` ('avx512' | 'avx2' | 'scalar'); throws std::runtime_error naming what this
+// CPU or build lacks.
+const KernelTable* kernelsFor(const std::string& name);
 
 }  // namespace ms

@@ -8,10 +8,13 @@ namespace ms {
 Napi::Value Gram(const Napi::CallbackInfo& info);
 Napi::Value Interpolate(const Napi::CallbackInfo& info);
 
-// runtime.cc: ISA and pool
+// runtime.cc: what the addon runs on; the error class
 Napi::Value Info(const Napi::CallbackInfo& info);
-Napi::Value SetIsa(const Napi::CallbackInfo& info);
-Napi::Value SetThreads(const Napi::CallbackInfo& info);
+Napi::Value SetErrorConstructor(const Napi::CallbackInfo& info);
+
+// memory.cc: aligned host buffers
+Napi::Value AllocHost(const Napi::CallbackInfo& info);
+Napi::Value FreeHost(const Napi::CallbackInfo& info);
 
 // io.cc: reading files
 Napi::Value PreadInto(const Napi::CallbackInfo& info);
@@ -19,6 +22,9 @@ Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
+
+// lock.cc: the Hugging Face cache's download lock
+Napi::Value LockFile(const Napi::CallbackInfo& info);
 
 // cuda/exports.cc: device info, pinned host memory, per-tensor sessions (stubs without CUDA)
 Napi::Value CudaInfo(const Napi::CallbackInfo& info);

@@ -58,8 +58,9 @@ void preadFully(int fd, uint64_t position, uint8_t* dst, uint64_t length) {
 
 class PreadWorker : public PromiseWorker {
  public:
-  PreadWorker(Napi::Env env, int fd, uint64_t position, Napi::Uint8Array target)
+  PreadWorker(Napi::Env env, int fd, uint64_t position, Napi::Uint8Array target, unsigned threads)
       : PromiseWorker(env, "model-stock:preadInto"),
+        threads_(threads == 0 ? defaultThreads() : threads),
         fd_(fd),
         position_(position),
         dst_(target.Data()),
@@ -71,18 +72,19 @@ class PreadWorker : public PromiseWorker {
   void Run() override {
     // Page-aligned chunks of 1–16 MiB, about four per thread, claimed dynamically.
     constexpr uint64_t kMin = 1 << 20, kMax = 16 << 20;
-    const unsigned threads = poolThreads();
+    const unsigned threads = threads_;
     if (length_ < 2 * kMin || threads == 1) return preadFully(fd_, position_, dst_, length_);
     uint64_t chunk = length_ / (4 * threads);
     chunk = std::max(kMin, std::min(kMax, chunk)) & ~uint64_t{4095};
     const uint64_t chunks = (length_ + chunk - 1) / chunk;
-    parallelFor(chunks, [&](size_t c) {
+    parallelFor(chunks, threads, [&](size_t c) {
       const uint64_t begin = c * chunk;
       preadFully(fd_, position_ + begin, dst_ + begin, std::min(chunk, length_ - begin));
     });
   }
 
  private:
+  unsigned threads_;
   int fd_;
   uint64_t position_;
   uint8_t* dst_;
@@ -141,7 +143,7 @@ void releaseHandle(napi_env, void* data, void*) { delete static_cast<MappingRef*
 MappingRef* unwrapHandle(Napi::Env env, Napi::Value v, const char* op) {
   void* data = nullptr;
   if (!v.IsObject() || napi_unwrap(env, v, &data) != napi_ok || data == nullptr)
-    throw codedError(env, std::string(op) + ": expected a mapping from mapFile", "NATIVE_ERROR");
+    throw codedError(env, std::string(op) + ": expected a mapping from mapFile", "INVALID_ARGUMENT");
   return static_cast<MappingRef*>(data);
 }
 
@@ -153,15 +155,19 @@ Napi::Value PreadInto(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t fd, position;
   if (!safeInteger(info[0], 0, &fd) || fd > 0x7FFFFFFF)
-    return rejected(env, "preadInto: expected a file descriptor for fd", "NATIVE_ERROR");
+    return rejected(env, "preadInto: expected a file descriptor for fd", "INVALID_ARGUMENT");
   if (!safeInteger(info[1], 0, &position))
-    return rejected(env, "preadInto: expected a safe integer ≥ 0 for position", "NATIVE_ERROR");
+    return rejected(env, "preadInto: expected a safe integer ≥ 0 for position", "INVALID_ARGUMENT");
   if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    return rejected(env, "preadInto: expected a Uint8Array for target", "NATIVE_ERROR");
+    return rejected(env, "preadInto: expected a Uint8Array for target", "INVALID_ARGUMENT");
+  uint64_t threads = 0;
+  if (!info[3].IsUndefined() && (!safeInteger(info[3], 0, &threads) || threads > 1024))
+    return rejected(env, "preadInto: expected an integer from 0 to 1024 for threads", "INVALID_ARGUMENT");
 #if defined(_WIN32)
   return rejected(env, "preadInto: not available on Windows", "NATIVE_ERROR");
 #else
-  auto* worker = new PreadWorker(env, static_cast<int>(fd), position, info[2].As<Napi::Uint8Array>());
+  auto* worker = new PreadWorker(env, static_cast<int>(fd), position, info[2].As<Napi::Uint8Array>(),
+                                 static_cast<unsigned>(threads));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -170,7 +176,7 @@ Napi::Value PreadInto(const Napi::CallbackInfo& info) {
 
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) throw codedError(env, "mapFile: expected a path string", "NATIVE_ERROR");
+  if (!info[0].IsString()) throw codedError(env, "mapFile: expected a path string", "INVALID_ARGUMENT");
 #if defined(_WIN32)
   throw codedError(env, "mapFile: not available on Windows", "NATIVE_ERROR");
 #else
@@ -202,20 +208,20 @@ Napi::Value MapView(const Napi::CallbackInfo& info) {
   throw codedError(env, "mapView: not available on Windows", "NATIVE_ERROR");
 #else
   MappingRef* ref = unwrapHandle(env, info[0], "mapView");
-  if (!*ref) throw codedError(env, "mapView: the mapping was unmapped", "NATIVE_ERROR");
+  if (!*ref) throw codedError(env, "mapView: the mapping was unmapped", "INVALID_ARGUMENT");
   const Mapping& m = **ref;
   uint64_t offset, length;
-  if (!safeInteger(info[1], 0, &offset)) throw codedError(env, "mapView: expected a safe integer ≥ 0 for offset", "NATIVE_ERROR");
-  if (!safeInteger(info[2], 0, &length)) throw codedError(env, "mapView: expected a safe integer ≥ 0 for length", "NATIVE_ERROR");
+  if (!safeInteger(info[1], 0, &offset)) throw codedError(env, "mapView: expected a safe integer ≥ 0 for offset", "INVALID_ARGUMENT");
+  if (!safeInteger(info[2], 0, &length)) throw codedError(env, "mapView: expected a safe integer ≥ 0 for length", "INVALID_ARGUMENT");
   if (offset > m.size || length > m.size - offset)
     throw codedError(env,
                      "mapView: bytes [" + std::to_string(offset) + ", " + std::to_string(offset + length) +
                          ") lie outside " + m.path + " (" + std::to_string(m.size) + " bytes)",
-                     "NATIVE_ERROR");
+                     "INVALID_ARGUMENT");
   if (length > kMaxView)
     throw codedError(env, "mapView: a view must be under 4 GiB (Node aborts on larger external buffers); got " +
                               std::to_string(length) + " bytes",
-                     "NATIVE_ERROR");
+                     "INVALID_ARGUMENT");
   if (length == 0) return Napi::Uint8Array::New(env, 0);
   uint8_t* start = m.addr + offset;
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
@@ -239,7 +245,7 @@ Napi::Value MapRelease(const Napi::CallbackInfo& info) {
   uint64_t offset, length;
   if (!safeInteger(info[1], 0, &offset) || !safeInteger(info[2], 0, &length) || offset > m.size ||
       length > m.size - offset)
-    throw codedError(env, "mapRelease: expected a byte range inside " + m.path, "NATIVE_ERROR");
+    throw codedError(env, "mapRelease: expected a byte range inside " + m.path, "INVALID_ARGUMENT");
   // Drops the range's pages from this process (they stay in the page cache): mapped pages count in
   // RSS, and a merge that maps every input would otherwise hold them all. The range is widened to 2 MiB
   // blocks: a fault maps cached pages around it (fault-around, and whole large folios on recent

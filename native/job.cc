@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "cpu.h"
 #include "js_errors.h"
 
 namespace ms {
@@ -83,12 +84,34 @@ Input input(const char* op, Napi::Value v, const std::string& field, uint64_t co
   return Input{bytes.Data(), d};
 }
 
+// The job's ISA (default: the best this CPU runs) and parallelism (default 0: all cores).
+void parseRuntime(const char* op, Napi::Object job, WindowGeometry& g) {
+  Napi::Value isa = job.Get("isa");
+  if (isa.IsUndefined()) {
+    g.kernels = bestKernels();
+  } else {
+    if (!isa.IsString()) fail(op, "job.isa", "'avx512', 'avx2' or 'scalar'", isa);
+    try {
+      g.kernels = kernelsFor(isa.As<Napi::String>().Utf8Value());
+    } catch (const std::runtime_error& e) {
+      throw ArgumentError(std::string(op) + ": job." + e.what());
+    }
+  }
+  g.threads = 0;
+  if (!job.Get("threads").IsUndefined()) {
+    const uint64_t threads = integer(op, job, "threads", 0);
+    if (threads > 1024) fail(op, "job.threads", "an integer from 0 to 1024", job.Get("threads"));
+    g.threads = static_cast<unsigned>(threads);
+  }
+}
+
 // Fills inputs and geometry; returns the number of units the window touches' last index + 1.
 uint64_t parseWindow(const char* op, Napi::Value jobValue, ParsedWindow& task, WindowGeometry& g, Napi::Object& job) {
   job = object(op, jobValue, "job");
   g.count = integer(op, job, "count", 0);
   g.firstElement = integer(op, job, "firstElement", 0);
   g.unitLength = integer(op, job, "unitLength", 1);
+  parseRuntime(op, job, g);
   if (static_cast<double>(g.firstElement) + static_cast<double>(g.count) > kMaxSafeInteger)
     throw ArgumentError(std::string(op) + ": job.firstElement + job.count exceeds 2^53 − 1");
   Napi::Value modelsValue = job.Get("models");

@@ -1,11 +1,10 @@
 // The ISA-independent driver: cuts a window into blocks, runs them over the pool with the kernels
-// chosen when the call started, and adds the blocks' shared-unit partials in block order.
+// the job names, and adds the blocks' shared-unit partials in block order.
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
 
-#include "cpu.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -25,6 +24,7 @@ uint64_t blocksOf(const WindowGeometry& w) { return (w.count + kBlock - 1) / kBl
 void checkGeometry(const WindowGeometry& w) {
   if (w.n < 2) throw std::runtime_error("N must be at least 2");
   if (w.unitLength == 0) throw std::runtime_error("unitLength must be at least 1");
+  if (w.kernels == nullptr) throw std::runtime_error("no kernels chosen");
 }
 
 }  // namespace
@@ -32,12 +32,12 @@ void checkGeometry(const WindowGeometry& w) {
 void runGram(const GramWindow& w) {
   checkGeometry(w);
   if (w.count == 0) return;
-  const KernelTable* kernels = currentKernels();
+  const KernelTable* kernels = w.kernels;
   const size_t P = static_cast<size_t>(gramSize(w.n));
   const uint64_t blocks = blocksOf(w);
   std::vector<double> partials(blocks * 2 * P, 0.0);
   const size_t scratchDoubles = (static_cast<size_t>(w.n) + 1) * (kTile + kTilePad);
-  parallelFor(blocks, [&](size_t b) {
+  parallelFor(blocks, w.threads, [&](size_t b) {
     GramBlock blk;
     blk.w = &w;
     blk.begin = b * kBlock;
@@ -61,9 +61,9 @@ void runGram(const GramWindow& w) {
 void runInterpolate(const InterpolateWindow& w) {
   checkGeometry(w);
   if (w.count == 0) return;
-  const KernelTable* kernels = currentKernels();
+  const KernelTable* kernels = w.kernels;
   const size_t scratchDoubles = (static_cast<size_t>(w.n) + 2) * (kTile + kTilePad);
-  parallelFor(blocksOf(w), [&](size_t b) {
+  parallelFor(blocksOf(w), w.threads, [&](size_t b) {
     InterpolateBlock blk;
     blk.w = &w;
     blk.begin = b * kBlock;

@@ -16,7 +16,11 @@ struct Input {
   DType dtype;
 };
 
+struct KernelTable;
+
 struct WindowGeometry {
+  const KernelTable* kernels;  // the ISA this job runs on
+  unsigned threads;            // parallelism of this job, the calling thread included (0 = all cores)
   const Input* inputs;  // inputs[0] = base w0, inputs[1..n] = the fine-tunes
   int n;                // N fine-tunes, ≥ 2
   uint64_t count;
@@ -69,7 +73,7 @@ const KernelTable* avx512Kernels();
 inline int gramSize(int n) { return n * (n + 1) / 2; }
 inline uint64_t unitOf(const WindowGeometry& w, uint64_t k) { return (w.firstElement + k) / w.unitLength; }
 
-// Runs a whole window on the current ISA over the pool. Throws std::runtime_error on misuse.
+// Runs a whole window on its kernels over the pool. Throws std::runtime_error on misuse.
 void runGram(const GramWindow& w);
 void runInterpolate(const InterpolateWindow& w);
 

@@ -16,16 +16,19 @@ namespace {
 struct Job {
   const std::function<void(size_t)>* fn;
   size_t tasks;
+  // Pool threads that may still join (the job's `threads` less the caller).
+  std::atomic<int> seats{0};
   std::atomic<size_t> next{0};
   std::atomic<size_t> done{0};
   std::mutex m;
   std::condition_variable finished;
   std::exception_ptr error;
 
-  // Runs tasks until none is left to claim, or `stop` is raised (a pool thread being retired: the
-  // job's caller finishes the rest, so setThreads never waits for a whole job).
-  void work(const std::atomic<bool>* stop = nullptr) {
-    for (size_t i; (stop == nullptr || !stop->load()) && (i = next.fetch_add(1)) < tasks;) {
+  bool open() const { return next.load() < tasks && seats.load() > 0; }
+
+  // Runs tasks until none is left to claim.
+  void work() {
+    for (size_t i; (i = next.fetch_add(1)) < tasks;) {
       try {
         (*fn)(i);
       } catch (...) {
@@ -42,48 +45,26 @@ struct Job {
 
 class Pool {
  public:
-  unsigned threads() {
-    std::lock_guard<std::mutex> lock(m_);
-    return threads_;
-  }
-
-  void resize(unsigned threads) {
-    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-    std::lock_guard<std::mutex> resizing(resize_);
-    std::vector<std::thread> old;
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      if (threads == threads_ && started_) return;
-      stopping_ = true;
-      old.swap(workers_);
-    }
-    wake_.notify_all();
-    // A job in flight loses its helpers for a moment; its caller keeps working on it.
-    for (std::thread& t : old) t.join();
-    std::lock_guard<std::mutex> lock(m_);
-    stopping_ = false;
-    started_ = true;
-    threads_ = threads;
-    for (unsigned i = 1; i < threads; ++i) workers_.emplace_back([this] { loop(); });
-  }
-
-  void run(size_t tasks, const std::function<void(size_t)>& fn) {
+  void run(size_t tasks, unsigned threads, const std::function<void(size_t)>& fn) {
     if (tasks == 0) return;
+    if (threads == 0) threads = defaultThreads();
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->tasks = tasks;
-    const bool helped = tasks > 1 && threads() > 1;
-    if (helped) {
+    const int helpers = static_cast<int>(std::min<size_t>(threads - 1, tasks - 1));
+    job->seats = helpers;
+    if (helpers > 0) {
       std::lock_guard<std::mutex> lock(m_);
+      grow(threads);
       queue_.push_back(job);
     }
-    if (helped) wake_.notify_all();
+    if (helpers > 0) wake_.notify_all();
     job->work();
     {
       std::unique_lock<std::mutex> lock(job->m);
       job->finished.wait(lock, [&] { return job->done.load() == tasks; });
     }
-    if (helped) {
+    if (helpers > 0) {
       std::lock_guard<std::mutex> lock(m_);
       for (auto it = queue_.begin(); it != queue_.end(); ++it)
         if (*it == job) {
@@ -95,46 +76,51 @@ class Pool {
   }
 
  private:
+  // Called with m_ held: enough pool threads for a job of `threads` (the caller is one of them).
+  void grow(unsigned threads) {
+    while (workers_.size() + 1 < threads) workers_.emplace_back([this] { loop(); });
+  }
+
+  // Takes a seat in the oldest job that has tasks left and room for another thread; m_ held.
+  std::shared_ptr<Job> claim() {
+    while (!queue_.empty() && queue_.front()->next.load() >= queue_.front()->tasks) queue_.pop_front();
+    for (const auto& job : queue_) {
+      if (!job->open()) continue;
+      if (job->seats.fetch_sub(1) > 0) return job;
+      job->seats.fetch_add(1);
+    }
+    return nullptr;
+  }
+
   void loop() {
     for (;;) {
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(m_);
-        wake_.wait(lock, [&] {
-          while (!queue_.empty() && queue_.front()->next.load() >= queue_.front()->tasks) queue_.pop_front();
-          return stopping_ || !queue_.empty();
-        });
-        if (stopping_) return;
-        job = queue_.front();
+        wake_.wait(lock, [&] { return (job = claim()) != nullptr; });
       }
-      job->work(&stopping_);
+      job->work();
     }
   }
 
-  std::mutex resize_;
   std::mutex m_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::vector<std::thread> workers_;
-  unsigned threads_ = 1;
-  bool started_ = false;
-  std::atomic<bool> stopping_{false};
 };
 
 // Never destroyed: a pool thread may still be finishing a task while the process exits.
 Pool& pool() {
-  static Pool* p = [] {
-    Pool* q = new Pool();
-    q->resize(0);
-    return q;
-  }();
+  static Pool* p = new Pool();
   return *p;
 }
 
 }  // namespace
 
-unsigned poolThreads() { return pool().threads(); }
-void setPoolThreads(unsigned threads) { pool().resize(threads); }
-void parallelFor(size_t tasks, const std::function<void(size_t)>& fn) { pool().run(tasks, fn); }
+unsigned defaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+void parallelFor(size_t tasks, unsigned threads, const std::function<void(size_t)>& fn) {
+  pool().run(tasks, threads, fn);
+}
 
 }  // namespace ms

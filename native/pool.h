@@ -1,17 +1,18 @@
-// A persistent thread pool. The calling thread works too: `threads` is the total parallelism of one
-// parallelFor (1 = the caller alone). Several parallelFor calls may run at once (one per libuv
-// worker); pool threads help the oldest unfinished one.
+// A persistent thread pool shared by every job in the process. Each parallelFor says how many threads
+// may work on it (the calling thread included), so two merges in one process each run with their own
+// `threads` setting; the pool grows to the largest request and never shrinks. Several parallelFor
+// calls may run at once (one per libuv worker); idle pool threads help the oldest job with room.
 #pragma once
 #include <cstddef>
 #include <functional>
 
 namespace ms {
 
-unsigned poolThreads();
-// 0 means std::thread::hardware_concurrency().
-void setPoolThreads(unsigned threads);
-// Runs fn(0) … fn(tasks − 1), each once, in any order, and returns when all are done. The first
-// exception thrown by a task is rethrown here after every task has finished.
-void parallelFor(size_t tasks, const std::function<void(size_t)>& fn);
+// std::thread::hardware_concurrency(), at least 1: what `threads = 0` means.
+unsigned defaultThreads();
+// Runs fn(0) … fn(tasks − 1), each once, in any order, on at most `threads` threads (0 = all cores;
+// 1 = the caller alone), and returns when all are done. The first exception thrown by a task is
+// rethrown here after every task has finished.
+void parallelFor(size_t tasks, unsigned threads, const std::function<void(size_t)>& fn);
 
 }  // namespace ms

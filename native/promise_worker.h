@@ -1,5 +1,5 @@
 // An AsyncWorker that settles a Promise. Execute never lets a C++ exception escape: the message
-// becomes a JS Error with a `code`. Every typed array the work reads or writes is held by a
+// becomes the library's error (js_errors.h) with a `code`. Every typed array the work reads or writes is held by a
 // persistent reference until the Promise settles, so the GC cannot free it mid-work.
 #pragma once
 #include <napi.h>
@@ -31,6 +31,9 @@ class PromiseWorker : public Napi::AsyncWorker {
       Run();
     } catch (const IoError& e) {
       code_ = "IO_ERROR";
+      SetError(e.what());
+    } catch (const ArgumentError& e) {
+      code_ = "INVALID_ARGUMENT";
       SetError(e.what());
     } catch (const CodedError& e) {
       code_ = e.code;

@@ -1,7 +1,5 @@
-// info(), setIsa(name), setThreads(n): what the addon runs on, and the overrides tests and
-// `--threads` use. Both settings are process-wide.
-#include <cmath>
-#include <stdexcept>
+// info(): what the addon can run on. setErrorConstructor(ctor): the class native errors are made of.
+// Nothing here is a process-wide setting: every job carries its own ISA and thread count.
 #include <string>
 
 #include "cpu.h"
@@ -14,18 +12,13 @@ namespace ms {
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("isa", currentKernels()->isa);
-  o.Set("threads", Napi::Number::New(env, poolThreads()));
-#if defined(MODEL_STOCK_WITH_CUDA)
-  o.Set("cudaCompiled", Napi::Boolean::New(env, true));
-#else
-  o.Set("cudaCompiled", Napi::Boolean::New(env, false));
-#endif
+  o.Set("isa", bestKernels()->isa);
+  o.Set("threads", Napi::Number::New(env, defaultThreads()));
   Napi::Array isas = Napi::Array::New(env);
   uint32_t i = 0;
   for (const KernelTable* t : availableKernels()) isas.Set(i++, t->isa);
   o.Set("availableIsas", isas);
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__x86_64__)
   o.Set("arch", "x64");
 #elif defined(__aarch64__)
   o.Set("arch", "arm64");
@@ -44,23 +37,11 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
-Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+Napi::Value SetErrorConstructor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) throw codedError(env, "setIsa: expected a string ('avx512', 'avx2' or 'scalar')", "NATIVE_ERROR");
-  try {
-    setIsa(info[0].As<Napi::String>().Utf8Value());
-  } catch (const std::runtime_error& e) {
-    throw codedError(env, e.what(), "NATIVE_ERROR");
-  }
-  return env.Undefined();
-}
-
-Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const double n = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-  if (!(n >= 0 && n <= 1024) || std::floor(n) != n)
-    throw codedError(env, "setThreads: expected an integer from 1 to 1024 (0 = all cores)", "NATIVE_ERROR");
-  setPoolThreads(static_cast<unsigned>(n));
+  if (!info[0].IsFunction())
+    throw codedError(env, "setErrorConstructor: expected a constructor function", "INVALID_ARGUMENT");
+  env.GetInstanceData<AddonData>()->errorConstructor = Napi::Persistent(info[0].As<Napi::Function>());
   return env.Undefined();
 }
 

@@ -1,26 +1,33 @@
 import * as os from 'node:os';
-import { selectBackend } from '../engine/select';
-import { loadNativeAddon } from '../engine/native';
+import { backendEntries, createBackend } from '../engine/registry';
 import { loadCudaAddon } from '../engine/cuda/addon';
+import { hubSettings } from '../hub/settings';
 
 /** `model-stock doctor`: what this machine will merge with, and why. */
-export function doctor(): void {
-  const loaded = loadNativeAddon();
+export async function doctor(): Promise<void> {
   const lines: string[] = [];
   lines.push(`node ${process.version} on ${os.platform()} ${os.arch()}, ${os.cpus().length} cores`);
-  if (loaded.addon === undefined) {
-    lines.push('native addon: not loaded');
-    for (const r of loaded.reasons) lines.push(`  - ${r}`);
-  } else {
-    lines.push('native addon: loaded');
+  for (const entry of backendEntries()) {
+    const why = entry.unavailable();
+    lines.push(`backend ${entry.name}: ${why.length === 0 ? 'available' : 'unavailable'}`);
+    for (const reason of why) lines.push(`  - ${reason}`);
   }
-  const backend = selectBackend('auto', { onWarning: () => undefined });
-  const info = backend.info();
-  lines.push(`backend (auto): ${info.name}`);
-  lines.push(`instruction set: ${info.isa}`);
-  lines.push(`threads: ${info.threads}`);
+  const backend = createBackend('auto');
+  try {
+    const info = backend.info();
+    lines.push(`auto selects: ${info.name}`);
+    lines.push(`device: ${info.device.kind} ${info.device.name}`);
+    lines.push(`instruction set: ${info.isa}`);
+    lines.push(`threads: ${info.threads}`);
+  } finally {
+    await backend.dispose();
+  }
   lines.push(...cudaLines());
-  void backend.dispose();
+  const hub = hubSettings();
+  lines.push(`Hugging Face cache: ${hub.cacheDir}`);
+  lines.push(
+    `Hub: ${hub.offline ? 'offline (HF_HUB_OFFLINE)' : hub.endpoint}, token ${hub.token !== undefined ? 'set' : 'none'}`,
+  );
   process.stdout.write(lines.join('\n') + '\n');
 }
 

@@ -1,17 +1,26 @@
 /**
  * Tensor buffers are carved from one preallocated arena per pipeline slot, so a merge's memory is
  * fixed up front (the `memory` budget) instead of growing with the largest tensor, and nothing is
- * handed to the garbage collector per tensor.
+ * handed to the garbage collector per tensor. The memory comes from the backend (aligned host memory
+ * from the addon; pinned memory for a device) and goes back to it when the merge is done.
  */
 const ALIGN = 64;
 
 export const alignUp = (n: number, a = ALIGN): number => Math.ceil(n / a) * a;
 
+export interface HostAllocator {
+  allocHost(bytes: number): Uint8Array;
+  freeHost(buffer: Uint8Array): void;
+}
+
 export class Arena {
-  private buffer: Buffer | undefined;
+  private buffer: Uint8Array | undefined;
   private used = 0;
 
-  constructor(readonly capacity: number) {}
+  constructor(
+    readonly capacity: number,
+    private readonly allocator: HostAllocator,
+  ) {}
 
   /** Forget every view handed out; the next take() starts at the arena's beginning. */
   reset(): void {
@@ -24,9 +33,16 @@ export class Arena {
     if (start + size > this.capacity) {
       throw new Error(`internal: arena of ${this.capacity} bytes cannot hold ${size} more after ${start}`);
     }
-    this.buffer ??= Buffer.allocUnsafeSlow(this.capacity);
+    this.buffer ??= this.allocator.allocHost(this.capacity);
     this.used = start + size;
-    return new Uint8Array(this.buffer.buffer, this.buffer.byteOffset + start, size);
+    return this.buffer.subarray(start, start + size);
+  }
+
+  /** Returns the memory to its allocator; views handed out become empty. */
+  dispose(): void {
+    if (this.buffer !== undefined) this.allocator.freeHost(this.buffer);
+    this.buffer = undefined;
+    this.used = 0;
   }
 
   /** Bytes needed to take() all of `sizes` from an empty arena. */

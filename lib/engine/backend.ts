@@ -1,77 +1,137 @@
+import * as os from 'node:os';
 import type { FloatDType } from '../dtype';
 
 /**
- * The compute seam. A backend runs the two passes of Model Stock over *windows* of tensor bytes; the
- * engine owns I/O, windowing, the plan and the ratio t. Implementations: js (pure TypeScript), native
- * (C++ SIMD addon), cuda. All are async so native work never runs on the event loop.
+ * The compute seam, shaped after ggml's backend interface: the engine owns I/O, windowing, the plan
+ * and the ratio t; a backend owns the arithmetic and whatever memory it needs for it.
  *
- * A window is `count` consecutive elements of one tensor, starting at element `firstElement`, given as
- * one byte view per input (base + N fine-tunes), each in its own dtype (mixed dtypes are allowed). A
- * *unit* is `unitLength` consecutive elements: the whole tensor (layer-wise) or one row (filter-wise).
- * A window may start or end inside a unit; accumulators are indexed by the global unit index
- * `floor((firstElement + k) / unitLength)`.
+ * Per merged tensor the engine opens one *session*: the Gram pass over the tensor's windows, then
+ * (after the engine turned the Gram matrix into t) the interpolation pass over the same windows. A
+ * session may keep inputs between the two passes (a device keeps them on the device: each input byte
+ * crosses the bus once) and says so with `holds`. Backends allocate the host buffers the engine reads
+ * into (aligned here, pinned for a device) and report what they can hold, so the engine's choice between
+ * one whole-tensor window and several windows fits the backend.
+ *
+ * Implementations (js, native, cuda) never see unchecked input: the registry hands out backends wrapped
+ * by checked.ts, which validates every spec and window once, for all of them, and fails with the same
+ * ModelStockError codes whatever the backend.
  */
-export interface InputWindow {
-  /** `count × size(dtype)` bytes. Any byte alignment must be accepted. */
-  readonly bytes: Uint8Array;
-  readonly dtype: FloatDType;
-}
 
-export interface WindowJob {
-  readonly base: InputWindow;
-  /** The N fine-tunes, N ≥ 2. */
-  readonly models: readonly InputWindow[];
-  readonly count: number;
-  readonly firstElement: number;
+/** One merged tensor (or the merged row range of one: see `numel`). */
+export interface TensorSpec {
+  /** The tensor's name, for messages. */
+  readonly name: string;
+  /** dtypes of the base and the N ≥ 2 fine-tunes, in that order (mixed dtypes are allowed). */
+  readonly dtypes: readonly FloatDType[];
+  readonly outDtype: FloatDType;
+  /**
+   * Elements merged, counted from the tensor's first element: the whole tensor, or its first rows (a
+   * row range — fine-tunes that added tokens merge only the rows every input has).
+   */
+  readonly numel: number;
+  /**
+   * Elements per unit: numel (layer-wise, one ratio) or one row (filter-wise, one ratio per row). Every
+   * unit is whole: unitLength divides numel.
+   */
   readonly unitLength: number;
 }
 
-/**
- * Gram pass: for every unit u touched by the window and every pair i ≤ j (i, j in 0..N−1),
- * `gram[u·P + gramIndex(i, j, N)] += Σ (w_i − w0)·(w_j − w0)` over the window's elements of that unit,
- * accumulated in float64 (or float32 partials over ≤ 64Ki elements added in float64).
- * P = N(N+1)/2. NaN/Inf in inputs must propagate into the diagonal (the engine checks it).
- */
-export interface GramJob extends WindowJob {
-  readonly gram: Float64Array;
+/** `count` consecutive elements of the spec's range, starting at element `firstElement`. */
+export interface TensorWindow {
+  readonly firstElement: number;
+  readonly count: number;
+  /**
+   * The base's and the N fine-tunes' bytes for those elements (count × size(dtype) each, any byte
+   * alignment). In `interpolate` they may be omitted when `session.holds(firstElement, count)`.
+   */
+  readonly inputs?: readonly Uint8Array[];
 }
 
-/**
- * Interpolation pass: out[k] = encode(w0 + t[u]·(avg − w0)), avg = Σ w_i / N, computed in at least
- * float32 and rounded to `outDtype` with round-to-nearest-even; u the global unit index of element k.
- */
-export interface InterpolateJob extends WindowJob {
-  readonly t: Float64Array;
-  /** `count × size(outDtype)` bytes. */
-  readonly out: Uint8Array;
-  readonly outDtype: FloatDType;
+export interface TensorSession {
+  readonly spec: TensorSpec;
+  /**
+   * Gram pass over one window: for every unit u it touches and every pair i ≤ j of fine-tunes,
+   * accumulates Σ (w_i − w0)·(w_j − w0) over the window's elements of u, in float64 (or float32
+   * partials over ≤ 64Ki elements added in float64). NaN/Inf in an input must reach the diagonal (the
+   * engine looks there). The windows of one pass never overlap; calls are awaited one at a time.
+   */
+  gram(window: TensorWindow): Promise<void>;
+  /** After the last gram(): units × P accumulators packed by gramIndex (lib/math/gram.ts). */
+  gramResult(): Promise<Float64Array>;
+  /** True when the session still has the inputs of exactly this window from the Gram pass. */
+  holds(firstElement: number, count: number): boolean;
+  /**
+   * Interpolation pass over one window: out[k] = encode(w0 + t[u]·(avg − w0)), avg = Σ w_i / N, computed
+   * in at least float32 and rounded to `outDtype` with round-to-nearest-even; u is the unit of element
+   * firstElement + k, and `t` has one ratio per unit of the spec. `out` is count × size(outDtype) bytes.
+   */
+  interpolate(window: TensorWindow, t: Float64Array, out: Uint8Array): Promise<void>;
+  /** Frees what the session holds. Called once the tensor is done or failed; safe to call twice. */
+  close(): Promise<void>;
 }
 
 export type BackendName = 'js' | 'native' | 'cuda';
 
+/** What a backend computes on. */
+export interface DeviceInfo {
+  readonly kind: 'cpu' | 'cuda';
+  /** e.g. the CPU model, or 'NVIDIA H100 80GB HBM3'. */
+  readonly name: string;
+  /** Device memory in bytes (devices only). */
+  readonly memoryBytes?: number;
+  /** e.g. '9.0' (CUDA only). */
+  readonly computeCapability?: string;
+  readonly driverVersion?: string;
+  readonly runtimeVersion?: string;
+}
+
 export interface BackendInfo {
   readonly name: BackendName;
-  /** e.g. 'avx512', 'avx2', 'scalar', 'js'. */
+  /** The instruction set the kernels run on: 'avx512', 'avx2', 'scalar', 'js', 'cuda'. */
   readonly isa: string;
+  /** Host threads this backend's passes use. */
   readonly threads: number;
-  readonly cudaCompiled: boolean;
-  readonly cudaDevice: string | undefined;
+  readonly device: DeviceInfo;
+}
+
+export interface BackendCapacity {
+  /**
+   * The largest session, in bytes of its inputs and output together, the backend can hold at once; a
+   * larger tensor is given to it in windows. Infinity for host backends (the engine's memory budget
+   * bounds them).
+   */
+  readonly sessionBytes: number;
+  /** Byte alignment of allocHost buffers. */
+  readonly alignment: number;
+}
+
+/** What one backend instance is created with: settings of one merge, never of the process. */
+export interface BackendOptions {
+  /** Host threads (default: all cores). */
+  readonly threads?: number;
+  /** Force an instruction set (native: 'avx512' | 'avx2' | 'scalar'; tests and benchmarks). */
+  readonly isa?: string;
 }
 
 export interface Backend {
   readonly name: BackendName;
   info(): BackendInfo;
-  gram(job: GramJob): Promise<void>;
-  interpolate(job: InterpolateJob): Promise<void>;
+  capacity(): BackendCapacity;
+  /** `bytes` of host memory for the engine to fill, aligned to capacity().alignment. */
+  allocHost(bytes: number): Uint8Array;
+  /** Returns memory from allocHost now (its views become empty); optional to call. */
+  freeHost(buffer: Uint8Array): void;
+  openTensor(spec: TensorSpec): TensorSession;
+  /** Frees everything the backend holds; it is not used afterwards. */
   dispose(): Promise<void>;
 }
 
-/** Packed upper-triangle index of pair (i, j), i ≤ j < n, row-major: (0,0) (0,1) … (0,n−1) (1,1) … */
-export function gramIndex(i: number, j: number, n: number): number {
-  if (i > j) [i, j] = [j, i];
-  return i * n - (i * (i - 1)) / 2 + (j - i);
+/** Units of a spec: numel / unitLength (0 for an empty range). */
+export function unitsOf(spec: Pick<TensorSpec, 'numel' | 'unitLength'>): number {
+  return spec.numel === 0 ? 0 : spec.numel / spec.unitLength;
 }
-/** P = N(N+1)/2 accumulators per unit. */
-export function gramSize(n: number): number {
-  return (n * (n + 1)) / 2;
+
+/** The host CPU, as every CPU backend reports it. */
+export function cpuDevice(): DeviceInfo {
+  return { kind: 'cpu', name: os.cpus()[0]?.model.trim() ?? os.arch() };
 }

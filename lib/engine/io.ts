@@ -2,8 +2,8 @@ import * as fs from 'node:fs';
 import { ModelStockError } from '../errors';
 import { TensorReader } from '../safetensors/window';
 import type { TensorInfo } from '../safetensors/types';
-import type { NativeAddon, NativeMapping } from './addon-types';
-import { loadNativeAddon } from './native';
+import type { NativeAddon, NativeMapping } from './native/addon-types';
+import { loadNativeAddon } from './native/loader';
 
 /**
  * How tensor bytes are read. `mmap`: zero-copy views of mapped input files, pages dropped from the
@@ -36,7 +36,10 @@ class PreadSource implements TensorSource {
   readonly kind = 'pread' as const;
   private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
 
-  constructor(private readonly addon: NativeAddon) {}
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly threads: number,
+  ) {}
 
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     let fh = this.files.get(t.file);
@@ -45,7 +48,7 @@ class PreadSource implements TensorSource {
       this.files.set(t.file, fh);
     }
     try {
-      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into);
+      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into, this.threads);
     } catch (e) {
       throw ioError(e, t);
     }
@@ -126,10 +129,14 @@ class MmapSource implements TensorSource {
 }
 
 /**
- * The source for `mode`; `auto` → mmap when the addon loads, else fs. `segmentBytes` (tests) sets the
- * size of the mmap source's segment views.
+ * The source for `mode`; `auto` → mmap when the addon loads, else fs. `threads` bounds the parallel
+ * reads of `pread` (default 0: all cores); `segmentBytes` (tests) sets the size of the mmap source's
+ * segment views.
  */
-export function openTensorSource(mode: IoMode, opts: { segmentBytes?: number } = {}): TensorSource {
+export function openTensorSource(
+  mode: IoMode,
+  opts: { threads?: number; segmentBytes?: number } = {},
+): TensorSource {
   if (mode === 'fs') return new FsSource();
   const loaded = loadNativeAddon();
   if (loaded.addon === undefined) {
@@ -139,5 +146,7 @@ export function openTensorSource(mode: IoMode, opts: { segmentBytes?: number } =
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,
     );
   }
-  return mode === 'pread' ? new PreadSource(loaded.addon) : new MmapSource(loaded.addon, opts.segmentBytes);
+  return mode === 'pread'
+    ? new PreadSource(loaded.addon, opts.threads ?? 0)
+    : new MmapSource(loaded.addon, opts.segmentBytes);
 }

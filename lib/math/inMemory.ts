@@ -1,14 +1,14 @@
 import { ModelStockError } from '../errors';
-import { gramSize } from '../engine/backend';
-import { accumulateGram, interpolateUnits } from '../engine/js';
+import { gramSize } from './gram';
+import { accumulateGram, interpolateUnits } from './kernels';
 import type { FloatArray } from './codec';
 import { findNonFinite } from './nonfinite';
 import { unitRatio, type ThetaRule } from './ratio';
 
 /**
  * Model Stock on arrays already in memory — for merging during training (the paper merges at each
- * epoch end and continues from the merge). Same kernels and ratio rules as the file path: the JS
- * backend's float64 Gram and interpolation, and ratio.ts.
+ * epoch end and continues from the merge). Same kernels and ratio rules as the file path: the
+ * float64 Gram and interpolation of kernels.ts (the JS backend's), and ratio.ts.
  */
 
 export interface ModelStockOptions {
@@ -145,7 +145,7 @@ function merge(
 
 /**
  * Model Stock of one tensor: w_H = w0 + t·(avg − w0) with t from the angle between the task vectors
- * (MODEL_STOCK.md). Throws ModelStockError: TOO_FEW_MODELS (N < 2), SHAPE_MISMATCH (lengths differ, or
+ * (docs/merge-contract.md). Throws ModelStockError: TOO_FEW_MODELS (N < 2), SHAPE_MISMATCH (lengths differ, or
  * `rows` does not divide the length), NON_FINITE (naming the input), BAD_CONFIG (bad theta or `out`).
  */
 export function modelStock(
@@ -185,7 +185,7 @@ export interface ModelStockTensorsResult {
 }
 
 /**
- * modelStock applied per named tensor of a whole state dict, with MODEL_STOCK.md's rules: a tensor in
+ * modelStock applied per named tensor of a whole state dict, with docs/merge-contract.md's rules: a tensor in
  * ≥ 2 fine-tunes is merged over those (N = that count); in fewer it is copied from the base; tensors
  * absent from the base are dropped and listed.
  */

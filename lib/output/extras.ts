@@ -33,8 +33,12 @@ export async function copyBaseFiles(
     return copied;
   }
   for (const e of entries) {
-    if (!e.isFile() || SKIP.some((re) => re.test(e.name))) continue;
+    if (SKIP.some((re) => re.test(e.name))) continue;
     const from = path.join(baseDir, e.name);
+    // Hugging Face cache snapshots hold symlinks into blobs/: a link to a file counts as that file.
+    const isFile =
+      e.isFile() || (e.isSymbolicLink() && (await fs.promises.stat(from).catch(() => undefined))?.isFile());
+    if (!isFile) continue;
     const to = path.join(outDir, e.name);
     if (e.name === 'config.json' && outDtype !== undefined) {
       const text = await fs.promises.readFile(from, 'utf8');

@@ -1,6 +1,7 @@
 /**
- * Reads tensor bytes in windows. A tensor is never read into one buffer larger than a window:
- * Node 20 cannot allocate an ArrayBuffer over 4 GiB, and large embeddings exceed that.
+ * Positional reads of tensor bytes (the `fs` input mode). The engine never reads a tensor into one
+ * buffer larger than a window (DEFAULT_WINDOW_BYTES at most): Node 20 cannot allocate an ArrayBuffer
+ * over 4 GiB, and large embeddings exceed that.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { ModelStockError } from '../errors';
@@ -10,32 +11,6 @@ export const DEFAULT_WINDOW_BYTES = 1 << 30;
 
 /** fs reads are capped at 2 GiB − 1 bytes per call (libuv); stay well below. */
 const MAX_READ_CALL = 1 << 30;
-
-export interface TensorWindow {
-  /** Byte offset inside the tensor. */
-  start: number;
-  length: number;
-}
-
-/**
- * Splits `byteLength` bytes into consecutive windows of at most `windowBytes` each. Every window but
- * the last is a multiple of `align` (the element size), so a window never cuts an element in two.
- * A zero-byte tensor has no windows.
- */
-export function windows(byteLength: number, windowBytes: number, align: number): TensorWindow[] {
-  if (!Number.isSafeInteger(byteLength) || byteLength < 0)
-    throw new RangeError(`bad byteLength ${byteLength}`);
-  if (!Number.isSafeInteger(align) || align < 1) throw new RangeError(`bad align ${align}`);
-  const step = Math.floor(windowBytes / align) * align;
-  if (!Number.isSafeInteger(step) || step < 1) {
-    throw new RangeError(`window of ${windowBytes} bytes cannot hold one ${align}-byte element`);
-  }
-  const out: TensorWindow[] = [];
-  for (let start = 0; start < byteLength; start += step) {
-    out.push({ start, length: Math.min(step, byteLength - start) });
-  }
-  return out;
-}
 
 /** Positional reads of tensor bytes; one handle per file, opened on first use, shared by concurrent reads. */
 export class TensorReader {

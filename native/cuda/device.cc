@@ -191,8 +191,8 @@ void free(void* p) {
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = live.find(reinterpret_cast<uintptr_t>(p));
-    if (it == live.end()) throw CodedError("NATIVE_ERROR", "freeHost: not a live pinned allocation");
-    if (it->second.uses > 0) throw CodedError("NATIVE_ERROR", "freeHost: the buffer is in use by a pending copy");
+    if (it == live.end()) throw CodedError("INVALID_ARGUMENT", "freeHost: not a live pinned allocation");
+    if (it->second.uses > 0) throw CodedError("INVALID_ARGUMENT", "freeHost: the buffer is in use by a pending copy");
     live.erase(it);
   }
   if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();

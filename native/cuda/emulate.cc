@@ -108,7 +108,7 @@ Napi::Value queue(const Napi::CallbackInfo& info) {
   try {
     Parse(info[0], *task);
   } catch (const ArgumentError& e) {
-    return rejected(env, e.what(), "NATIVE_ERROR");
+    return rejected(env, e.what(), "INVALID_ARGUMENT");
   }
   auto* worker = new Worker(env, std::move(task));
   Napi::Promise promise = worker->Promise();

@@ -36,7 +36,7 @@ double integerArg(Napi::Env env, Napi::Value v, const char* what, double min, do
   if (!(d >= min && d <= max) || std::floor(d) != d)
     throw codedError(env, std::string(what) + ": expected an integer from " + std::to_string(static_cast<int64_t>(min)) +
                               " to " + std::to_string(static_cast<int64_t>(max)),
-                     "NATIVE_ERROR");
+                     "INVALID_ARGUMENT");
   return d;
 }
 
@@ -155,7 +155,7 @@ Handle& handleOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Value self = info.This();
   Napi::Value h = self.IsObject() ? self.As<Napi::Object>().Get("handle") : env.Undefined();
-  if (!h.IsExternal()) throw codedError(env, "CUDA session method called without its session object", "NATIVE_ERROR");
+  if (!h.IsExternal()) throw codedError(env, "CUDA session method called without its session object", "INVALID_ARGUMENT");
   return *h.As<Napi::External<Handle>>().Data();
 }
 
@@ -167,7 +167,7 @@ Napi::Value sessionPass(const Napi::CallbackInfo& info, const char* name) {
   try {
     Parse(info[0], *task);
   } catch (const ArgumentError& e) {
-    return rejected(env, e.what(), "NATIVE_ERROR");
+    return rejected(env, e.what(), "INVALID_ARGUMENT");
   }
   auto* worker = new SessionWorker<Task>(env, name, h, std::move(task), Call);
   Napi::Promise promise = worker->Promise();
@@ -182,7 +182,54 @@ void callClose(cuda::Session& s, NoTask&) { s.close(); }
 Napi::Value SessionGram(const Napi::CallbackInfo& info) {
   return sessionPass<GramTask, parseGramJob, callGram>(info, "model-stock:cudaGram");
 }
+DType dtypeArg(Napi::Env env, Napi::Value v, const std::string& field);
+
+// An interpolation job without inputs ({ count, firstElement, unitLength, t, out, outDtype }): the
+// session's resident copy from the Gram pass must hold the window (the seam's `holds`).
+void parseHeldInterpolateJob(Napi::Env env, Napi::Object job, const cuda::SessionSpec& spec, InterpolateTask& task) {
+  const char* op = "interpolate";
+  auto integer = [&](const char* key, double min) {
+    return static_cast<uint64_t>(integerArg(env, job.Get(key), (std::string(op) + ": job." + key).c_str(), min, kMaxSafeInteger));
+  };
+  InterpolateWindow& w = task.window;
+  w.count = integer("count", 0);
+  w.firstElement = integer("firstElement", 0);
+  w.unitLength = integer("unitLength", 1);
+  w.n = spec.n;
+  for (DType d : spec.dtypes) task.inputs.push_back(Input{nullptr, d});
+  w.inputs = task.inputs.data();
+  Napi::Value t = job.Get("t");
+  Napi::Value out = job.Get("out");
+  if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw codedError(env, "interpolate: expected job.t to be a Float64Array", "INVALID_ARGUMENT");
+  if (!out.IsTypedArray() || out.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw codedError(env, "interpolate: expected job.out to be a Uint8Array", "INVALID_ARGUMENT");
+  w.outDtype = dtypeArg(env, job.Get("outDtype"), "job.outDtype");
+  const uint64_t units = w.count == 0 ? 0 : (w.firstElement + w.count - 1) / w.unitLength + 1;
+  Napi::Float64Array ratios = t.As<Napi::Float64Array>();
+  Napi::Uint8Array bytes = out.As<Napi::Uint8Array>();
+  if (ratios.ElementLength() < units)
+    throw codedError(env, "interpolate: job.t has too few ratios for the window", "INVALID_ARGUMENT");
+  if (bytes.ByteLength() != w.count * dtypeSize(w.outDtype))
+    throw codedError(env, "interpolate: job.out is not count × size(outDtype) bytes", "INVALID_ARGUMENT");
+  w.t = ratios.Data();
+  w.out = bytes.Data();
+  task.arrays.push_back(ratios);
+  task.arrays.push_back(bytes);
+}
+
 Napi::Value SessionInterpolate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info[0].IsObject() && info[0].As<Napi::Object>().Get("base").IsUndefined()) {
+    Handle& h = handleOf(info);
+    auto task = std::make_unique<InterpolateTask>();
+    parseHeldInterpolateJob(env, info[0].As<Napi::Object>(), h->spec(), *task);
+    auto* worker = new SessionWorker<InterpolateTask>(env, "model-stock:cudaInterpolate", h, std::move(task),
+                                                      callInterpolate);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
   return sessionPass<InterpolateTask, parseInterpolateJob, callInterpolate>(info, "model-stock:cudaInterpolate");
 }
 Napi::Value SessionClose(const Napi::CallbackInfo& info) {
@@ -215,11 +262,11 @@ DType dtypeArg(Napi::Env env, Napi::Value v, const std::string& field) {
     if (parseDType(s.data(), s.size(), &d)) return d;
   }
   throw codedError(env, "cudaOpenTensor: expected " + field + " to be one of 'F64', 'F32', 'F16', 'BF16'",
-                   "NATIVE_ERROR");
+                   "INVALID_ARGUMENT");
 }
 
 cuda::SessionSpec parseSpec(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject()) throw codedError(env, "cudaOpenTensor: expected a spec object", "NATIVE_ERROR");
+  if (!v.IsObject()) throw codedError(env, "cudaOpenTensor: expected a spec object", "INVALID_ARGUMENT");
   Napi::Object o = v.As<Napi::Object>();
   cuda::SessionSpec spec;
   Napi::Value name = o.Get("name");
@@ -239,7 +286,7 @@ cuda::SessionSpec parseSpec(Napi::Env env, Napi::Value v) {
     throw codedError(env,
                      "cudaOpenTensor: expected spec.models to be an array of 2 to " + std::to_string(cuda::kMaxModels) +
                          " dtypes (the CUDA backend's limit on fine-tunes)",
-                     "NATIVE_ERROR");
+                     "INVALID_ARGUMENT");
   Napi::Array list = models.As<Napi::Array>();
   for (uint32_t i = 0; i < list.Length(); ++i)
     spec.dtypes.push_back(dtypeArg(env, list.Get(i), "spec.models[" + std::to_string(i) + "]"));
@@ -309,10 +356,10 @@ Napi::Value CudaFreeHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if defined(MODEL_STOCK_WITH_CUDA)
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    throw codedError(env, "cudaFreeHost: expected the Uint8Array cudaAllocHost returned", "NATIVE_ERROR");
+    throw codedError(env, "cudaFreeHost: expected the Uint8Array cudaAllocHost returned", "INVALID_ARGUMENT");
   Napi::Uint8Array view = info[0].As<Napi::Uint8Array>();
   Napi::ArrayBuffer ab = view.ArrayBuffer();
-  if (ab.IsDetached()) throw codedError(env, "cudaFreeHost: the buffer was freed already", "NATIVE_ERROR");
+  if (ab.IsDetached()) throw codedError(env, "cudaFreeHost: the buffer was freed already", "INVALID_ARGUMENT");
   try {
     cuda::pinned::free(ab.Data());
   } catch (const CodedError& e) {

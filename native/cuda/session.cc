@@ -9,13 +9,6 @@
 
 namespace ms {
 namespace cuda {
-namespace {
-
-constexpr uint64_t kAlign = 256;  // every input's device region starts on a 256-byte boundary
-
-uint64_t alignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-std::string mib(uint64_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; }
 
 // Pooled device memory released (stream-ordered) when the call ends, however it ends.
 class DeviceBuffer {
@@ -24,6 +17,8 @@ class DeviceBuffer {
   ~DeviceBuffer() { device_.release(p_, stream_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  // Takes ownership of p (the buffer held nothing before).
+  void reset(void* p) { p_ = p; }
   template <class T>
   T* as() const {
     return static_cast<T*>(p_);
@@ -35,6 +30,14 @@ class DeviceBuffer {
   void* p_;
 };
 
+namespace {
+
+constexpr uint64_t kAlign = 256;  // every input's device region starts on a 256-byte boundary
+
+uint64_t alignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+std::string mib(uint64_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20) + " MiB"; }
+
 // Host memcpy into or out of a staging buffer, over the pool above 2 MiB: one core copies ~10 GB/s,
 // a fifth of what PCIe takes.
 void hostCopy(void* dst, const void* src, size_t bytes) {
@@ -44,7 +47,7 @@ void hostCopy(void* dst, const void* src, size_t bytes) {
     return;
   }
   const size_t pieces = (bytes + kPiece - 1) / kPiece;
-  parallelFor(pieces, [&](size_t i) {
+  parallelFor(pieces, 0, [&](size_t i) {
     const size_t off = i * kPiece;
     std::memcpy(static_cast<uint8_t*>(dst) + off, static_cast<const uint8_t*>(src) + off, std::min(kPiece, bytes - off));
   });
@@ -205,23 +208,29 @@ void Session::cover(uint64_t first, uint64_t count) {
 
 // Where each input's window lives on the device, uploading it unless the resident copy has it
 // already (the Gram pass uploaded it).
-Session::Placement Session::place(Device& d, Slot& slot, PinnedUses& uses, const WindowGeometry& w) {
+Session::Placement Session::place(Device& d, Slot& slot, PinnedUses& uses, const WindowGeometry& w,
+                                  DeviceBuffer& window) {
+  const bool upload = resident_ == nullptr || !covered(w.firstElement, w.count);
+  if (upload)
+    for (int m = 0; m <= w.n; ++m)
+      if (w.inputs[m].bytes == nullptr)
+        throw ArgumentError("tensor \"" + spec_.tensor + "\": the window's inputs were left out, but the session does not hold elements " +
+                            std::to_string(w.firstElement) + "…" + std::to_string(w.firstElement + w.count) +
+                            (resident_ == nullptr ? " (they did not fit on the device)" : ""));
   Placement pl{};
   uint8_t* base;
   std::vector<uint64_t> offsets;
-  bool upload = true;
   if (resident_ != nullptr) {
     base = static_cast<uint8_t*>(resident_);
     for (int m = 0; m <= w.n; ++m) offsets.push_back(offsets_[m] + w.firstElement * sizeOfDType(w.inputs[m].dtype));
-    upload = !covered(w.firstElement, w.count);
   } else {
     uint64_t bytes = 0;
     for (int m = 0; m <= w.n; ++m) {
       offsets.push_back(bytes);
       bytes += alignUp(w.count * sizeOfDType(w.inputs[m].dtype));
     }
-    pl.window = allocateOrThrow(d, slot, bytes, "a window of the inputs");
-    base = static_cast<uint8_t*>(pl.window);
+    window.reset(allocateOrThrow(d, slot, bytes, "a window of the inputs"));
+    base = window.as<uint8_t>();
   }
   uint64_t sent = 0;
   for (int m = 0; m <= w.n; ++m) {
@@ -245,8 +254,8 @@ void Session::gram(const GramWindow& w) {
   PinnedUses uses;
   SlotLease slot(d);
   decide(d, *slot);
-  const Placement pl = place(d, *slot, uses, w);
-  DeviceBuffer window(d, slot->stream, pl.window);
+  DeviceBuffer window(d, slot->stream, nullptr);
+  const Placement pl = place(d, *slot, uses, w, window);
 
   const ChunkGeometry g = chunkGeometry(w.firstElement, w.count, w.unitLength);
   const uint64_t chunks = chunkCount(g);
@@ -292,8 +301,8 @@ void Session::interpolate(const InterpolateWindow& w) {
   PinnedUses uses;
   SlotLease slot(d);
   decide(d, *slot);
-  const Placement pl = place(d, *slot, uses, w);
-  DeviceBuffer window(d, slot->stream, pl.window);
+  DeviceBuffer window(d, slot->stream, nullptr);
+  const Placement pl = place(d, *slot, uses, w, window);
 
   uint64_t firstUnit;
   const uint64_t units = unitsTouched(w, &firstUnit);

@@ -42,6 +42,8 @@ struct SessionStats {
   double interpolateKernelMs = 0;
 };
 
+class DeviceBuffer;
+
 class Session {
  public:
   explicit Session(SessionSpec spec) : spec_(std::move(spec)) {}
@@ -64,11 +66,10 @@ class Session {
  private:
   struct Placement {
     const void* p[kMaxModels + 1];  // device address of each input's first window element
-    void* window = nullptr;         // pooled buffer to release, when not resident
   };
   void checkWindow(const WindowGeometry& w, const char* op) const;
   void decide(Device& d, Slot& slot);
-  Placement place(Device& d, Slot& slot, PinnedUses& uses, const WindowGeometry& w);
+  Placement place(Device& d, Slot& slot, PinnedUses& uses, const WindowGeometry& w, DeviceBuffer& window);
   void* allocateOrThrow(Device& d, Slot& slot, uint64_t bytes, const char* what);
   bool covered(uint64_t first, uint64_t count) const;
   void cover(uint64_t first, uint64_t count);

@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { createBackend } from '../../lib/engine/registry';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { REPORT_FILE } from '../../lib/output/atomic';
@@ -96,11 +97,19 @@ describe('CLI usage', () => {
     assert.match(r.stderr.split('\n')[0]!, /2 fine-tuned models|--out/);
   });
 
-  it('doctor reports backend, instruction set, threads and CUDA', () => {
+  it('doctor reports what auto selects here: backend, device, instruction set, threads; why cuda is not', async () => {
     const r = cli(['doctor']);
     assert.equal(r.code, 0, r.stderr);
-    for (const word of ['backend', 'instruction set', 'threads', 'CUDA'])
-      assert.ok(r.stdout.includes(word), word);
+    const backend = createBackend('auto', { onWarning: () => undefined });
+    const info = backend.info();
+    await backend.dispose();
+    const lines = r.stdout.split('\n');
+    assert.ok(lines.includes(`auto selects: ${info.name}`), r.stdout);
+    assert.ok(lines.includes(`device: ${info.device.kind} ${info.device.name}`), r.stdout);
+    assert.ok(lines.includes(`instruction set: ${info.isa}`), r.stdout);
+    assert.ok(lines.includes(`threads: ${info.threads}`), r.stdout);
+    const cuda = lines.indexOf('backend cuda: unavailable');
+    assert.ok(cuda >= 0 && lines[cuda + 1]!.startsWith('  - '), r.stdout);
   });
 });
 
@@ -173,10 +182,10 @@ for (const backend of backendsUnderTest()) {
       const { base, fts } = await threeModels(root);
       const cases = [
         `merge_method: ties\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\n`,
-        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n    parameters:\n      weight: 0.5\n  - model: ${fts[1]}\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  filter_wise: [{filter: mlp, value: true}]\n`,
         `merge_method: model_stock\nbase_model: ${base}\nslices: []\n`,
         `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\ntokenizer_source: union\n`,
-        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  t: 0.5\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\ntokenizer:\n  source: base\n  pad_to_multiple_of: 64\n`,
         `merge_method: [oops\n`,
       ];
       for (const text of cases) {

@@ -1,19 +1,18 @@
 import { strict as assert } from 'node:assert';
 import { floatSize, type FloatDType } from '../../lib/dtype';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import {
-  gramIndex,
-  gramSize,
-  type GramJob,
-  type InputWindow,
-  type InterpolateJob,
-} from '../../lib/engine/backend';
+import type {
+  NativeAddon,
+  NativeGramJob,
+  NativeInput,
+  NativeInterpolateJob,
+} from '../../lib/engine/native/addon-types';
+import { gramIndex, gramSize } from '../../lib/math/gram';
 import type { CudaAddon, CudaDeviceInfo } from '../../lib/engine/cuda/addon-types';
 import { loadCudaAddon } from '../../lib/engine/cuda/addon';
 import { encodeFloats } from '../../lib/math/codec';
 import { pairCosines, unitRatio } from '../../lib/math/ratio';
 import { correlatedModels, randomTensor, type Rng } from '../helpers/random';
-import { addonOrSkip, shifted } from '../native/addon';
+import { addonOrSkip, shifted } from '../helpers/addon';
 
 /**
  * Shared by the CUDA suites: the addon's CUDA exports, seeded cases of mixed dtypes at unaligned
@@ -22,7 +21,7 @@ import { addonOrSkip, shifted } from '../native/addon';
 
 export interface CudaCase {
   readonly label: string;
-  readonly inputs: InputWindow[]; // [base, ...models]
+  readonly inputs: NativeInput[]; // [base, ...models]
   readonly count: number;
   readonly unitLength: number;
   readonly units: number;
@@ -74,12 +73,12 @@ export function makeCase(
   };
 }
 
-function slice(w: InputWindow, from: number, to: number): InputWindow {
+function slice(w: NativeInput, from: number, to: number): NativeInput {
   const s = floatSize(w.dtype);
   return { bytes: w.bytes.subarray(from * s, to * s), dtype: w.dtype };
 }
 
-export function gramJob(c: CudaCase, gram: Float64Array, from = 0, to = c.count): GramJob {
+export function gramJob(c: CudaCase, gram: Float64Array, from = 0, to = c.count): NativeGramJob {
   return {
     base: slice(c.inputs[0]!, from, to),
     models: c.inputs.slice(1).map((w) => slice(w, from, to)),
@@ -98,7 +97,7 @@ export function interpolateJob(
   out: Uint8Array,
   from = 0,
   to = c.count,
-): InterpolateJob {
+): NativeInterpolateJob {
   const s = floatSize(outDtype);
   return { ...gramJob(c, new Float64Array(0), from, to), t, outDtype, out: out.subarray(from * s, to * s) };
 }

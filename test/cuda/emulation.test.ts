@@ -1,10 +1,10 @@
 import { strict as assert } from 'node:assert';
 import { FLOAT_DTYPES, floatSize, type FloatDType } from '../../lib/dtype';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import { gramIndex, gramSize } from '../../lib/engine/backend';
+import type { NativeAddon } from '../../lib/engine/native/addon-types';
+import { gramIndex, gramSize } from '../../lib/math/gram';
 import type { CudaAddon } from '../../lib/engine/cuda/addon-types';
 import { encodeFloats } from '../../lib/math/codec';
-import { referenceGram } from '../../lib/math/reference';
+import { referenceGram } from '../helpers/reference';
 import { mulberry32 } from '../helpers/random';
 import {
   DTYPE_MIXES,
@@ -133,11 +133,11 @@ describe('CUDA kernels, emulated on the CPU', function () {
   it('re-checks jobs like the native passes', async function () {
     const c = makeCase(mulberry32(1304), ['BF16', 'BF16', 'BF16'], 10, 10);
     await assert.rejects(cuda.cudaEmulateGram({ ...gramJob(c, newGram(c)), count: 11 }), {
-      code: 'NATIVE_ERROR',
+      code: 'INVALID_ARGUMENT',
       message: /bytes has 20 bytes but count × size\(BF16\) = 22/,
     });
     await assert.rejects(cuda.cudaEmulateGram({ ...gramJob(c, new Float64Array(2)) }), {
-      code: 'NATIVE_ERROR',
+      code: 'INVALID_ARGUMENT',
     });
     assert.equal(gramSize(2), 3);
   });

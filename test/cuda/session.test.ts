@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { FLOAT_DTYPES, floatSize, type FloatDType } from '../../lib/dtype';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import { gramIndex } from '../../lib/engine/backend';
+import type { NativeAddon } from '../../lib/engine/native/addon-types';
+import { gramIndex } from '../../lib/math/gram';
 import type { CudaAddon, CudaTensorSpec } from '../../lib/engine/cuda/addon-types';
 import { decodeFloats, encodeFloats } from '../../lib/math/codec';
 import { mulberry32 } from '../helpers/random';
@@ -149,7 +149,7 @@ describe('CUDA tensor sessions (device)', function () {
     const gram = newGram(c);
     const pending = session.gram(gramJob(c, gram));
     assert.throws(() => cuda.cudaFreeHost(pinnedInputs[0]!.bytes), {
-      code: 'NATIVE_ERROR',
+      code: 'INVALID_ARGUMENT',
       message: /in use/,
     });
     await pending;
@@ -166,7 +166,7 @@ describe('CUDA tensor sessions (device)', function () {
     for (const w of [...pinnedInputs.map((p) => p.bytes), out]) {
       cuda.cudaFreeHost(w);
       assert.equal(w.byteLength, 0, 'freed buffers are detached');
-      assert.throws(() => cuda.cudaFreeHost(w), { code: 'NATIVE_ERROR' });
+      assert.throws(() => cuda.cudaFreeHost(w), { code: 'INVALID_ARGUMENT' });
     }
   });
 
@@ -201,19 +201,22 @@ describe('CUDA tensor sessions (device)', function () {
     const c = makeCase(mulberry32(1315), ['BF16', 'BF16', 'BF16'], 1000, 1000);
     const session = cuda.cudaOpenTensor({ ...specOf(c, 'BF16'), name: 'model.layers.0.mlp.up_proj.weight' });
     await assert.rejects(session.gram({ ...gramJob(c, newGram(c)), unitLength: 10 }), {
-      code: 'NATIVE_ERROR',
+      code: 'INVALID_ARGUMENT',
       message: /model\.layers\.0\.mlp\.up_proj\.weight.*unitLength 10/,
     });
     await assert.rejects(
       session.interpolate(interpolateJob(c, new Float64Array([0.5]), 'F32', new Uint8Array(4000))),
       {
-        code: 'NATIVE_ERROR',
+        code: 'INVALID_ARGUMENT',
         message: /outDtype F32 differs/,
       },
     );
     await session.close();
     await session.close();
-    await assert.rejects(session.gram(gramJob(c, newGram(c))), { code: 'NATIVE_ERROR', message: /closed/ });
+    await assert.rejects(session.gram(gramJob(c, newGram(c))), {
+      code: 'INVALID_ARGUMENT',
+      message: /closed/,
+    });
     const info = cuda.cudaInfo();
     const mem = await cuda.cudaMemoryInfo(0);
     assert.equal(mem.total, info.devices[0]!.totalMemory);

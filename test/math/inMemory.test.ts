@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
 import type { FloatDType } from '../../lib/dtype';
-import { JsBackend } from '../../lib/engine/js';
+import { createBackend } from '../../lib/engine/registry';
 import { isModelStockError, type ErrorCode } from '../../lib/errors';
 import { decodeFloats } from '../../lib/math/codec';
 import { modelStock, modelStockTensors } from '../../lib/math/inMemory';
 import { unitRatio } from '../../lib/math/ratio';
-import { referenceGram, referenceMerge } from '../../lib/math/reference';
+import { referenceGram, referenceMerge } from '../helpers/reference';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 
 function throwsCode(fn: () => unknown, code: ErrorCode, message?: RegExp): void {
@@ -26,20 +26,25 @@ async function filePath(
   unitLength: number,
   outDtype: FloatDType,
 ): Promise<{ out: Float64Array; t: Float64Array }> {
-  const be = new JsBackend();
-  const win = (a: Float32Array | Float64Array) => ({
-    bytes: bytesOf(a),
-    dtype: (a instanceof Float32Array ? 'F32' : 'F64') as FloatDType,
+  const dtypeOf = (a: Float32Array | Float64Array): FloatDType => (a instanceof Float32Array ? 'F32' : 'F64');
+  const inputs = [base, ...models];
+  const session = createBackend('js').openTensor({
+    name: 'w',
+    dtypes: inputs.map(dtypeOf),
+    outDtype,
+    numel: base.length,
+    unitLength,
   });
+  const window = { firstElement: 0, count: base.length, inputs: inputs.map(bytesOf) };
+  await session.gram(window);
+  const gram = await session.gramResult();
   const units = base.length / unitLength;
-  const gram = new Float64Array(units * ((models.length * (models.length + 1)) / 2));
-  const job = { base: win(base), models: models.map(win), count: base.length, firstElement: 0, unitLength };
-  await be.gram({ ...job, gram });
   const t = new Float64Array(units);
   for (let u = 0; u < units; u++)
     t[u] = unitRatio(gram, (u * gram.length) / units, models.length, 'mean-cos').t;
   const out = new Uint8Array(base.length * (outDtype === 'F32' ? 4 : 8));
-  await be.interpolate({ ...job, t, out, outDtype });
+  await session.interpolate(window, t, out);
+  await session.close();
   return { out: decodeFloats(out, outDtype) as Float64Array, t };
 }
 

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { gramIndex, gramSize } from '../../lib/engine/backend';
+import { gramIndex, gramSize } from '../../lib/math/gram';
 import { modelStock } from '../../lib/math/inMemory';
 import { combineCosines, pairCosines, ratioFromCosine, unitRatio, POLE_EPSILON } from '../../lib/math/ratio';
-import { referenceGram, referenceMerge } from '../../lib/math/reference';
+import { referenceGram, referenceMerge } from '../helpers/reference';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 
 /** A packed Gram matrix with unit norms and the given pairwise cosines (pairs i < j in order). */

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { DType, FloatDType } from '../../lib/dtype';
 import { mergeModelStock } from '../../lib/merge';
 import { ThetaRule } from '../../lib/math/ratio';
-import { assertWithinContract, referenceMerge } from '../../lib/math/reference';
+import { assertWithinContract, numel, referenceMerge } from '../helpers/reference';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import type { MergeReport } from '../../lib/types';
 import type { IoMode } from '../../lib/engine/io';
@@ -31,10 +31,6 @@ const SHAPES: { name: string; shape: number[]; cos: number }[] = [
   { name: 'model.scale', shape: [], cos: 0.9 },
   { name: 'model.layers.0.mlp.down_proj.weight', shape: [9, 11], cos: -0.3 },
 ];
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
 
 async function makeModels(root: string, c: Case, seed: number): Promise<{ base: string; models: string[] }> {
   const rng = mulberry32(seed);
@@ -184,10 +180,9 @@ for (const backend of backendsUnderTest()) {
         );
         assert.ok(files.includes('tokenizer.json'));
         const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
-        assert.equal(
-          config.torch_dtype,
-          c.outDtype === 'F32' ? 'float32' : c.outDtype === 'BF16' ? 'bfloat16' : 'bfloat16',
-        );
+        // The base is bfloat16; --out-dtype changes config.json's torch_dtype to torch's name for it.
+        const torchName = { F64: 'float64', F32: 'float32', F16: 'float16', BF16: 'bfloat16' } as const;
+        assert.equal(config.torch_dtype, c.outDtype === undefined ? 'bfloat16' : torchName[c.outDtype]);
         if (c.shardSize !== undefined)
           assert.ok(files.includes('model.safetensors.index.json'), 'sharded output');
         else assert.ok(files.includes('model.safetensors'));

@@ -5,8 +5,8 @@ import * as path from 'node:path';
 import { openCheckpoint } from '../../lib/safetensors/checkpoint';
 import { isModelStockError, type ErrorCode } from '../../lib/errors';
 import { useTmpDir } from '../helpers/tmp';
-import { craft, headerOf } from './craft';
-import { tensor, writeModel, type TestTensor } from './model';
+import { craft, headerOf } from '../helpers/craft';
+import { tensor, writeModel, type TestTensor } from '../helpers/safetensorsModel';
 
 const INDEX = 'model.safetensors.index.json';
 

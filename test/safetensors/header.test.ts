@@ -4,7 +4,7 @@ import { readSafetensorsFile } from '../../lib/safetensors/file';
 import { parseHeader, scanKeys } from '../../lib/safetensors/header';
 import { isModelStockError, type ErrorCode } from '../../lib/errors';
 import { useTmpDir } from '../helpers/tmp';
-import { craft, headerOf, writeCrafted } from './craft';
+import { craft, headerOf, writeCrafted } from '../helpers/craft';
 
 describe('safetensors header validation', () => {
   const tmp = useTmpDir();

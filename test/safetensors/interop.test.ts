@@ -9,7 +9,7 @@ import { openCheckpoint } from '../../lib/safetensors/checkpoint';
 import { readSafetensorsFile } from '../../lib/safetensors/file';
 import { TensorReader } from '../../lib/safetensors/window';
 import { useTmpDir } from '../helpers/tmp';
-import { tensor, writeModel } from './model';
+import { tensor, writeModel } from '../helpers/safetensorsModel';
 
 // The package ships untyped UMD: `new SafeTensor(bytes)`, `.metadata` (a Map), `.getTensor(name)`.
 interface NpmSafeTensor {

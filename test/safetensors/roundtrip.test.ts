@@ -9,7 +9,7 @@ import { TensorReader } from '../../lib/safetensors/window';
 import { SafetensorsWriter } from '../../lib/safetensors/writer';
 import type { Checkpoint } from '../../lib/safetensors/types';
 import { useTmpDir } from '../helpers/tmp';
-import { tensor, writeModel, type TestTensor } from './model';
+import { tensor, writeModel, type TestTensor } from '../helpers/safetensorsModel';
 
 const mixed: TestTensor[] = [
   tensor('embed.weight', 'BF16', [3, 5], 2, 1),

@@ -1,47 +1,13 @@
-/** Window splitting and positional reads, including tensors at odd file offsets. */
+/** Positional reads (the fs input mode), including tensors at odd file offsets. */
 import { strict as assert } from 'node:assert';
 import { truncate } from 'node:fs/promises';
 import * as path from 'node:path';
 import { openCheckpoint } from '../../lib/safetensors/checkpoint';
-import { DEFAULT_WINDOW_BYTES, TensorReader, windows } from '../../lib/safetensors/window';
+import { TensorReader } from '../../lib/safetensors/window';
 import type { TensorInfo } from '../../lib/safetensors/types';
 import { isModelStockError } from '../../lib/errors';
 import { useTmpDir } from '../helpers/tmp';
-import { tensor, writeModel } from './model';
-
-describe('tensor windows', () => {
-  it('splits into element-aligned windows of at most windowBytes', () => {
-    assert.deepEqual(windows(10, 4, 2), [
-      { start: 0, length: 4 },
-      { start: 4, length: 4 },
-      { start: 8, length: 2 },
-    ]);
-    // 5 is not a multiple of the 2-byte element: windows shrink to 4.
-    assert.deepEqual(
-      windows(10, 5, 2).map((w) => w.length),
-      [4, 4, 2],
-    );
-    assert.deepEqual(windows(12, 12, 4), [{ start: 0, length: 12 }]);
-    assert.deepEqual(windows(12, 100, 4), [{ start: 0, length: 12 }]);
-    assert.deepEqual(windows(0, 8, 4), []);
-  });
-
-  it('covers tensors larger than 4 GiB without one window over the limit', () => {
-    const bytes = 5 * 2 ** 30 + 6;
-    const ws = windows(bytes, DEFAULT_WINDOW_BYTES, 2);
-    assert.equal(ws.length, 6);
-    assert.ok(ws.every((w) => w.length <= DEFAULT_WINDOW_BYTES && w.start % 2 === 0));
-    assert.equal(
-      ws.reduce((s, w) => s + w.length, 0),
-      bytes,
-    );
-  });
-
-  it('refuses a window smaller than one element', () => {
-    assert.throws(() => windows(16, 3, 8), RangeError);
-    assert.throws(() => windows(16, 8, 0), RangeError);
-  });
-});
+import { tensor, writeModel } from '../helpers/safetensorsModel';
 
 describe('TensorReader', () => {
   const tmp = useTmpDir();
@@ -68,8 +34,8 @@ describe('TensorReader', () => {
       assert.deepEqual(whole, w.data);
 
       // 5 elements per window (20 bytes) for a 140-byte tensor: smaller than the tensor, concurrent.
-      const parts = windows(info.byteLength, 22, 4);
-      assert.equal(parts.length, 7);
+      const parts = Array.from({ length: 7 }, (_, k) => ({ start: k * 20, length: 20 }));
+      assert.equal(info.byteLength, 140);
       const joined = new Uint8Array(info.byteLength);
       await Promise.all(
         parts.map((p) => reader.readInto(info, p.start, joined.subarray(p.start, p.start + p.length))),

@@ -1,5 +1,5 @@
 import type { FloatDType } from '../../dtype';
-import type { GramJob, InterpolateJob } from '../backend';
+import type { NativeGramJob, NativeInterpolateJob } from '../native/addon-types';
 
 /**
  * The CUDA exports of `model_stock.node` (native/cuda/exports.cc, native/cuda/emulate.cc), typed.
@@ -9,7 +9,8 @@ import type { GramJob, InterpolateJob } from '../backend';
  * Errors: a thrown Error or rejected Promise with a `code`: 'BACKEND_UNAVAILABLE' (not compiled in,
  * no driver, no such device), 'CUDA_OUT_OF_MEMORY' (the message names the tensor, what needed the
  * memory, and the device's free and total memory), 'CUDA_ERROR' (any other CUDA failure, its CUDA
- * name included), 'NATIVE_ERROR' (arguments failing the native re-check, a closed session).
+ * name included), 'INVALID_ARGUMENT' (arguments failing the native re-check, a closed session),
+ * 'NATIVE_ERROR' (anything else).
  */
 export interface CudaAddon {
   /** Compiled in?, runtime and driver versions, devices. Creates no CUDA context: cheap. */
@@ -33,8 +34,8 @@ export interface CudaAddon {
    * The CUDA kernels' arithmetic run on the CPU, in the kernels' order: a GPU must match these bit
    * for bit. Test hooks; same job contract as the native `gram` / `interpolate`.
    */
-  cudaEmulateGram(job: GramJob): Promise<void>;
-  cudaEmulateInterpolate(job: InterpolateJob): Promise<void>;
+  cudaEmulateGram(job: NativeGramJob): Promise<void>;
+  cudaEmulateInterpolate(job: NativeInterpolateJob): Promise<void>;
   /** native/cuda/codec.h against native/convert.h on the CPU; synchronous (~0.1 s), a test hook. */
   cudaCodecSelfTest(): { readonly checked: number; readonly mismatches: readonly string[] };
 }
@@ -88,10 +89,13 @@ export interface CudaTensorSpec {
  * overlap on separate streams. A window's input bytes must not change between the two passes.
  */
 export interface CudaTensorSession {
-  /** GramJob's contract (backend.ts); the window must lie inside the tensor and match the spec. */
-  gram(job: GramJob): Promise<void>;
-  /** InterpolateJob's contract; inputs already resident are not uploaded again. */
-  interpolate(job: InterpolateJob): Promise<void>;
+  /** The native gram job's contract; the window must lie inside the tensor and match the spec. */
+  gram(job: NativeGramJob): Promise<void>;
+  /**
+   * The native interpolate job's contract; inputs already resident are not uploaded again. With
+   * `base` and `models` left out, the resident copy must hold the window (else INVALID_ARGUMENT).
+   */
+  interpolate(job: NativeInterpolateJob | CudaHeldInterpolateJob): Promise<void>;
   /** Frees the device memory after pending calls; later calls reject. Idempotent. */
   close(): Promise<void>;
   stats(): CudaSessionStats;
@@ -108,4 +112,14 @@ export interface CudaSessionStats {
   /** GPU time in the kernels alone (CUDA events), summed over calls. */
   readonly gramKernelMs: number;
   readonly interpolateKernelMs: number;
+}
+
+/** An interpolation over inputs the session holds on the device from its Gram pass. */
+export interface CudaHeldInterpolateJob {
+  readonly count: number;
+  readonly firstElement: number;
+  readonly unitLength: number;
+  readonly t: Float64Array;
+  readonly out: Uint8Array;
+  readonly outDtype: FloatDType;
 }

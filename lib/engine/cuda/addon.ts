@@ -1,4 +1,4 @@
-import { loadNativeAddon } from '../native';
+import { loadNativeAddon } from '../native/loader';
 import type { CudaAddon } from './addon-types';
 
 const CUDA_EXPORTS: readonly (keyof CudaAddon)[] = [

@@ -1,32 +1,130 @@
-import { floatSize } from '../../dtype';
 import { ModelStockError, type ErrorCode } from '../../errors';
-import type { Backend, BackendInfo, GramJob, InterpolateJob, WindowJob } from '../backend';
-import type { CudaAddon, CudaInfo, CudaTensorSession, CudaTensorSpec } from './addon-types';
+import { gramSize } from '../../math/gram';
+import {
+  unitsOf,
+  type Backend,
+  type BackendCapacity,
+  type BackendInfo,
+  type BackendOptions,
+  type TensorSession,
+  type TensorSpec,
+  type TensorWindow,
+} from '../backend';
+import { loadNativeAddon } from '../native/loader';
+import type { NativeAddon, NativeInput } from '../native/addon-types';
+import type { CudaAddon, CudaDeviceInfo, CudaInfo, CudaTensorSession } from './addon-types';
 import { loadCudaAddon } from './addon';
 
 /**
- * The CUDA backend over the addon's per-tensor sessions, written for the per-tensor backend seam
- * (openTensor → session.gram / interpolate / close, allocHost, capacity) and, until the engine calls
- * that seam, also behind today's window-at-a-time `Backend` interface: each such call runs in a
- * session of its own, so a tensor's inputs cross PCIe twice (once per pass) instead of once.
+ * The CUDA backend: the addon's per-tensor device sessions behind the seam. A session keeps the
+ * tensor's inputs on the device from the Gram pass to the interpolation pass when they fit (`holds`),
+ * so each input byte crosses PCIe once; host buffers are pinned, so those copies need no staging.
  */
 
-/** Device memory a session's resident copy may use, and the alignment host buffers get. */
-export interface CudaCapacity {
-  readonly memory: number;
-  readonly alignment: number;
+/** cudaHostAlloc memory is page-aligned. */
+const ALIGNMENT = 4096;
+/**
+ * Share of the device's memory one session may plan for. The engine sizes windows from this without
+ * asking the device (capacity() is synchronous); the rest is left to the CUDA context, the kernels'
+ * output and partial buffers, and other sessions in flight.
+ */
+const SESSION_SHARE = 0.4;
+
+/** Why CUDA cannot run here, one sentence per cause; empty when device 0 can be used. */
+export function cudaUnavailable(): string[] {
+  const loaded = loadCudaAddon();
+  if (loaded.addon === undefined) return [loaded.reason];
+  const info = loaded.addon.cudaInfo();
+  if (info.reason !== undefined) return [info.reason];
+  return info.devices.length === 0 ? ['no CUDA device'] : [];
 }
 
-/** Page-aligned (cudaHostAlloc), so any element dtype lines up. */
-const HOST_ALIGNMENT = 4096;
-/** Kept free for the kernels' own buffers (output window, partials) and the CUDA context's needs. */
-const DEVICE_RESERVE = 512 << 20;
+class CudaSession implements TensorSession {
+  private readonly gram_: Float64Array;
+  /** Element ranges the Gram pass uploaded while the session was resident. */
+  private readonly held: [number, number][] = [];
 
-const CODES: readonly ErrorCode[] = ['BACKEND_UNAVAILABLE', 'CUDA_OUT_OF_MEMORY', 'CUDA_ERROR', 'IO_ERROR'];
+  constructor(
+    readonly spec: TensorSpec,
+    private readonly session: CudaTensorSession,
+  ) {
+    this.gram_ = new Float64Array(unitsOf(spec) * gramSize(spec.dtypes.length - 1));
+  }
 
-/** An addon failure as a ModelStockError with the addon's code (NATIVE_ERROR when it has none). */
-function coded(e: unknown, tensor?: string): ModelStockError {
-  if (e instanceof ModelStockError) return e;
+  private inputs(window: TensorWindow): { base: NativeInput; models: NativeInput[] } {
+    const inputs = (window.inputs as readonly Uint8Array[]).map((bytes, i): NativeInput => ({
+      bytes,
+      dtype: this.spec.dtypes[i]!,
+    }));
+    return { base: inputs[0]!, models: inputs.slice(1) };
+  }
+
+  async gram(window: TensorWindow): Promise<void> {
+    if (window.count === 0) return;
+    await this.named(
+      this.session.gram({
+        ...this.inputs(window),
+        count: window.count,
+        firstElement: window.firstElement,
+        unitLength: this.spec.unitLength,
+        gram: this.gram_,
+      }),
+    );
+    if (this.session.stats().resident)
+      this.held.push([window.firstElement, window.firstElement + window.count]);
+  }
+
+  async gramResult(): Promise<Float64Array> {
+    return this.gram_;
+  }
+
+  holds(firstElement: number, count: number): boolean {
+    return this.held.some(([b, e]) => b <= firstElement && firstElement + count <= e);
+  }
+
+  async interpolate(window: TensorWindow, t: Float64Array, out: Uint8Array): Promise<void> {
+    if (window.count === 0) return;
+    const job = {
+      count: window.count,
+      firstElement: window.firstElement,
+      unitLength: this.spec.unitLength,
+      t,
+      out,
+      outDtype: this.spec.outDtype,
+    };
+    await this.named(
+      this.session.interpolate(window.inputs === undefined ? job : { ...this.inputs(window), ...job }),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.named(this.session.close());
+  }
+
+  stats() {
+    return this.session.stats();
+  }
+
+  /** Addon failures as ModelStockErrors naming the tensor. */
+  private async named(p: Promise<void>): Promise<void> {
+    try {
+      await p;
+    } catch (e) {
+      throw named(e, this.spec.name);
+    }
+  }
+}
+
+const CODES: readonly ErrorCode[] = [
+  'BACKEND_UNAVAILABLE',
+  'CUDA_OUT_OF_MEMORY',
+  'CUDA_ERROR',
+  'INVALID_ARGUMENT',
+  'IO_ERROR',
+];
+
+function named(e: unknown, tensor?: string): ModelStockError {
+  if (e instanceof ModelStockError && (e.tensor !== undefined || tensor === undefined)) return e;
   const code = (e as { code?: unknown }).code;
   return new ModelStockError(
     CODES.includes(code as ErrorCode) ? (code as ErrorCode) : 'NATIVE_ERROR',
@@ -35,163 +133,93 @@ function coded(e: unknown, tensor?: string): ModelStockError {
   );
 }
 
-async function call<T>(run: () => Promise<T>, tensor?: string): Promise<T> {
-  try {
-    return await run();
-  } catch (e) {
-    throw coded(e, tensor);
-  }
-}
-
-export interface CudaBackendOptions {
-  readonly device?: number;
-  /** For tests: the addon to use instead of the loaded one. */
-  readonly addon?: CudaAddon;
-}
-
 export class CudaBackend implements Backend {
   readonly name = 'cuda' as const;
-  private readonly addon: CudaAddon;
-  private readonly device: number;
+  private readonly cuda: CudaAddon;
+  private readonly native: NativeAddon;
   private readonly cudaInfo: CudaInfo;
+  private readonly device: CudaDeviceInfo;
   private readonly pinned = new WeakSet<Uint8Array>();
 
-  /** Throws BACKEND_UNAVAILABLE saying why (not compiled in, no driver, no such device). */
-  constructor(opts: CudaBackendOptions = {}) {
-    let addon = opts.addon;
-    if (addon === undefined) {
-      const loaded = loadCudaAddon();
-      if (loaded.addon === undefined) {
-        throw new ModelStockError('BACKEND_UNAVAILABLE', `CUDA backend unavailable: ${loaded.reason}`);
-      }
-      addon = loaded.addon;
+  /** Device 0; BACKEND_UNAVAILABLE saying why (not compiled in, no driver, no device). */
+  constructor(_options: BackendOptions = {}) {
+    const loaded = loadCudaAddon();
+    const native = loadNativeAddon();
+    const why = cudaUnavailable();
+    if (loaded.addon === undefined || native.addon === undefined || why.length > 0) {
+      throw new ModelStockError('BACKEND_UNAVAILABLE', `cuda backend unavailable: ${why.join('; ')}`);
     }
-    const device = opts.device ?? 0;
-    const info = addon.cudaInfo();
-    if (info.reason !== undefined || info.devices[device] === undefined) {
-      const why = info.reason ?? `no CUDA device ${device} (${info.devices.length} present)`;
-      throw new ModelStockError('BACKEND_UNAVAILABLE', `CUDA backend unavailable: ${why}`);
-    }
-    this.addon = addon;
-    this.device = device;
-    this.cudaInfo = info;
+    this.cuda = loaded.addon;
+    this.native = native.addon;
+    this.cudaInfo = this.cuda.cudaInfo();
+    this.device = this.cudaInfo.devices[0]!;
   }
 
   info(): BackendInfo {
-    const d = this.cudaInfo.devices[this.device]!;
     return {
       name: 'cuda',
-      isa: `cuda sm_${d.computeCapability.replace('.', '')}`,
+      isa: 'cuda',
       threads: 1,
-      cudaCompiled: true,
-      cudaDevice: `${d.name} (${(d.totalMemory / 2 ** 30).toFixed(0)} GiB, compute ${d.computeCapability})`,
+      device: {
+        kind: 'cuda',
+        name: this.device.name,
+        memoryBytes: this.device.totalMemory,
+        computeCapability: this.device.computeCapability,
+        driverVersion: this.cudaInfo.driverVersion,
+        runtimeVersion: this.cudaInfo.runtimeVersion,
+      },
     };
   }
 
-  /** What a resident tensor may take: the device's available memory less a reserve. */
-  async capacity(): Promise<CudaCapacity> {
-    const m = await call(() => this.addon.cudaMemoryInfo(this.device));
-    return { memory: Math.max(0, m.available - DEVICE_RESERVE), alignment: HOST_ALIGNMENT };
+  capacity(): BackendCapacity {
+    return { sessionBytes: Math.floor(this.device.totalMemory * SESSION_SHARE), alignment: ALIGNMENT };
   }
 
   /**
-   * Pinned host memory the engine fills; copies from it skip staging. When the system will not pin
-   * that much (ggml does the same), ordinary memory instead: correct, only staged and slower.
+   * Pinned memory, so copies to the device skip staging. Where the system will not pin that much
+   * (ggml does the same), ordinary aligned memory: correct, only staged and slower.
    */
   allocHost(bytes: number): Uint8Array {
     try {
-      const buffer = this.addon.cudaAllocHost(bytes);
+      const buffer = this.cuda.cudaAllocHost(bytes);
       this.pinned.add(buffer);
       return buffer;
     } catch (e) {
-      const error = coded(e);
-      if (error.code === 'CUDA_OUT_OF_MEMORY') return new Uint8Array(bytes);
-      throw error;
+      if ((e as { code?: unknown }).code !== 'CUDA_OUT_OF_MEMORY') throw named(e);
+      return this.native.allocHost(bytes, ALIGNMENT);
     }
   }
 
-  /** Frees a buffer from allocHost now (pinned ones; ordinary ones are left to the GC). */
   freeHost(buffer: Uint8Array): void {
-    if (!this.pinned.has(buffer)) return;
     try {
-      this.addon.cudaFreeHost(buffer);
-      this.pinned.delete(buffer);
+      if (this.pinned.has(buffer)) {
+        this.cuda.cudaFreeHost(buffer);
+        this.pinned.delete(buffer);
+      } else {
+        this.native.freeHost(buffer);
+      }
     } catch (e) {
-      throw coded(e);
+      throw named(e);
     }
   }
 
-  /** A session for one tensor; errors from it are ModelStockErrors naming the tensor. */
-  openTensor(spec: CudaTensorSpec): CudaSession {
+  openTensor(spec: TensorSpec): TensorSession {
     try {
-      return new CudaSession(this.addon.cudaOpenTensor({ device: this.device, ...spec }), spec.name);
+      const session = this.cuda.cudaOpenTensor({
+        name: spec.name,
+        count: spec.numel,
+        unitLength: spec.unitLength,
+        base: spec.dtypes[0]!,
+        models: spec.dtypes.slice(1),
+        outDtype: spec.outDtype,
+      });
+      return new CudaSession(spec, session);
     } catch (e) {
-      throw coded(e, spec.name);
+      throw named(e, spec.name);
     }
-  }
-
-  // Today's window-at-a-time interface: a session per call, spanning the tensor up to the window's end.
-  async gram(job: GramJob): Promise<void> {
-    await this.once(job, job.base.dtype, (s) => s.gram(job));
-  }
-
-  async interpolate(job: InterpolateJob): Promise<void> {
-    await this.once(job, job.outDtype, (s) => s.interpolate(job));
   }
 
   async dispose(): Promise<void> {
-    // Sessions free their own device memory; the context and pool live as long as the process.
-  }
-
-  private async once(
-    job: WindowJob,
-    outDtype: InterpolateJob['outDtype'],
-    run: (s: CudaSession) => Promise<void>,
-  ) {
-    if (!Number.isSafeInteger(job.count) || !Number.isSafeInteger(job.firstElement)) {
-      throw new ModelStockError('NATIVE_ERROR', 'cuda: expected integer count and firstElement');
-    }
-    const session = this.openTensor({
-      count: job.firstElement + job.count,
-      unitLength: job.unitLength,
-      base: job.base.dtype,
-      models: job.models.map((m) => m.dtype),
-      outDtype,
-    });
-    try {
-      await run(session);
-    } finally {
-      await session.close();
-    }
-  }
-}
-
-export class CudaSession {
-  constructor(
-    private readonly session: CudaTensorSession,
-    private readonly tensor: string | undefined,
-  ) {}
-
-  gram(job: GramJob): Promise<void> {
-    return call(() => this.session.gram(job), this.tensor);
-  }
-
-  interpolate(job: InterpolateJob): Promise<void> {
-    if (job.out.byteLength !== job.count * floatSize(job.outDtype)) {
-      throw new ModelStockError(
-        'NATIVE_ERROR',
-        `interpolate: job.out has ${job.out.byteLength} bytes but count × size(${job.outDtype}) = ${job.count * floatSize(job.outDtype)}`,
-        { tensor: this.tensor },
-      );
-    }
-    return call(() => this.session.interpolate(job), this.tensor);
-  }
-
-  close(): Promise<void> {
-    return call(() => this.session.close(), this.tensor);
-  }
-
-  stats() {
-    return this.session.stats();
+    // Sessions free their device memory when closed; the context and memory pool live with the process.
   }
 }

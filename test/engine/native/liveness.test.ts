@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import { addonOrSkip } from './addon';
+import type { NativeAddon } from '../../../lib/engine/native/addon-types';
+import { addonOrSkip } from '../../helpers/addon';
 
 /** Native work runs off the event loop: a 5 ms interval keeps firing during ~256 MiB of passes. */
 describe('native passes leave the event loop free', function () {
@@ -18,10 +18,16 @@ describe('native passes leave the event loop free', function () {
       return { bytes: new Uint8Array(f.buffer), dtype: 'F32' as const };
     });
     const out = new Uint8Array(count * 4);
-    const job = { base: inputs[0]!, models: inputs.slice(1), count, firstElement: 0, unitLength: count };
     // The slowest configuration, so the passes take long enough to measure the loop against.
-    addon.setIsa('scalar');
-    addon.setThreads(1);
+    const job = {
+      base: inputs[0]!,
+      models: inputs.slice(1),
+      count,
+      firstElement: 0,
+      unitLength: count,
+      isa: 'scalar' as const,
+      threads: 1,
+    };
     const ticks: number[] = [];
     const timer = setInterval(() => ticks.push(performance.now()), 5);
     const start = performance.now();
@@ -30,8 +36,6 @@ describe('native passes leave the event loop free', function () {
       await addon.interpolate({ ...job, t: new Float64Array([0.5]), out, outDtype: 'F32' });
     } finally {
       clearInterval(timer);
-      addon.setThreads(0);
-      addon.setIsa(addon.info().availableIsas[0]!);
     }
     const elapsed = performance.now() - start;
     let maxGap = 0;

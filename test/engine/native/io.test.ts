@@ -2,11 +2,11 @@ import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import { addonCandidates } from '../../lib/engine/native';
-import { mulberry32 } from '../helpers/random';
-import { useTmpDir } from '../helpers/tmp';
-import { addonOrSkip } from './addon';
+import type { NativeAddon } from '../../../lib/engine/native/addon-types';
+import { addonCandidates } from '../../../lib/engine/native/loader';
+import { mulberry32 } from '../../helpers/random';
+import { useTmpDir } from '../../helpers/tmp';
+import { addonOrSkip } from '../../helpers/addon';
 
 function randomBytes(n: number, seed: number): Uint8Array {
   const rng = mulberry32(seed);
@@ -38,7 +38,6 @@ describe('native I/O: preadInto and file mappings', function () {
     const fd = fs.openSync(file, 'r');
     try {
       for (const threads of [1, 2, 3]) {
-        addon.setThreads(threads);
         for (const [position, length] of [
           [0, 0],
           [0, 1],
@@ -51,7 +50,7 @@ describe('native I/O: preadInto and file mappings', function () {
         ] as const) {
           const host = new Uint8Array(length + 8);
           const target = host.subarray(3, 3 + length);
-          await addon.preadInto(fd, position, target);
+          await addon.preadInto(fd, position, target, threads);
           assert.ok(
             Buffer.from(target).equals(Buffer.from(data.subarray(position, position + length))),
             `threads ${threads}: ${length} bytes at ${position}`,
@@ -59,7 +58,6 @@ describe('native I/O: preadInto and file mappings', function () {
         }
       }
     } finally {
-      addon.setThreads(0);
       fs.closeSync(fd);
     }
   });
@@ -77,9 +75,9 @@ describe('native I/O: preadInto and file mappings', function () {
       fs.closeSync(fd);
     }
     await assert.rejects(addon.preadInto(fd, 0, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'IO_ERROR');
-    await assert.rejects(addon.preadInto(-1, 0, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'NATIVE_ERROR');
-    await assert.rejects(addon.preadInto(0, 0.5, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'NATIVE_ERROR');
-    await assert.rejects(addon.preadInto(0, 0, new Float32Array(1) as never), (e: unknown) => codeOf(e) === 'NATIVE_ERROR');
+    await assert.rejects(addon.preadInto(-1, 0, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
+    await assert.rejects(addon.preadInto(0, 0.5, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
+    await assert.rejects(addon.preadInto(0, 0, new Float32Array(1) as never), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
   });
 
   it('mapView gives the file bytes at any offset; views outlive unmap; bad ranges are refused', () => {
@@ -99,8 +97,8 @@ describe('native I/O: preadInto and file mappings', function () {
       assert.ok(Buffer.from(v).equals(Buffer.from(data.subarray(offset, offset + length))), `${length} at ${offset}`);
       views.push(v);
     }
-    assert.throws(() => addon.mapView(m, data.length - 1, 2), (e: unknown) => codeOf(e) === 'NATIVE_ERROR');
-    assert.throws(() => addon.mapView(m, -1, 2), (e: unknown) => codeOf(e) === 'NATIVE_ERROR');
+    assert.throws(() => addon.mapView(m, data.length - 1, 2), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
+    assert.throws(() => addon.mapView(m, -1, 2), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
     assert.throws(() => addon.mapView({ path: file, size: 1 }, 0, 1), /expected a mapping/);
     addon.unmap(m);
     addon.unmap(m); // twice is harmless

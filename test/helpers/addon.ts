@@ -1,5 +1,5 @@
-import type { NativeAddon, NativeIsa } from '../../lib/engine/addon-types';
-import { loadNativeAddon } from '../../lib/engine/native';
+import type { NativeAddon, NativeIsa } from '../../lib/engine/native/addon-types';
+import { loadNativeAddon } from '../../lib/engine/native/loader';
 
 /**
  * The addon for native tests, or a skip with the reason when it truly is absent. With
@@ -16,20 +16,9 @@ export function addonOrSkip(ctx: Mocha.Context): NativeAddon {
   ctx.skip();
 }
 
-/** Runs `body` once per ISA this machine can run, forced, then restores the best one. */
-export async function forEachIsa(
-  addon: NativeAddon,
-  body: (isa: NativeIsa) => Promise<void>,
-): Promise<void> {
-  const isas = addon.info().availableIsas;
-  try {
-    for (const isa of isas) {
-      addon.setIsa(isa);
-      await body(isa);
-    }
-  } finally {
-    addon.setIsa(isas[0]!);
-  }
+/** Runs `body` once per ISA this machine can run (each job names the ISA it runs on). */
+export async function forEachIsa(addon: NativeAddon, body: (isa: NativeIsa) => Promise<void>): Promise<void> {
+  for (const isa of addon.info().availableIsas) await body(isa);
 }
 
 /** `bytes` copied to start `shift` bytes past an 8-aligned offset of a fresh buffer. */

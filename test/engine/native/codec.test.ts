@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert';
-import { floatSize, type FloatDType } from '../../lib/dtype';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import { decodeFloats, encodeFloats } from '../../lib/math/codec';
-import { mulberry32 } from '../helpers/random';
-import { addonOrSkip, forEachIsa, shifted } from './addon';
+import { floatSize, type FloatDType } from '../../../lib/dtype';
+import type { NativeAddon, NativeIsa } from '../../../lib/engine/native/addon-types';
+import { decodeFloats, encodeFloats } from '../../../lib/math/codec';
+import { mulberry32 } from '../../helpers/random';
+import { addonOrSkip, forEachIsa, shifted } from '../../helpers/addon';
 
 /**
  * Exact conversions, through the interpolation kernel: with w0 = −0, w1 = w2 = x and t = 1 the
@@ -17,6 +17,7 @@ async function passThrough(
   inDtype: FloatDType,
   outDtype: FloatDType,
   shift: number,
+  isa: NativeIsa,
 ): Promise<Uint8Array> {
   const count = x.byteLength / floatSize(inDtype);
   const base = encodeFloats(new Float64Array(count).fill(-0), inDtype);
@@ -33,6 +34,7 @@ async function passThrough(
     t: new Float64Array([1]),
     out,
     outDtype,
+    isa,
   });
   return out;
 }
@@ -106,7 +108,7 @@ describe('native conversions are exact (round to nearest even, NaN kept quiet)',
     const values = Float64Array.from(xs);
     await forEachIsa(addon, async (isa) => {
       for (const outDtype of ['BF16', 'F16', 'F32', 'F64'] as const) {
-        const got = await passThrough(addon, input, 'F32', outDtype, 3);
+        const got = await passThrough(addon, input, 'F32', outDtype, 3, isa);
         assertSameValues(got, encodeFloats(values, outDtype), outDtype, values, `${isa} F32 → ${outDtype}`);
       }
     });
@@ -117,7 +119,7 @@ describe('native conversions are exact (round to nearest even, NaN kept quiet)',
     const input = encodeFloats(values, 'F64');
     await forEachIsa(addon, async (isa) => {
       for (const outDtype of ['BF16', 'F16', 'F32', 'F64'] as const) {
-        const got = await passThrough(addon, input, 'F64', outDtype, 5);
+        const got = await passThrough(addon, input, 'F64', outDtype, 5, isa);
         assertSameValues(got, encodeFloats(values, outDtype), outDtype, values, `${isa} F64 → ${outDtype}`);
       }
     });
@@ -133,7 +135,7 @@ describe('native conversions are exact (round to nearest even, NaN kept quiet)',
         const keep = values.map((v) => (Number.isFinite(v) && Math.abs(v) >= 2 ** 127 ? 0 : v));
         const bytes = encodeFloats(keep, inDtype);
         for (const outDtype of ['F32', 'F64', inDtype] as const) {
-          const got = await passThrough(addon, bytes, inDtype, outDtype, 1);
+          const got = await passThrough(addon, bytes, inDtype, outDtype, 1, isa);
           assertSameValues(got, encodeFloats(keep, outDtype), outDtype, keep, `${isa} ${inDtype} → ${outDtype}`);
         }
       }

@@ -1,10 +1,10 @@
-import type { FloatDType } from '../dtype';
-import { gramIndex, gramSize } from '../engine/backend';
-import { encodeFloats, decodeFloats, ulp } from './codec';
-import { unitRatio, type ThetaRule } from './ratio';
+import type { FloatDType } from '../../lib/dtype';
+import { gramIndex, gramSize } from '../../lib/math/gram';
+import { encodeFloats, decodeFloats, ulp } from '../../lib/math/codec';
+import { pairCosines, unitRatio, type ThetaRule } from '../../lib/math/ratio';
 
 /**
- * The float64 reference every backend is tested against: MODEL_STOCK.md's formulas written as plainly
+ * The float64 reference every backend is tested against: docs/merge-contract.md's formulas written as plainly
  * as possible, on decoded values. Sums run element by element in index order, so a backend that keeps
  * that order reproduces these results bit for bit.
  */
@@ -71,7 +71,7 @@ export function referenceMerge(
   return { out, t };
 }
 
-/** MODEL_STOCK.md's accuracy contract: ulp_out(ref) + 2^-20·(|t·avg| + |(1−t)·w0|). */
+/** docs/merge-contract.md's accuracy contract: ulp_out(ref) + 2^-20·(|t·avg| + |(1−t)·w0|). */
 export function contractTolerance(
   ref: number,
   t: number,
@@ -120,5 +120,52 @@ export function assertWithinContract(
           `(off by ${Math.abs(got - ref)}; w0 = ${w0}, avg = ${avg}, out dtype ${outDtype})`,
       );
     }
+  }
+}
+
+/** Elements of a tensor of this shape. */
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** unitLength: the whole tensor layer-wise or for rank ≤ 1; one row of [shape[0], rest] filter-wise. */
+export function unitLengthOf(shape: readonly number[], filterWise: boolean): number {
+  return filterWise && shape.length >= 2 ? numel(shape) / shape[0]! : numel(shape);
+}
+
+/**
+ * A backend's Gram matrix against the float64 reference: every accumulator within
+ * 1e-12 · sqrt(G_ii·G_jj) of it (float32 partials of ≤ 64Ki elements summed in float64 stay far inside),
+ * and every cosine within docs/merge-contract.md's 1e-9.
+ */
+export function assertGramClose(
+  got: Float64Array,
+  ref: Float64Array,
+  n: number,
+  units: number,
+  label: string,
+): void {
+  const p = gramSize(n);
+  if (got.length !== ref.length)
+    throw new Error(`${label}: ${got.length} accumulators, reference ${ref.length}`);
+  for (let u = 0; u < units; u++) {
+    const o = u * p;
+    for (let i = 0; i < n; i++) {
+      for (let j = i; j < n; j++) {
+        const k = o + gramIndex(i, j, n);
+        const scale = Math.sqrt(ref[o + gramIndex(i, i, n)]! * ref[o + gramIndex(j, j, n)]!);
+        const err = Math.abs(got[k]! - ref[k]!);
+        if (!(err <= 1e-12 * scale || err === 0)) {
+          throw new Error(
+            `${label}: unit ${u} G[${i}][${j}] = ${got[k]} vs reference ${ref[k]} (relative ${err / scale})`,
+          );
+        }
+      }
+    }
+    const a = pairCosines(got, o, n);
+    const b = pairCosines(ref, o, n);
+    a.forEach((x, k) => {
+      if (!(Math.abs(x - b[k]!) <= 1e-9)) throw new Error(`${label}: unit ${u} cosine ${k}: ${x} vs ${b[k]}`);
+    });
   }
 }

@@ -1,14 +1,18 @@
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
-import type { NativeAddon } from '../../lib/engine/addon-types';
-import type { GramJob, InterpolateJob } from '../../lib/engine/backend';
-import { createNativeBackend, loadNativeAddon, NativeBackend } from '../../lib/engine/native';
-import { isModelStockError } from '../../lib/errors';
-import { addonOrSkip } from './addon';
+import type {
+  NativeAddon,
+  NativeGramJob,
+  NativeInterpolateJob,
+} from '../../../lib/engine/native/addon-types';
+import { loadNativeAddon } from '../../../lib/engine/native/loader';
+import { createBackend } from '../../../lib/engine/registry';
+import { ModelStockError, isModelStockError } from '../../../lib/errors';
+import { addonOrSkip } from '../../helpers/addon';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-function goodJob(): Mutable<InterpolateJob & GramJob> {
+function goodJob(): Mutable<NativeInterpolateJob & NativeGramJob> {
   const count = 10;
   return {
     base: { bytes: new Uint8Array(count * 2), dtype: 'BF16' },
@@ -27,7 +31,7 @@ function goodJob(): Mutable<InterpolateJob & GramJob> {
 }
 
 /** Each bad job, the pass it breaks and a word the message must contain. */
-const BAD: [string, 'gram' | 'interpolate' | 'both', (j: Mutable<InterpolateJob & GramJob>) => void, RegExp][] = [
+const BAD: [string, 'gram' | 'interpolate' | 'both', (j: Mutable<NativeInterpolateJob & NativeGramJob>) => void, RegExp][] = [
   ['count not an integer', 'both', (j) => (j.count = 2.5), /job\.count/],
   ['negative count', 'both', (j) => (j.count = -1), /job\.count/],
   ['firstElement NaN', 'both', (j) => (j.firstElement = NaN), /job\.firstElement/],
@@ -42,11 +46,15 @@ const BAD: [string, 'gram' | 'interpolate' | 'both', (j: Mutable<InterpolateJob 
   ['t too short', 'interpolate', (j) => (j.t = new Float64Array(3)), /job\.t/],
   ['out too long', 'interpolate', (j) => (j.out = new Uint8Array(21)), /job\.out/],
   ['bad outDtype', 'interpolate', (j) => (j.outDtype = 'I32' as never), /job\.outDtype/],
+  ['an unknown isa', 'both', (j) => (j.isa = 'sse9' as never), /job\.isa/],
+  ['threads −1', 'both', (j) => (j.threads = -1), /job\.threads/],
+  ['threads 1.5', 'both', (j) => (j.threads = 1.5), /job\.threads/],
+  ['threads 2000', 'both', (j) => (j.threads = 2000), /job\.threads/],
 ];
 
 async function rejectsWith(p: Promise<unknown>, code: string, message: RegExp, label: string): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof Error, `${label}: not an Error`);
+    assert.ok(e instanceof ModelStockError, `${label}: not a ModelStockError`);
     assert.equal((e as { code?: unknown }).code, code, `${label}: code`);
     assert.match(e.message, message, label);
     return true;
@@ -59,41 +67,49 @@ describe('native argument checks', function () {
     addon = addonOrSkip(this);
   });
 
-  it('a good job passes both checks (the baseline the bad ones mutate)', async () => {
-    await addon.gram(goodJob());
-    await addon.interpolate(goodJob());
-    await new NativeBackend().gram(goodJob());
+  it('a good job passes both checks (the baseline the bad ones mutate), on every ISA', async () => {
+    for (const isa of addon.info().availableIsas) {
+      await addon.gram({ ...goodJob(), isa, threads: 2 });
+      await addon.interpolate({ ...goodJob(), isa, threads: 1 });
+    }
   });
 
   for (const [what, pass, mutate, message] of BAD) {
-    it(`rejects ${what} with code NATIVE_ERROR, in C++ and in NativeBackend`, async () => {
+    it(`the addon's last-line check rejects ${what}: a ModelStockError, code INVALID_ARGUMENT`, async () => {
       const passes = pass === 'both' ? (['gram', 'interpolate'] as const) : [pass];
-      const backend = new NativeBackend();
       for (const p of passes) {
         const job = goodJob();
         mutate(job);
-        await rejectsWith(addon[p](job), 'NATIVE_ERROR', message, `addon.${p}: ${what}`);
-        await assert.rejects(backend[p](job), (e: unknown) => isModelStockError(e) && e.code === 'NATIVE_ERROR');
+        await rejectsWith(addon[p](job), 'INVALID_ARGUMENT', message, `addon.${p}: ${what}`);
       }
     });
   }
 
   it('rejects a missing or non-object job', async () => {
-    await rejectsWith(addon.gram(undefined as never), 'NATIVE_ERROR', /expected job to be an object/, 'undefined');
-    await rejectsWith(addon.interpolate([] as never), 'NATIVE_ERROR', /expected job to be an object/, 'array');
+    await rejectsWith(addon.gram(undefined as never), 'INVALID_ARGUMENT', /expected job to be an object/, 'undefined');
+    await rejectsWith(addon.interpolate([] as never), 'INVALID_ARGUMENT', /expected job to be an object/, 'array');
   });
 
-  it('setIsa and setThreads refuse what cannot run, with a code', () => {
-    assert.throws(() => addon.setIsa('sse9' as never), (e: Error & { code?: string }) => e.code === 'NATIVE_ERROR');
-    assert.throws(() => addon.setThreads(-1), (e: Error & { code?: string }) => e.code === 'NATIVE_ERROR');
-    assert.throws(() => addon.setThreads(1.5), (e: Error & { code?: string }) => e.code === 'NATIVE_ERROR');
+  it('an ISA this CPU lacks is named with what is missing; bad backend settings are BAD_CONFIG', async () => {
     for (const isa of ['avx512', 'avx2'] as const) {
       if (addon.info().availableIsas.includes(isa)) continue;
-      assert.throws(() => addon.setIsa(isa), /lacks|not compiled in/);
+      await rejectsWith(addon.gram({ ...goodJob(), isa }), 'INVALID_ARGUMENT', /lacks|not compiled in/, isa);
     }
-    assert.throws(() => new NativeBackend({ isa: 'sse9' }), (e: unknown) => isModelStockError(e) && e.code === 'BAD_CONFIG');
-    assert.throws(() => new NativeBackend({ threads: 0 }), (e: unknown) => isModelStockError(e) && e.code === 'BAD_CONFIG');
+    const badConfig = (e: unknown) => isModelStockError(e) && e.code === 'BAD_CONFIG';
+    assert.throws(() => createBackend('native', { isa: 'sse9' }), badConfig);
+    assert.throws(() => createBackend('native', { threads: 0 }), badConfig);
     assert.equal(addon.info().isa, addon.info().availableIsas[0]);
+  });
+
+  it('allocHost refuses sizes and alignments it cannot honour', () => {
+    const invalid = (e: unknown) => isModelStockError(e) && e.code === 'INVALID_ARGUMENT';
+    assert.throws(() => addon.allocHost(0, 64), invalid);
+    assert.throws(() => addon.allocHost(2 ** 32, 64), invalid);
+    assert.throws(() => addon.allocHost(64, 3), invalid);
+    const a = addon.allocHost(100, 4096);
+    assert.equal(a.byteLength, 100);
+    addon.freeHost(a);
+    assert.equal(a.byteLength, 0, 'freed memory is detached, not left dangling');
   });
 });
 
@@ -114,13 +130,13 @@ describe('native addon loader', () => {
     assert.ok(r.reasons[0]!.includes(missing), r.reasons[0]);
     assert.match(r.reasons[0]!, /MODEL_STOCK_ADDON/);
     assert.throws(
-      () => createNativeBackend(),
+      () => createBackend('native'),
       (e: unknown) => isModelStockError(e) && e.code === 'BACKEND_UNAVAILABLE' && e.message.includes(missing),
     );
   });
 
   it('MODEL_STOCK_ADDON naming a file that is not an addon: why it cannot be loaded', () => {
-    const notAddon = path.resolve(__dirname, '..', '..', '..', 'package.json');
+    const notAddon = path.resolve(__dirname, '..', '..', '..', '..', 'package.json');
     process.env.MODEL_STOCK_ADDON = notAddon;
     const r = loadNativeAddon();
     assert.ok(r.addon === undefined);

@@ -1,0 +1,55 @@
+import { SingleBar } from 'cli-progress';
+import type { DownloadProgress } from '../hub/settings';
+import { formatBytes } from './size';
+
+/**
+ * Hub downloads on stderr: a bar on a TTY, otherwise one line per file (logs of CI jobs and services
+ * should still say what was fetched), nothing when quiet.
+ */
+export class DownloadProgressView {
+  private bar: SingleBar | undefined;
+  private lastFile = '';
+
+  constructor(private readonly mode: 'bar' | 'lines' | 'off') {}
+
+  update(p: DownloadProgress): void {
+    if (this.mode === 'off') return;
+    const key = `${p.repo}/${p.file}`;
+    if (this.mode === 'lines') {
+      if (key !== this.lastFile) {
+        this.lastFile = key;
+        process.stderr.write(
+          `downloading ${p.repo} ${p.file} (${formatBytes(p.fileBytesTotal)}; file ${p.filesDone + 1} of ${p.filesTotal})\n`,
+        );
+      }
+      return;
+    }
+    if (this.bar === undefined) {
+      this.bar = new SingleBar({
+        stream: process.stderr,
+        format: 'downloading [{bar}] {percentage}% | {done} / {size} | {file}',
+        barsize: 24,
+        hideCursor: true,
+        clearOnComplete: true,
+        fps: 8,
+      });
+      this.bar.start(p.bytesTotal, 0, this.payload(p));
+    }
+    this.bar.setTotal(p.bytesTotal);
+    this.bar.update(p.bytesDone, this.payload(p));
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = undefined;
+  }
+
+  private payload(p: DownloadProgress): Record<string, string> {
+    const file = `${p.repo} ${p.file}`;
+    return {
+      done: formatBytes(p.bytesDone),
+      size: formatBytes(p.bytesTotal),
+      file: file.length > 50 ? '…' + file.slice(-49) : file,
+    };
+  }
+}

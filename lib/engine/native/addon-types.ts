@@ -1,0 +1,117 @@
+import type { FloatDType } from '../../dtype';
+import type { ErrorCode } from '../../errors';
+
+/**
+ * Everything `model_stock.node` exports, typed (native/addon.cc registers them; each lives in the
+ * file named). Nothing outside lib/engine/native/ touches the addon untyped.
+ *
+ * Errors: once the loader called setErrorConstructor, a rejected Promise or a thrown ModelStockError
+ * whose `code` is 'INVALID_ARGUMENT' (a call that breaks this contract), 'IO_ERROR' (a failed or short
+ * read) or 'NATIVE_ERROR' (anything else), with a message naming the field or file.
+ */
+export interface NativeAddon {
+  /**
+   * The Gram pass over one window on the addon's thread pool, off the event loop: for every unit u the
+   * window touches and every pair i ≤ j, `gram[u·P + gramIndex(i, j, N)] += Σ d_i·d_j`. Reads exactly
+   * the job's fields; holds every typed array until the Promise settles. native/workers.cc
+   */
+  gram(job: NativeGramJob): Promise<void>;
+  /** The interpolation pass over one window, same contract. native/workers.cc */
+  interpolate(job: NativeInterpolateJob): Promise<void>;
+
+  /** What the addon can run on: the best ISA, the default thread count, CPU features. native/runtime.cc */
+  info(): NativeInfo;
+  /** The class native errors are made of: `new ctor(code, message)`. Called once by the loader. */
+  setErrorConstructor(ctor: new (code: ErrorCode, message: string) => Error): void;
+
+  /** `bytes` of host memory aligned to `alignment` (a power of two ≤ 2 MiB). native/memory.cc */
+  allocHost(bytes: number, alignment: number): Uint8Array;
+  /** Returns allocHost memory now: the buffer is detached (its views become empty). */
+  freeHost(buffer: Uint8Array): void;
+
+  /**
+   * Reads exactly `target.byteLength` bytes of `fd` from `position`, split into chunks read in
+   * parallel on up to `threads` threads (default 0: all cores). Rejects with code IO_ERROR on a failed
+   * or short read (EOF). native/io.cc
+   */
+  preadInto(fd: number, position: number, target: Uint8Array, threads?: number): Promise<void>;
+  /** Maps a whole file read-only. The mapping lives until `unmap` and every view is collected. */
+  mapFile(path: string): NativeMapping;
+  /**
+   * A zero-copy view of bytes [offset, offset + length) of the mapping (length < 4 GiB: Node 20 aborts
+   * on a larger external buffer), advised sequential + will-need. The view keeps the mapping alive.
+   */
+  mapView(mapping: NativeMapping, offset: number, length: number): Uint8Array;
+  /**
+   * Drops the pages of [offset, offset + length) from this process (madvise DONTNEED): mapped pages
+   * count in RSS. Views stay valid: a later access faults the file's bytes back in. native/io.cc
+   */
+  mapRelease(mapping: NativeMapping, offset: number, length: number): void;
+  /** Drops the mapping's own reference: later mapView calls throw; existing views stay valid. */
+  unmap(mapping: NativeMapping): void;
+
+  /**
+   * Tries to take an exclusive flock(2) on `fd` without waiting (huggingface_hub's download lock): true
+   * when held (released by closing fd), false when another open file holds it. native/lock.cc
+   */
+  lockFile(fd: number): boolean;
+}
+
+export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
+
+/** One input window: `count × size(dtype)` bytes, any alignment. */
+export interface NativeInput {
+  readonly bytes: Uint8Array;
+  readonly dtype: FloatDType;
+}
+
+/** What both passes share. A unit is `unitLength` consecutive elements; units are counted from 0. */
+export interface NativeWindowJob {
+  readonly base: NativeInput;
+  /** The N ≥ 2 fine-tunes. */
+  readonly models: readonly NativeInput[];
+  readonly count: number;
+  /** Index of the window's first element among the units' elements. */
+  readonly firstElement: number;
+  readonly unitLength: number;
+  /** The ISA to run on (default: the best this CPU runs). */
+  readonly isa?: NativeIsa;
+  /** Parallelism of this job, the calling thread included (default 0: all cores). */
+  readonly threads?: number;
+}
+
+export interface NativeGramJob extends NativeWindowJob {
+  /** At least (last unit touched + 1) × P accumulators. */
+  readonly gram: Float64Array;
+}
+
+export interface NativeInterpolateJob extends NativeWindowJob {
+  /** One ratio per unit, at least up to the last unit touched. */
+  readonly t: Float64Array;
+  /** `count × size(outDtype)` bytes. */
+  readonly out: Uint8Array;
+  readonly outDtype: FloatDType;
+}
+
+export interface NativeInfo {
+  /** The best ISA this CPU and OS run. */
+  readonly isa: NativeIsa;
+  /** What `threads: 0` means: the hardware threads. */
+  readonly threads: number;
+  /** ISAs this CPU and OS can run, best first; `scalar` always last. */
+  readonly availableIsas: readonly NativeIsa[];
+  readonly arch: 'x64' | 'arm64' | 'other';
+  /** CPUID feature bits and whether the OS saves the YMM / ZMM state (XCR0). */
+  readonly features: Readonly<Record<NativeCpuFeature, boolean>>;
+}
+
+export type NativeCpuFeature =
+  'avx' | 'avx2' | 'fma' | 'f16c' | 'avx512f' | 'avx512bw' | 'avx512vl' | 'avx512dq' | 'osAvx' | 'osAvx512';
+
+/** An opaque handle from mapFile. */
+export interface NativeMapping {
+  readonly path: string;
+  readonly size: number;
+  /** Not a real property: makes the handle nominal, so only mapFile's result type-checks. */
+  readonly __nativeMapping?: never;
+}

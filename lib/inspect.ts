@@ -1,0 +1,54 @@
+import { openTensorSource } from './engine/io';
+import { createBackend } from './engine/registry';
+import { runPlan } from './engine/scheduler';
+import { DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
+import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
+import type { InspectOptions, InspectReport } from './types';
+
+/**
+ * A merge's geometry without the merge: the Gram pass only — every merged input read once, no weights
+ * written — giving per tensor the pairwise cosines, c and t a merge with the same options would use
+ * (the same plan, backend and numbers; `merge` reports them identically). Judge whether fine-tunes are
+ * compatible before spending the disk and time of a merge.
+ */
+export async function inspectModelStock(options: InspectOptions): Promise<InspectReport> {
+  const started = process.hrtime.bigint();
+  validateInputOptions(options);
+  const filterWise = options.filterWise ?? false;
+  const theta = options.theta ?? 'mean-cos';
+  const hubWarnings: string[] = [];
+  const { modelLabel, plan } = await openInputs(options, { record: (m) => hubWarnings.push(m) });
+  const backend = createBackend(options.backend ?? 'auto', {
+    threads: options.threads,
+    onWarning: options.onWarning,
+  });
+  const source = openTensorSource(options.io ?? 'auto', { threads: options.threads });
+  try {
+    const result = await runPlan(plan, {
+      backend,
+      source,
+      sink: undefined,
+      theta,
+      memory: options.memory ?? DEFAULT_MEMORY,
+      window: options.window ?? DEFAULT_WINDOW_BYTES,
+      modelLabel,
+      onProgress: options.onProgress,
+      onWarning: options.onWarning,
+    });
+    return {
+      method: 'model_stock',
+      base: options.base,
+      models: [...options.models],
+      filterWise,
+      theta,
+      backend: backend.info(),
+      tensors: reportTensors(plan, result),
+      warnings: [...hubWarnings, ...plan.warnings, ...result.warnings],
+      bytesRead: result.bytesRead,
+      seconds: Number(process.hrtime.bigint() - started) / 1e9,
+    };
+  } finally {
+    await source.close();
+    await backend.dispose();
+  }
+}

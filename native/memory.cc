@@ -1,0 +1,58 @@
+// allocHost(bytes, alignment) / freeHost(view): aligned host memory for the buffers the engine fills
+// (the backend seam lets a backend own them: aligned here, pinned for a device). The memory is
+// reported to V8 as external, so the GC sees its weight; freeHost detaches the buffer so the bytes are
+// returned at once instead of at some later GC (a long-running service merges again and again).
+#include <cstdlib>
+#include <string>
+
+#include "exports.h"
+#include "js_errors.h"
+
+namespace ms {
+namespace {
+
+constexpr double kMaxHost = 4294967295.0;  // Node 20 aborts on an external ArrayBuffer over 4 GiB − 1
+
+struct HostBlock {
+  void* data;
+  int64_t bytes;
+};
+
+void freeBlock(Napi::Env env, void*, HostBlock* block) {
+  std::free(block->data);
+  Napi::MemoryManagement::AdjustExternalMemory(env, -block->bytes);
+  delete block;
+}
+
+}  // namespace
+
+Napi::Value AllocHost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  const double align = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  if (!(bytes >= 1 && bytes <= kMaxHost) || static_cast<double>(static_cast<uint64_t>(bytes)) != bytes)
+    throw codedError(env, "allocHost: expected a byte count from 1 to 2^32 − 1", "INVALID_ARGUMENT");
+  const uint64_t a = align >= 1 && align <= 1 << 21 ? static_cast<uint64_t>(align) : 0;
+  if (a == 0 || (a & (a - 1)) != 0 || static_cast<double>(a) != align)
+    throw codedError(env, "allocHost: expected a power-of-two alignment up to 2 MiB", "INVALID_ARGUMENT");
+  const size_t size = static_cast<size_t>(bytes);
+  void* data = nullptr;
+  const size_t alignment = a < sizeof(void*) ? sizeof(void*) : static_cast<size_t>(a);
+  if (posix_memalign(&data, alignment, size) != 0 || data == nullptr)
+    throw codedError(env, "allocHost: out of memory allocating " + std::to_string(size) + " bytes", "NATIVE_ERROR");
+  auto* block = new HostBlock{data, static_cast<int64_t>(size)};
+  Napi::MemoryManagement::AdjustExternalMemory(env, block->bytes);
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, data, size, freeBlock, block);
+  return Napi::Uint8Array::New(env, size, buffer, 0);
+}
+
+Napi::Value FreeHost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray())
+    throw codedError(env, "freeHost: expected a Uint8Array from allocHost", "INVALID_ARGUMENT");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::TypedArray>().ArrayBuffer();
+  if (!buffer.IsDetached()) buffer.Detach();
+  return env.Undefined();
+}
+
+}  // namespace ms
