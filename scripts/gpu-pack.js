@@ -2,7 +2,7 @@
 // Packs what scripts/gpu-check.sh needs on a GPU machine that has no Node or npm, into .gpu/ (ignored
 // by git; ≤ 64 MiB with the working tree, the device tool's carry limit):
 //   .gpu/node.xz          this machine's node binary, stripped, xz-compressed
-//   .gpu/bundle.tar.xz    package.json, .mocharc.json, dist/, the addon built here (CUDA compiled in,
+//   .gpu/bundle.tar.xz    package.json, .mocharc.json, README.md, docs/, dist/, the addon built here (CUDA compiled in,
 //                         static CUDA runtime), and the node_modules the test suite and benches load
 //                         (mocha included), found by walking their dependencies.
 // Run after `npm ci` and `npm run build` (scripts/gpu-check.sh pack does all three).
@@ -15,8 +15,9 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const out = path.join(root, '.gpu');
 const LIMIT = 60 << 20; // leaves a few MiB of the 64 MiB carry for the working tree itself
-// What dist/ requires at run time, plus the test runner and the interop test's reference reader.
-const ROOTS = ['mocha', 'yaml', 'commander', 'cli-progress', 'safetensors'];
+// What dist/ requires at run time, plus the test runner, the interop test's reference reader and the
+// report schema's validator.
+const ROOTS = ['mocha', 'yaml', 'commander', 'cli-progress', 'safetensors', 'ajv'];
 
 function fail(message) {
   console.error(`gpu-pack: ${message}`);
@@ -57,7 +58,16 @@ for (const name of ROOTS) walk(name, root);
 const staging = fs.mkdtempSync(path.join(os.tmpdir(), 'model-stock-gpu-pack-'));
 try {
   const copy = (rel) => fs.cpSync(path.join(root, rel), path.join(staging, rel), { recursive: true });
-  for (const rel of ['package.json', '.mocharc.json', 'dist', 'build/Release/model_stock.node']) copy(rel);
+  // README.md and docs/: the docs test checks their links and the report schema.
+  for (const rel of [
+    'package.json',
+    '.mocharc.json',
+    'README.md',
+    'docs',
+    'dist',
+    'build/Release/model_stock.node',
+  ])
+    copy(rel);
   for (const dir of packages) copy(path.relative(root, dir));
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out);
