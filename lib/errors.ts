@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
   | 'NATIVE_ERROR'
+  | 'CUDA_OUT_OF_MEMORY' // the device (or pinned host memory) cannot hold what a tensor needs
+  | 'CUDA_ERROR' // any other CUDA runtime failure
   | 'CANCELLED'
   // Hugging Face Hub model IDs
   | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache

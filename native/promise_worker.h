@@ -39,6 +39,9 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const ArgumentError& e) {
       code_ = "INVALID_ARGUMENT";
       SetError(e.what());
+    } catch (const CodedError& e) {
+      code_ = e.code;
+      SetError(e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     } catch (...) {
