@@ -1,4 +1,4 @@
-import { ModelStockError, type ErrorCode } from '../../errors';
+import { ModelStockError, throwIfCancelled, type ErrorCode } from '../../errors';
 import { gramSize } from '../../math/gram';
 import {
   unitsOf,
@@ -47,6 +47,7 @@ class CudaSession implements TensorSession {
   constructor(
     readonly spec: TensorSpec,
     private readonly session: CudaTensorSession,
+    private readonly signal: AbortSignal | undefined,
   ) {
     this.gram_ = new Float64Array(unitsOf(spec) * gramSize(spec.dtypes.length - 1));
   }
@@ -60,6 +61,8 @@ class CudaSession implements TensorSession {
   }
 
   async gram(window: TensorWindow): Promise<void> {
+    // A device pass is short (HBM-bound); the signal is checked between them, as the engine does.
+    throwIfCancelled(this.signal, `tensor "${this.spec.name}"`);
     if (window.count === 0) return;
     await this.named(
       this.session.gram({
@@ -83,6 +86,7 @@ class CudaSession implements TensorSession {
   }
 
   async interpolate(window: TensorWindow, t: Float64Array, out: Uint8Array): Promise<void> {
+    throwIfCancelled(this.signal, `tensor "${this.spec.name}"`);
     if (window.count === 0) return;
     const job = {
       count: window.count,
@@ -142,7 +146,7 @@ export class CudaBackend implements Backend {
   private readonly pinned = new WeakSet<Uint8Array>();
 
   /** Device 0; BACKEND_UNAVAILABLE saying why (not compiled in, no driver, no device). */
-  constructor(_options: BackendOptions = {}) {
+  constructor(private readonly options: BackendOptions = {}) {
     const loaded = loadCudaAddon();
     const native = loadNativeAddon();
     const why = cudaUnavailable();
@@ -213,7 +217,7 @@ export class CudaBackend implements Backend {
         models: spec.dtypes.slice(1),
         outDtype: spec.outDtype,
       });
-      return new CudaSession(spec, session);
+      return new CudaSession(spec, session, this.options.signal);
     } catch (e) {
       throw named(e, spec.name);
     }
