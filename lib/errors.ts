@@ -68,6 +68,19 @@ export function cancelledError(signal: AbortSignal | undefined, what: string): M
   return new ModelStockError('CANCELLED', `${what}: cancelled`, { cause: signal?.reason });
 }
 
+/**
+ * What a failure becomes once `signal` has fired: whatever stopped first (a kernel, a read, a write)
+ * means the work was cancelled — CANCELLED, keeping the tensor it was on. Unchanged otherwise.
+ */
+export function asCancelled(e: unknown, signal: AbortSignal | undefined, what: string): unknown {
+  if (signal?.aborted !== true) return e;
+  const tensor = e instanceof ModelStockError ? e.tensor : undefined;
+  return new ModelStockError('CANCELLED', `${what}: cancelled`, {
+    cause: signal.reason,
+    ...(tensor !== undefined ? { tensor } : {}),
+  });
+}
+
 /** Throws cancelledError when `signal` has fired: the check between two pieces of work. */
 export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted === true) throw cancelledError(signal, what);

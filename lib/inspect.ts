@@ -1,5 +1,5 @@
-import { cancelledError, throwIfCancelled } from './errors';
-import { openTensorSource } from './engine/io';
+import { asCancelled, throwIfCancelled } from './errors';
+import { openTensorSource, type TensorSource } from './engine/io';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
 import { DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
@@ -25,11 +25,9 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
     onWarning: options.onWarning,
     signal: options.signal,
   });
-  const source = openTensorSource(options.io ?? 'auto', {
-    threads: options.threads,
-    signal: options.signal,
-  });
+  let source: TensorSource | undefined;
   try {
+    source = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
     const result = await runPlan(plan, {
       backend,
       source,
@@ -55,10 +53,9 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
   } catch (e) {
-    if (options.signal?.aborted === true) throw cancelledError(options.signal, 'the inspection');
-    throw e;
+    throw asCancelled(e, options.signal, 'the inspection');
   } finally {
-    await source.close();
+    await source?.close();
     await backend.dispose();
   }
 }

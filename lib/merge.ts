@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { ModelStockError, cancelledError, throwIfCancelled } from './errors';
+import { ModelStockError, asCancelled, throwIfCancelled } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
@@ -12,7 +12,7 @@ import { modelRefKey } from './hub/reference';
 import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { openTensorSource } from './engine/io';
+import { openTensorSource, type TensorSource } from './engine/io';
 import { SafetensorsWriter } from './safetensors/writer';
 import type { MergeOptions, MergeReport } from './types';
 
@@ -97,18 +97,21 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
+  // Cancelled while opening, downloading or planning: nothing has been created yet.
+  const cancelled = (): void => throwIfCancelled(options.signal, 'the merge');
+  cancelled();
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
     signal: options.signal,
   });
-  const reader = openTensorSource(options.io ?? 'auto', {
-    threads: options.threads,
-    signal: options.signal,
-  });
-  const staging = await StagingDir.create(target);
+  let reader: TensorSource | undefined;
+  let staging: StagingDir | undefined;
   let writer: SafetensorsWriter | undefined;
+  let committed = false;
   try {
+    reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
+    staging = await StagingDir.create(target);
     writer = await SafetensorsWriter.create(staging.dir, layout);
     const w = writer;
     const result = await runPlan(plan, {
@@ -125,8 +128,10 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     });
     await writer.finish({ fsync });
     writer = undefined;
+    cancelled();
     await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
     if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
+    cancelled();
     if (options.chatTemplate !== undefined) {
       const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
       if (w !== undefined) warn(w);
@@ -160,18 +165,17 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
     await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
-    throwIfCancelled(options.signal, 'the merge');
+    cancelled();
     await staging.commit(fsync);
+    committed = true;
     if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
     return report;
   } catch (e) {
     await writer?.abort();
-    await staging.discard();
-    // Whatever stopped first (a kernel, a read, a write) once the signal fired: the merge was cancelled.
-    if (options.signal?.aborted === true) throw cancelledError(options.signal, 'the merge');
-    throw e;
+    if (!committed) await staging?.discard();
+    throw committed ? e : asCancelled(e, options.signal, 'the merge');
   } finally {
-    await reader.close();
+    await reader?.close();
     await backend.dispose();
   }
 }

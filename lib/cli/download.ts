@@ -9,11 +9,12 @@ import { formatBytes } from './size';
 export class DownloadProgressView {
   private bar: SingleBar | undefined;
   private lastFile = '';
+  private stopped = false;
 
   constructor(private readonly mode: 'bar' | 'lines' | 'off') {}
 
   update(p: DownloadProgress): void {
-    if (this.mode === 'off') return;
+    if (this.mode === 'off' || this.stopped) return;
     const key = `${p.repo}/${p.file}`;
     if (this.mode === 'lines') {
       if (key !== this.lastFile) {
@@ -39,7 +40,9 @@ export class DownloadProgressView {
     this.bar.update(p.bytesDone, this.payload(p));
   }
 
+  /** Clears the bar and restores the cursor (downloads are over, or the command was interrupted). */
   stop(): void {
+    this.stopped = true;
     this.bar?.stop();
     this.bar = undefined;
   }

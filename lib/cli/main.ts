@@ -127,7 +127,10 @@ async function runMerge(
   const bar = new ProgressBar(tty);
   const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
   const warnings: string[] = [];
-  const interrupt = interruptOnSignals('the merge');
+  const interrupt = interruptOnSignals('the merge', () => {
+    downloads.stop();
+    bar.stop();
+  });
   const report = await mergeModelStock({
     ...options,
     signal: interrupt.signal,

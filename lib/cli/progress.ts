@@ -6,11 +6,12 @@ import { formatBytes } from './size';
 export class ProgressBar {
   private bar: SingleBar | undefined;
   private readonly start = Date.now();
+  private stopped = false;
 
   constructor(private readonly enabled: boolean) {}
 
   update(p: MergeProgress): void {
-    if (!this.enabled) return;
+    if (!this.enabled || this.stopped) return;
     if (this.bar === undefined) {
       this.bar = new SingleBar({
         stream: process.stderr,
@@ -26,7 +27,9 @@ export class ProgressBar {
     this.bar.update(p.bytesDone, this.payload(p));
   }
 
+  /** Clears the bar and restores the cursor; later updates draw nothing. */
   stop(): void {
+    this.stopped = true;
     this.bar?.stop();
     this.bar = undefined;
   }

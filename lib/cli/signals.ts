@@ -19,13 +19,21 @@ export function exitCodeFor(signal: NodeJS.Signals): number {
   return 128 + (os.constants.signals[signal] ?? 0);
 }
 
-/** Listens until `dispose()`; the returned signal fires on the first SIGINT/SIGTERM. */
-export function interruptOnSignals(what: string): { signal: AbortSignal; dispose(): void } {
+/**
+ * Listens until `dispose()`; the returned signal fires on the first SIGINT/SIGTERM. `quiet` stops what
+ * draws on the terminal (progress bars, which hide the cursor) before anything is said or the process
+ * exits.
+ */
+export function interruptOnSignals(
+  what: string,
+  quiet: () => void = () => undefined,
+): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
+    quiet();
     if (received !== undefined) {
       process.stderr.write(
-        `\nmodel-stock: ${sig} again: exiting now; a hidden staging folder may remain beside OUT (the next merge there removes it)\n`,
+        `\nmodel-stock: ${sig} again: exiting now; a hidden staging folder (.OUT.partial-*) may remain in OUT's parent folder\n`,
       );
       process.exit(exitCodeFor(sig));
     }

@@ -25,6 +25,8 @@ export interface TensorSource {
   close(): Promise<void>;
 }
 
+const FS_CHUNK = 16 << 20;
+
 class FsSource extends TensorReader implements TensorSource {
   readonly kind = 'fs' as const;
 
@@ -32,9 +34,15 @@ class FsSource extends TensorReader implements TensorSource {
     super();
   }
 
+  /** In reads of ≤ 16 MiB, so a cancelled merge stops between them even mid-window. */
   override async readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
-    throwIfCancelled(this.signal, `reading ${tensor.file}`);
-    return super.readInto(tensor, byteStart, into);
+    let done = 0;
+    do {
+      throwIfCancelled(this.signal, `reading ${tensor.file}`);
+      const part = into.subarray(done, Math.min(into.byteLength, done + FS_CHUNK));
+      await super.readInto(tensor, byteStart + done, part);
+      done += part.byteLength;
+    } while (done < into.byteLength);
   }
 }
 

@@ -130,6 +130,7 @@ class JsSession implements TensorSession {
       const models: FloatArray[] = new Array<FloatArray>(inputs.length - 1);
       let sinceYield = 0;
       for (let start = 0; start < window.count; start += CHUNK) {
+        throwIfCancelled(this.signal, `tensor "${this.spec.name}"`);
         const n = Math.min(CHUNK, window.count - start);
         const base = scratch.decode(inputs[0]!, dtypes[0]!, start, n, this.wide, 0);
         for (let i = 0; i < models.length; i++)
@@ -139,7 +140,6 @@ class JsSession implements TensorSession {
         if (sinceYield >= YIELD_BYTES && start + n < window.count) {
           sinceYield = 0;
           await yieldToLoop();
-          throwIfCancelled(this.signal, `tensor "${this.spec.name}"`);
         }
       }
     } finally {

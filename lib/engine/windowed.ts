@@ -40,7 +40,6 @@ export async function mergeWindowed(
       tensors.map((t, i) => acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!)),
     );
     ctx.onRead(views.reduce((a, v) => a + v.byteLength, 0));
-    progress(step.name);
     return views;
   };
   const release = (first: number, views: readonly Uint8Array[]): void =>
@@ -55,6 +54,7 @@ export async function mergeWindowed(
       const inputs = await read(first, count);
       await session.gram({ firstElement: first, count, inputs });
       release(first, inputs);
+      progress(step.name);
     }
     const gram = await session.gramResult();
     await checkFinite(step, gram, modelLabel, async (visit) => {
@@ -82,6 +82,7 @@ export async function mergeWindowed(
       await session.interpolate({ firstElement: first, count, inputs }, t, out);
       if (inputs !== undefined) release(first, inputs);
       await sink.write(step.name, first * outSize, out);
+      progress(step.name);
     }
   } finally {
     await session.close();
