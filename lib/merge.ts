@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
 import { FLOAT_DTYPES } from './dtype';
@@ -7,10 +6,12 @@ import { runPlan } from './engine/engine';
 import { selectBackend } from './engine/select';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
-import { copyBaseFiles, modelCard } from './output/extras';
-import { makePlan } from './plan/plan';
+import { copyBaseFiles, modelCardSliced } from './output/extras';
+import { writeReportJson } from './output/report';
+import { makePlanSliced } from './plan/plan';
 import { openCheckpoint } from './safetensors/checkpoint';
-import { planShards } from './safetensors/layout';
+import { planShardsSliced } from './safetensors/layout';
+import { forEachSliced, mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { IO_MODES, openTensorSource } from './engine/io';
 import { SafetensorsWriter } from './safetensors/writer';
@@ -20,6 +21,21 @@ import type { MergeOptions, MergeReport } from './types';
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
 export const DEFAULT_MEMORY = 1 << 30;
+
+/**
+ * Below this the two pipeline slots (memory / 2 each) hold only a few KiB: nearly every tensor is
+ * streamed in windows that small, in two passes, and per-window costs dominate (--memory 1 ran ~470×
+ * slower than the default). Accepted, since it is still correct, but said.
+ */
+export const MIN_USEFUL_MEMORY = 16 * 1024 * 1024;
+
+export function lowMemoryWarning(memory: number): string {
+  return (
+    `memory budget ${memory} bytes is below 16 MiB: each of the two pipeline slots gets ${Math.floor(memory / 2)} ` +
+    `bytes, so tensors are streamed in windows that small, in two passes, and the merge can be hundreds of ` +
+    `times slower; the default is 1 GiB`
+  );
+}
 
 function validate(o: MergeOptions): void {
   const bad = (m: string): ModelStockError => new ModelStockError('BAD_CONFIG', m);
@@ -71,6 +87,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const fsync = options.fsync ?? true;
   const memory = options.memory ?? DEFAULT_MEMORY;
   const window = options.window ?? DEFAULT_WINDOW_BYTES;
+  if (memory < MIN_USEFUL_MEMORY) options.onWarning?.(lowMemoryWarning(memory));
 
   const base = await openCheckpoint(options.base);
   const models: Checkpoint[] = [];
@@ -82,15 +99,19 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     [base, ...models].map((c) => c.dir),
     options.overwrite ?? false,
   );
-  const plan = makePlan(base, models, { filterWise, outDtype: options.outDtype, modelLabel });
-  for (const w of plan.warnings) options.onWarning?.(w);
-  const layout = planShards(
-    plan.steps.map((s) => ({
-      name: s.name,
-      dtype: s.outDtype,
-      shape: s.base.shape,
-      byteLength: s.outByteLength,
-    })),
+  const plan = await makePlanSliced(base, models, { filterWise, outDtype: options.outDtype, modelLabel });
+  const onWarning = options.onWarning;
+  if (onWarning !== undefined)
+    await runSliced(forEachSliced(plan.warnings.length, (i) => onWarning(plan.warnings[i] as string)));
+  const layout = await planShardsSliced(
+    await runSliced(
+      mapSliced(plan.steps, (s) => ({
+        name: s.name,
+        dtype: s.outDtype,
+        shape: s.base.shape,
+        byteLength: s.outByteLength,
+      })),
+    ),
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
@@ -136,17 +157,23 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       theta,
       backend: backend.info(),
       tensors: result.tensors,
-      warnings: [...plan.warnings, ...result.warnings],
+      warnings: plan.warnings.concat(result.warnings),
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
-    const reportJson = JSON.stringify(report, null, 2) + '\n';
-    await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
+    await writeReportJson(path.join(staging.dir, REPORT_FILE), report, { fsync, flags: 'wx' });
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
-    await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
+    await writeFileSynced(
+      path.join(staging.dir, 'README.md'),
+      await modelCardSliced(report, configYaml),
+      fsync,
+    );
     await staging.commit(fsync);
-    if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
+    // Written again rather than copied: --report may name the report inside OUT, and a copy onto
+    // itself would truncate it first.
+    if (options.report !== undefined)
+      await writeReportJson(options.report, report, { fsync: false, flags: 'w' });
     return report;
   } catch (e) {
     await writer?.abort();

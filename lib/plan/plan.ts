@@ -1,6 +1,8 @@
 import { DType, FloatDType, dtypeBits, isCopyDType, isMergeableDType } from '../dtype';
 import { ModelStockError } from '../errors';
 import type { Checkpoint, TensorInfo } from '../safetensors/types';
+import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
 
 /**
  * Layer traversal: one decision per base tensor, made before any byte is written, so a bad input
@@ -68,6 +70,19 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 const fmtShape = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
 export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: PlanOptions): Plan {
+  return runSync(planSteps(base, models, opts));
+}
+
+/** `makePlan` in slices of a few ms: a million-tensor plan would otherwise hold the event loop. */
+export function makePlanSliced(
+  base: Checkpoint,
+  models: readonly Checkpoint[],
+  opts: PlanOptions,
+): Promise<Plan> {
+  return runSliced(planSteps(base, models, opts));
+}
+
+function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanOptions): Sliced<Plan> {
   const label = opts.modelLabel ?? ((i: number) => models[i]?.path ?? `model ${i + 1}`);
   if (models.length < 2) {
     throw new ModelStockError(
@@ -75,12 +90,14 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       `Model Stock needs at least 2 fine-tuned models, got ${models.length}`,
     );
   }
-  const steps: PlanStep[] = [];
-  const warnings: string[] = [];
+  const steps = new ChunkedList<PlanStep>();
+  const warnings = new ChunkedList<string>();
   let inputBytes = 0;
   let outputBytes = 0;
 
-  for (const name of base.order) {
+  for (let k = 0; k < base.order.length; k++) {
+    if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const name = base.order[k] as string;
     const b = base.tensors.get(name) as TensorInfo;
     if (isCopyDType(b.dtype)) {
       steps.push({
@@ -105,11 +122,11 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
     const inputs: TensorInfo[] = [];
     const modelIndices: number[] = [];
     const missing: number[] = [];
-    models.forEach((m, i) => {
-      const t = m.tensors.get(name);
+    for (let i = 0; i < models.length; i++) {
+      const t = (models[i] as Checkpoint).tensors.get(name);
       if (t === undefined) {
         missing.push(i);
-        return;
+        continue;
       }
       if (!sameShape(t.shape, b.shape)) {
         throw new ModelStockError(
@@ -127,7 +144,7 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       }
       inputs.push(t);
       modelIndices.push(i);
-    });
+    }
     if (inputs.length < 2) {
       const reason =
         inputs.length === 0
@@ -172,18 +189,29 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
     outputBytes += outByteLength;
   }
 
-  const droppedMap = new Map<string, number[]>();
-  models.forEach((m, i) => {
-    for (const name of m.order) {
+  const droppedMap = new ChunkedMap<number[]>();
+  for (let i = 0; i < models.length; i++) {
+    const order = (models[i] as Checkpoint).order;
+    for (let k = 0; k < order.length; k++) {
+      if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      const name = order[k] as string;
       if (base.tensors.has(name)) continue;
-      const list = droppedMap.get(name) ?? [];
-      list.push(i);
-      droppedMap.set(name, list);
+      const list = droppedMap.get(name);
+      if (list === undefined) droppedMap.set(name, [i]);
+      else list.push(i);
     }
-  });
-  const dropped = [...droppedMap].map(([name, idx]) => ({ name, models: idx }));
-  for (const d of dropped) {
-    warnings.push(`${d.name}: not in the base, left out (present in ${d.models.map(label).join(', ')})`);
   }
-  return { steps, dropped, warnings, inputBytes, outputBytes };
+  const dropped = new ChunkedList<{ name: string; models: number[] }>();
+  for (const [name, idx] of droppedMap) {
+    if (dropped.length % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    dropped.push({ name, models: idx });
+    warnings.push(`${name}: not in the base, left out (present in ${idx.map(label).join(', ')})`);
+  }
+  return {
+    steps: yield* steps.toArray(),
+    dropped: yield* dropped.toArray(),
+    warnings: yield* warnings.toArray(),
+    inputBytes,
+    outputBytes,
+  };
 }

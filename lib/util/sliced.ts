@@ -44,6 +44,16 @@ export function* forEachSliced(count: number, fn: (i: number) => void): Sliced<v
   }
 }
 
+/** `items.map(fn)` with a checkpoint every CHECK_EVERY items. */
+export function* mapSliced<T, U>(items: readonly T[], fn: (item: T) => U): Sliced<U[]> {
+  const out = new Array<U>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    out[i] = fn(items[i] as T);
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+  }
+  return out;
+}
+
 /**
  * A stable sort of the indices 0..count−1 by `compare` (a bottom-up merge sort), with checkpoints:
  * Array.prototype.sort on a million items holds the loop for about a second.
