@@ -72,15 +72,7 @@ function* headerSteps(
   let members = 0;
   let entryError: { member: number; error: ModelStockError } | undefined;
   let metadataMember: { member: number; value: JsonValue } | undefined;
-  const onMember = (name: string, value: JsonValue): void => {
-    const member = members++;
-    if (entryError !== undefined) return;
-    if (name === METADATA_KEY) {
-      // Checked after the parse, in slices: __metadata__ may hold a million strings.
-      metadataMember ??= { member, value };
-      return;
-    }
-    const checked = checkEntry(name, value, fail);
+  const record = (member: number, name: string, checked: CheckedEntry | ModelStockError): void => {
     if (checked instanceof ModelStockError) {
       entryError = { member, error: checked };
       return;
@@ -93,6 +85,22 @@ function* headerSteps(
       byteLength: checked.end - checked.begin,
       file,
     });
+  };
+  const onMember = (name: string, value: JsonValue): Sliced<void> | void => {
+    const member = members++;
+    if (entryError !== undefined) return;
+    if (name === METADATA_KEY) {
+      // Checked after the parse, in slices: __metadata__ may hold a million strings.
+      metadataMember ??= { member, value };
+      return;
+    }
+    const shape = value instanceof JsonObject ? value.get('shape') : undefined;
+    if (Array.isArray(shape) && shape.length > LONG_SHAPE) {
+      return (function* () {
+        record(member, name, yield* checkLongEntry(name, value, shape, fail));
+      })();
+    }
+    record(member, name, checkEntry(name, value, fail, true));
   };
 
   let parsed;
@@ -164,7 +172,10 @@ function* headerSteps(
     }
     expected = end;
     previous = t.name;
-    const sizeError = checkSize(t.dtype, t.shape, begin, end);
+    const sizeError =
+      t.shape.length > LONG_SHAPE
+        ? yield* checkLongSize(t.dtype, t.shape, begin, end)
+        : checkSize(t.dtype, t.shape, begin, end);
     if (sizeError !== undefined) throw fail('TENSOR_INVALID_INFO', sizeError, t.name);
   }
 
@@ -182,12 +193,26 @@ function* headerSteps(
 
 type Fail = (code: ErrorCode, message: string, tensor?: string) => ModelStockError;
 
-/** One tensor entry's own rules, in the order the reference checks them; the error is returned. */
+/** Shapes with more dimensions than this are checked in pieces, with checkpoints. */
+const LONG_SHAPE = 1 << 16;
+
+interface CheckedEntry {
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * One tensor entry's own rules, in the order the reference checks them; the error is returned.
+ * `checkDims` false leaves out the scan of the shape's dimensions (done in pieces for long shapes).
+ */
 function checkEntry(
   name: string,
   value: JsonValue,
   fail: Fail,
-): { dtype: DType; shape: number[]; begin: number; end: number } | ModelStockError {
+  checkDims: boolean,
+): CheckedEntry | ModelStockError {
   if (!(value instanceof JsonObject)) {
     return fail('INVALID_HEADER', `entry must be an object, found ${describe(value)}`, name);
   }
@@ -215,12 +240,8 @@ function checkEntry(
   }
 
   const shape = value.get('shape');
-  if (!Array.isArray(shape) || !shape.every(isNonNegativeSafeInteger)) {
-    return fail(
-      'INVALID_SHAPE',
-      `shape must be an array of non-negative integers, found ${clip(shape)}`,
-      name,
-    );
+  if (!Array.isArray(shape) || (checkDims && !shape.every(isNonNegativeSafeInteger))) {
+    return invalidShape(name, shape, fail);
   }
 
   const offsets = value.get('data_offsets');
@@ -239,40 +260,134 @@ function checkEntry(
   return { dtype, shape: shape as number[], begin: offsets[0] as number, end: offsets[1] as number };
 }
 
+/** checkEntry for a shape of millions of dimensions: the same rules in the same order. */
+function* checkLongEntry(
+  name: string,
+  value: JsonValue,
+  shape: JsonValue[],
+  fail: Fail,
+): Sliced<CheckedEntry | ModelStockError> {
+  const early = checkEntry(name, value, fail, false);
+  // Only the rule checked after the shape's can have spoken before the dimensions are scanned.
+  if (early instanceof ModelStockError && early.code !== 'INVALID_OFFSETS') return early;
+  for (let i = 0; i < shape.length; i++) {
+    if (!isNonNegativeSafeInteger(shape[i])) return invalidShape(name, shape, fail);
+    if (i % LONG_SHAPE === LONG_SHAPE - 1) yield;
+  }
+  return early;
+}
+
+function invalidShape(name: string, shape: JsonValue | undefined, fail: Fail): ModelStockError {
+  return fail('INVALID_SHAPE', `shape must be an array of non-negative integers, found ${clip(shape)}`, name);
+}
+
 /** Elements × bits must be whole bytes and exactly end − begin; the message when not. */
 function checkSize(dtype: DType, shape: readonly number[], begin: number, end: number): string | undefined {
   const bits = dtypeBits(dtype);
-  const held = end - begin;
-  // Doubles while the product stays exact; BigInt beyond, as a shape such as [2**40, 2**40]
-  // overflows doubles silently (the crate: ValidationOverflow).
+  // Doubles while the product stays exact, the usual case; exact integers past that.
   let elements = 1;
   for (const d of shape) {
     elements *= d;
-    if (elements > Number.MAX_SAFE_INTEGER) return checkSizeBig(dtype, shape, held);
+    if (elements > Number.MAX_SAFE_INTEGER)
+      return sizeVerdict(dtype, shape, begin, end, exactElements(shape));
   }
-  if (elements * bits > Number.MAX_SAFE_INTEGER) return checkSizeBig(dtype, shape, held);
+  if (elements * bits > Number.MAX_SAFE_INTEGER) {
+    return sizeVerdict(dtype, shape, begin, end, exactElements(shape));
+  }
   const total = elements * bits;
   if (total % 8 !== 0) {
     return `${shapeText(dtype, shape)} is ${elements} elements × ${bits} bits, not a whole number of bytes`;
   }
-  if (held !== total / 8) {
-    return `data_offsets [${begin}, ${end}] hold ${held} bytes but ${shapeText(dtype, shape)} needs ${total / 8}`;
+  if (end - begin !== total / 8) {
+    return `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${shapeText(dtype, shape)} needs ${total / 8}`;
   }
   return undefined;
 }
 
-function checkSizeBig(dtype: DType, shape: readonly number[], held: number): string | undefined {
-  const elements = shape.reduce((n, d) => n * BigInt(d), 1n);
-  const bits = elements * BigInt(dtypeBits(dtype));
+function* checkLongSize(
+  dtype: DType,
+  shape: readonly number[],
+  begin: number,
+  end: number,
+): Sliced<string | undefined> {
+  const acc = newProduct();
+  for (let from = 0; from < shape.length; from += LONG_SHAPE) {
+    multiply(acc, shape, from, Math.min(shape.length, from + LONG_SHAPE));
+    yield;
+  }
+  return sizeVerdict(dtype, shape, begin, end, acc);
+}
+
+/**
+ * The element count as an exact integer, without BigInt products of thousands of factors (a shape of
+ * 10M twos would take minutes): dimensions of 1 change nothing, a 0 makes it 0, and past 64 factors
+ * of 2 or more the count is over 2^64, so only how many factors of 2 it has still matters (for
+ * sub-byte dtypes, whose sizes must come out in whole bytes).
+ */
+interface Product {
+  zero: boolean;
+  /** The product of the first MAX_FACTORS dimensions ≥ 2. */
+  value: bigint;
+  factors: number;
+  /** Factors of 2 in the whole product (capped: only ≥ 3 matters). */
+  twos: number;
+}
+
+const MAX_FACTORS = 64;
+
+function newProduct(): Product {
+  return { zero: false, value: 1n, factors: 0, twos: 0 };
+}
+
+function multiply(acc: Product, shape: readonly number[], from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const d = shape[i] as number;
+    if (d === 1) continue;
+    if (d === 0) {
+      acc.zero = true;
+      continue;
+    }
+    if (acc.factors < MAX_FACTORS) acc.value *= BigInt(d);
+    acc.factors++;
+    if (acc.twos < 8) for (let x = d; x % 2 === 0 && acc.twos < 8; x /= 2) acc.twos++;
+  }
+}
+
+function exactElements(shape: readonly number[]): Product {
+  const acc = newProduct();
+  multiply(acc, shape, 0, shape.length);
+  return acc;
+}
+
+/** The reference's three size rules, in its order, on an exact element count. */
+function sizeVerdict(
+  dtype: DType,
+  shape: readonly number[],
+  begin: number,
+  end: number,
+  p: Product,
+): string | undefined {
+  const bitsPer = dtypeBits(dtype);
+  const held = end - begin;
+  if (p.factors > MAX_FACTORS && !p.zero) {
+    // Over 2^64 elements: too many to print, and far over 2^53 bytes whatever the dtype.
+    const twosOfBits = p.twos + Math.log2(bitsPer & -bitsPer);
+    if (twosOfBits < 3) {
+      return `${shapeText(dtype, shape)} is over 2^64 elements × ${bitsPer} bits, not a whole number of bytes`;
+    }
+    return `${shapeText(dtype, shape)} needs over 2^53 bytes: the size overflows`;
+  }
+  const elements = p.zero ? 0n : p.value;
+  const bits = elements * BigInt(bitsPer);
   if (bits % 8n !== 0n) {
-    return `${shapeText(dtype, shape)} is ${elements} elements × ${dtypeBits(dtype)} bits, not a whole number of bytes`;
+    return `${shapeText(dtype, shape)} is ${elements} elements × ${bitsPer} bits, not a whole number of bytes`;
   }
   const needed = bits / 8n;
   if (needed > BigInt(Number.MAX_SAFE_INTEGER)) {
     return `${shapeText(dtype, shape)} needs ${needed} bytes: the size overflows`;
   }
   if (BigInt(held) !== needed) {
-    return `data_offsets hold ${held} bytes but ${shapeText(dtype, shape)} needs ${needed}`;
+    return `data_offsets [${begin}, ${end}] hold ${held} bytes but ${shapeText(dtype, shape)} needs ${needed}`;
   }
   return undefined;
 }

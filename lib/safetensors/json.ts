@@ -57,8 +57,11 @@ export interface ParsedJson {
 }
 
 export interface ParseJsonOptions {
-  /** Receives each member of the top-level object, in text order, duplicates included. */
-  readonly onTopLevelMember?: (key: string, value: JsonValue) => void;
+  /**
+   * Receives each member of the top-level object, in text order, duplicates included. It may return
+   * more work to run, with checkpoints, before the parse goes on (for a member of millions of values).
+   */
+  readonly onTopLevelMember?: (key: string, value: JsonValue) => Sliced<void> | void;
   /** ASCII strings returned as these constants rather than allocated (a header repeats "dtype", "F32", …). */
   readonly intern?: readonly string[];
 }
@@ -67,6 +70,8 @@ export interface ParseJsonOptions {
 const VALUES_PER_CHECK = 4096;
 /** Bytes of one token (string, number, whitespace run) scanned between checkpoints. */
 const BYTES_PER_CHECK = 1 << 20;
+/** Containers with more members than this are collected in chunks of this many. */
+const SPILL = 1 << 16;
 /** Objects with more members than this check duplicates with a Set instead of a scan. */
 const SMALL_OBJECT = 16;
 /** Integer literals of up to 15 digits are exact in a double: converted here, without a string. */
@@ -112,6 +117,8 @@ export function* parseJson(bytes: Uint8Array, opts: ParseJsonOptions = {}): Slic
   const keyStarts: number[] = [];
   const currentKeys: string[] = [];
   const keySets: (ChunkedSet | undefined)[] = [];
+  const spills: (JsonValue[][] | undefined)[] = [];
+  const keySpills: (string[][] | undefined)[] = [];
   const keys: string[] = [];
   const values: JsonValue[] = [];
   let keyTop = 0;
@@ -185,6 +192,8 @@ export function* parseJson(bytes: Uint8Array, opts: ParseJsonOptions = {}): Slic
         keyStarts.push(keyTop);
         currentKeys.push('');
         keySets.push(undefined);
+        spills.push(undefined);
+        keySpills.push(undefined);
         expectKey = isObject;
         continue;
       }
@@ -235,8 +244,25 @@ export function* parseJson(bytes: Uint8Array, opts: ParseJsonOptions = {}): Slic
         return { root: value, duplicate };
       }
       const kind = kinds[depth];
-      if (kind === OBJECT && depth === 0 && onTop !== undefined) onTop(currentKeys[0] as string, value);
-      else values[valueTop++] = value;
+      if (kind === OBJECT && depth === 0 && onTop !== undefined) {
+        const more = onTop(currentKeys[0] as string, value);
+        if (more !== undefined) yield* more;
+      } else {
+        values[valueTop++] = value;
+        const vStart = valueStarts[depth] as number;
+        if (valueTop - vStart === SPILL) {
+          // A container this large moves its members off the shared stacks, whose growth would copy
+          // tens of MB in one go (the object's keys and values are in step here: a value just ended).
+          (spills[depth] ??= []).push(values.slice(vStart, valueTop));
+          valueTop = vStart;
+          if (kind === OBJECT) {
+            const kStart = keyStarts[depth] as number;
+            (keySpills[depth] ??= []).push(keys.slice(kStart, keyTop));
+            keyTop = kStart;
+          }
+          yield;
+        }
+      }
 
       const d = b[pos];
       if (d === COMMA) {
@@ -257,14 +283,32 @@ export function* parseJson(bytes: Uint8Array, opts: ParseJsonOptions = {}): Slic
       kinds.pop();
       currentKeys.pop();
       keySets.pop();
-      value =
-        kind === OBJECT
-          ? new JsonObject(keys.slice(kStart, keyTop), values.slice(vStart, valueTop))
-          : values.slice(vStart, valueTop);
-      keyTop = kind === OBJECT ? kStart : keyTop;
+      const spilled = spills.pop();
+      const keysSpilled = keySpills.pop();
+      const lastValues = values.slice(vStart, valueTop);
+      const elements = spilled === undefined ? lastValues : yield* concatSliced(spilled, lastValues);
+      if (kind === OBJECT) {
+        const lastKeys = keys.slice(kStart, keyTop);
+        const names = keysSpilled === undefined ? lastKeys : yield* concatSliced(keysSpilled, lastKeys);
+        value = new JsonObject(names, elements);
+        keyTop = kStart;
+      } else {
+        value = elements;
+      }
       valueTop = vStart;
     }
   }
+}
+
+/** `chunks` and then `last` in one array, filled with checkpoints. */
+function* concatSliced<T>(chunks: readonly T[][], last: readonly T[]): Sliced<T[]> {
+  const out = new Array<T>(chunks.reduce((n, c) => n + c.length, last.length));
+  let i = 0;
+  for (const chunk of [...chunks, last]) {
+    for (const item of chunk) out[i++] = item;
+    yield;
+  }
+  return out;
 }
 
 /** The string between the quotes at `open` and `close` (at most BYTES_PER_CHECK bytes). */
@@ -474,8 +518,8 @@ function* longNumber(b: Buffer, start: number, end: number): Sliced<number> {
     }
     if ((k - i) % BYTES_PER_CHECK === BYTES_PER_CHECK - 1) yield;
   }
-  const intEnd = dot >= 0 ? dot : e;
-  const digitAt = (k: number): number => (k < intEnd ? i + k : i + k + 1); // index into b of digit k
+  const intDigits = (dot >= 0 ? dot : e) - i;
+  const digitAt = (k: number): number => (k < intDigits ? i + k : i + k + 1); // index into b of digit k
   const count = dot >= 0 ? e - i - 1 : e - i;
   // value = digits × 10^(exponent − fraction digits)
   let exponent = -(dot >= 0 ? e - dot - 1 : 0);
