@@ -10,8 +10,9 @@ import { SLICE_MS } from '../util/sliced';
 
 /** Characters gathered before a write. */
 const WRITE_CHUNK = 1 << 20;
-/** Top-level arrays longer than this are written element by element. */
+/** Top-level arrays longer than this are written in pieces of ARRAY_PIECE elements. */
 const STREAMED_ARRAY = 64;
+const ARRAY_PIECE = 64;
 
 /**
  * The report's JSON text in pieces. Each piece is JSON.stringify of one value with the indentation
@@ -33,12 +34,12 @@ export function* reportJsonPieces(report: MergeReport): Generator<string, void, 
       yield text.replace(/\n/g, '\n  ');
       continue;
     }
+    // Elements 64 at a time (a few ms each): JSON.stringify of the slice, brackets cut off, indented once more.
     const items = value as unknown[];
     yield '[';
-    for (let i = 0; i < items.length; i++) {
-      // In an array, what JSON.stringify drops elsewhere is written as null.
-      const item = JSON.stringify(items[i], null, 2) ?? 'null';
-      yield `${i === 0 ? '' : ','}\n    ${item.replace(/\n/g, '\n    ')}`;
+    for (let i = 0; i < items.length; i += ARRAY_PIECE) {
+      const text = JSON.stringify(items.slice(i, i + ARRAY_PIECE), null, 2);
+      yield `${i === 0 ? '' : ','}\n  ${text.slice(2, -2).replace(/\n/g, '\n  ')}`;
     }
     yield '\n  ]';
   }
