@@ -3,10 +3,11 @@
  * the sliced parser (JSON.parse + a key scan), kept verbatim apart from names. They are slow and stall
  * on big inputs and overflow the stack on deep ones, which is why they were replaced, but on the
  * small inputs of a fuzz run they define what every input must give: the same parse, or an error
- * with the same code.
+ * with the same code. (scanKeys, the key scan, is unchanged in lib/safetensors/header.ts.)
  */
 import { ModelStockError, type ErrorCode } from '../lib/errors';
 import { dtypeBits, isKnownDType, type DType } from '../lib/dtype';
+import { scanKeys } from '../lib/safetensors/header';
 import type { TensorInfo } from '../lib/safetensors/types';
 
 interface ParsedHeader {
@@ -212,78 +213,6 @@ function parseMetadata(
     out[k] = v;
   }
   return out;
-}
-
-interface KeyScan {
-  /** Keys of the top-level object in text order (JS objects put integer-like keys first). */
-  topLevel: string[];
-  /** The first key that occurs twice in one object; `within` names the enclosing objects' keys. */
-  duplicate: { key: string; within: string[] } | undefined;
-}
-
-/** Scans a JSON text already known to be valid for its top-level key order and duplicate keys. */
-function scanKeys(text: string): KeyScan {
-  const topLevel: string[] = [];
-  // One frame per open container: the keys seen so far for an object, null for an array.
-  const seen: (Set<string> | null)[] = [];
-  const lastKey: string[] = [];
-  const n = text.length;
-  let i = 0;
-  while (i < n) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      let j = i + 1;
-      let escaped = false;
-      for (;;) {
-        const d = text.charCodeAt(j);
-        if (d === 0x5c /* \ */) {
-          escaped = true;
-          j += 2;
-        } else if (d === 0x22) break;
-        else j++;
-      }
-      const raw = text.slice(i, j + 1);
-      i = j + 1;
-      let k = i;
-      while (isJsonWhitespace(text.charCodeAt(k))) k++;
-      // In valid JSON a string followed by ':' is an object key.
-      if (text.charCodeAt(k) === 0x3a /* : */) {
-        // Escapes are decoded so that "a" and "\u0061" count as the same key.
-        const key = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
-        const depth = seen.length - 1;
-        const keys = seen[depth];
-        if (keys) {
-          if (keys.has(key)) {
-            return {
-              topLevel,
-              duplicate: { key, within: lastKey.slice(0, depth).filter((k) => k !== undefined) },
-            };
-          }
-          keys.add(key);
-        }
-        if (depth === 0) topLevel.push(key);
-        lastKey[depth] = key;
-        i = k + 1;
-      }
-    } else if (c === 0x7b /* { */) {
-      seen.push(new Set());
-      i++;
-    } else if (c === 0x5b /* [ */) {
-      seen.push(null);
-      i++;
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      seen.pop();
-      lastKey.length = Math.min(lastKey.length, seen.length);
-      i++;
-    } else {
-      i++;
-    }
-  }
-  return { topLevel, duplicate: undefined };
-}
-
-function isJsonWhitespace(c: number): boolean {
-  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

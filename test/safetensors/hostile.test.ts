@@ -9,40 +9,10 @@ import * as path from 'node:path';
 import { isModelStockError, type ErrorCode } from '../../lib/errors';
 import { openCheckpoint } from '../../lib/safetensors/checkpoint';
 import { readSafetensorsFile } from '../../lib/safetensors/file';
+import { writeHeaderFile, zeroSizeTensors } from '../../lib/fixtures/hostile';
 import { MAX_INDEX_SIZE, readIndexFile } from '../../lib/safetensors/indexFile';
 import { assertLive } from '../helpers/liveness';
 import { useTmpDir } from '../helpers/tmp';
-
-/** Writes 8-byte length + header pieces + `data` zero bytes, without joining the pieces. */
-async function writeHeaderFile(file: string, pieces: readonly Buffer[], data = 0): Promise<string> {
-  const length = pieces.reduce((n, p) => n + p.byteLength, 0);
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(length));
-  const handle = await open(file, 'w');
-  try {
-    await handle.write(prefix);
-    for (const p of pieces) await handle.write(p);
-    if (data > 0) await handle.write(Buffer.alloc(data));
-  } finally {
-    await handle.close();
-  }
-  return file;
-}
-
-/** `count` zero-size F32 tensors: 59–62 bytes of header each. */
-function zeroSizeTensors(count: number): Buffer[] {
-  const pieces: Buffer[] = [];
-  const perPiece = 50_000;
-  for (let first = 0; first < count; first += perPiece) {
-    const entries: string[] = [];
-    for (let i = first; i < Math.min(count, first + perPiece); i++) {
-      entries.push(`"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`);
-    }
-    pieces.push(Buffer.from(`${first === 0 ? '{' : ','}${entries.join(',')}`));
-  }
-  pieces.push(Buffer.from('}'));
-  return pieces;
-}
 
 async function expectCode(
   work: Promise<unknown>,
@@ -65,6 +35,20 @@ describe('hostile headers and index files', function () {
   const tmp = useTmpDir();
   let n = 0;
   const fresh = (name = 'model.safetensors') => path.join(tmp.dir, `case-${++n}-${name}`);
+
+  it('the liveness check itself fails on 400 ms of synchronous work, and not on 400 ms of waiting', async () => {
+    // 400 ms of CPU, like real work (a loop on the wall clock does less work on a busy machine).
+    const cpu = (): number => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
+    const busy = async (): Promise<void> => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      for (const end = cpu() + 400; cpu() < end;);
+    };
+    await assert.rejects(assertLive('a busy loop', busy), /held for \d{3,} ms/);
+    await assertLive('a timer', () => new Promise((resolve) => setTimeout(resolve, 400)));
+  });
 
   it('1.5M zero-size tensors (a 90 MB header) open as a checkpoint without stalling the loop', async () => {
     const dir = path.join(tmp.dir, 'zero-1.5M');
