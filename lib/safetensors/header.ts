@@ -8,6 +8,12 @@
  * - extra keys in a tensor entry: the crate's `TensorInfo` does not deny unknown fields; we do
  *   (INVALID_HEADER), so a typo such as `data_offset` cannot pass unnoticed;
  * - a UTF-8 byte-order mark is kept (not stripped) so it fails JSON parsing, as in serde_json.
+ *
+ * A header may be 100 MB (1.5M tensors): it is parsed by lib/safetensors/json.ts and checked in
+ * slices, entries as they are parsed, so the event loop keeps turning (JSON.parse of such a header
+ * held it for 12 s). The order in which rules speak is the whole-text order of the reference: a
+ * syntax error anywhere, then a non-object, then a duplicate key anywhere, then the first entry (in
+ * text order) that breaks a rule, then offsets and sizes in data order.
  */
 import { isUtf8 } from 'node:buffer';
 import { ModelStockError, type ErrorCode } from '../errors';
