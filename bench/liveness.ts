@@ -116,10 +116,7 @@ async function child(name: CaseName): Promise<void> {
       work = () => downstream(1_000_000);
       break;
     case 'merge': {
-      const info = JSON.parse(readFileSync(file('example/fixture.json'), 'utf8')) as {
-        base: string;
-        models: string[];
-      };
+      const info = await ensureFixture({ ...PRESETS.example, dir: file('example') });
       const out = file('merged');
       rmSync(out, { recursive: true, force: true });
       work = () => mergeModelStock({ base: info.base, models: info.models, out, fsync: false });
