@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'TENSOR_INVALID_INFO' // elements × dtype size ≠ end − begin (or overflow)
   | 'METADATA_INCOMPLETE_BUFFER' // data does not end exactly at end of file
   | 'INVALID_INDEX' // model.safetensors.index.json malformed or names a missing tensor/shard
+  | 'INDEX_TOO_LARGE' // model.safetensors.index.json over 64 MiB
   | 'NO_CHECKPOINT' // folder has no safetensors file
   | 'IO_ERROR'
   // merge rules

@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
 import { ModelStockError, asCancelled, throwIfCancelled } from './errors';
@@ -6,11 +5,13 @@ import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
-import { copyBaseFiles, modelCard } from './output/extras';
+import { copyBaseFiles, modelCardSliced } from './output/extras';
+import { writeReportJson } from './output/report';
 import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
 import { modelRefKey } from './hub/reference';
 import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
-import { planShards } from './safetensors/layout';
+import { planShardsSliced } from './safetensors/layout';
+import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { openTensorSource, type TensorSource } from './engine/io';
 import { SafetensorsWriter } from './safetensors/writer';
@@ -87,13 +88,15 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     [base, ...models].map((c) => c.dir),
     options.overwrite ?? false,
   );
-  const layout = planShards(
-    plan.steps.map((s) => ({
-      name: s.name,
-      dtype: s.outDtype,
-      shape: s.base.shape,
-      byteLength: s.outByteLength,
-    })),
+  const layout = await planShardsSliced(
+    await runSliced(
+      mapSliced(plan.steps, (s) => ({
+        name: s.name,
+        dtype: s.outDtype,
+        shape: s.base.shape,
+        byteLength: s.outByteLength,
+      })),
+    ),
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
@@ -161,14 +164,20 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
-    const reportJson = JSON.stringify(report, null, 2) + '\n';
-    await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
+    await writeReportJson(path.join(staging.dir, REPORT_FILE), report, { fsync, flags: 'wx' });
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
-    await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
+    await writeFileSynced(
+      path.join(staging.dir, 'README.md'),
+      await modelCardSliced(report, configYaml),
+      fsync,
+    );
     cancelled();
     await staging.commit(fsync);
     committed = true;
-    if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
+    // Written again rather than copied: --report may name the report inside OUT, and a copy onto
+    // itself would truncate it first.
+    if (options.report !== undefined)
+      await writeReportJson(options.report, report, { fsync: false, flags: 'w' });
     return report;
   } catch (e) {
     await writer?.abort();

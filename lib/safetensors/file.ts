@@ -5,7 +5,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { parseHeader } from './header';
+import { parseHeaderSliced } from './header';
 import type { SafetensorsFile } from './types';
 
 /** The reference crate's MAX_HEADER_SIZE: a bigger header is refused before it is read. */
@@ -53,7 +53,7 @@ export async function readSafetensorsFile(file: string): Promise<SafetensorsFile
 
     const header = new Uint8Array(headerLength);
     await stage(abs, 'cannot read the header', () => readFully(handle, header, LENGTH_PREFIX));
-    const { tensors, metadata } = parseHeader(header, abs, fileSize, dataStart);
+    const { tensors, metadata } = await parseHeaderSliced(header, abs, fileSize, dataStart);
     return { file: abs, fileSize, dataStart, tensors, metadata };
   } finally {
     await handle.close().catch(() => undefined);
