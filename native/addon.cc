@@ -22,8 +22,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mapFile", ms::MapFile},          // io.cc
       {"mapView", ms::MapView},          // io.cc
       {"mapRelease", ms::MapRelease},    // io.cc
+      {"mapFault", ms::MapFault},        // io.cc (fault_guard.cc)
       {"unmap", ms::Unmap},              // io.cc
       {"lockFile", ms::LockFile},        // lock.cc
+      {"renamePaths", ms::RenamePaths},  // fsops.cc
   };
   for (const auto& f : functions) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
   return exports;

@@ -23,8 +23,10 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapFile',
   'mapView',
   'mapRelease',
+  'mapFault',
   'unmap',
   'lockFile',
+  'renamePaths',
 ];
 
 /** The folder holding this package's package.json (lib/engine/native in sources, dist/… built). */
