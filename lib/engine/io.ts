@@ -19,8 +19,13 @@ export interface TensorSource {
   readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void>;
   /** A zero-copy view of tensor bytes, where the source maps files. */
   view?(tensor: TensorInfo, byteStart: number, length: number): Uint8Array;
-  /** Done with a range given by view(): its pages may leave the process. */
+  /**
+   * Done with a range given by view(): its pages may leave the process. Throws IO_ERROR naming the file
+   * when the mapping faulted (the file shrank or could not be read) while the range was in use.
+   */
   release?(tensor: TensorInfo, byteStart: number, length: number): void;
+  /** Throws IO_ERROR naming the file when any mapped input faulted: a last check before committing. */
+  check?(): void;
   close(): Promise<void>;
 }
 
@@ -30,6 +35,33 @@ class FsSource extends TensorReader implements TensorSource {
 
 function ioError(e: unknown, t: TensorInfo): ModelStockError {
   return new ModelStockError('IO_ERROR', (e as Error).message, { file: t.file, tensor: t.name, cause: e });
+}
+
+const SHRANK = 'truncated by another program during the merge, or its storage failed';
+
+function mappedReadError(file: string, at: number, tensor: string | undefined): ModelStockError {
+  return new ModelStockError(
+    'IO_ERROR',
+    `could not be read through its mapping at byte ${at} (SIGBUS: ${SHRANK}); nothing was written`,
+    tensor === undefined ? { file } : { file, tensor },
+  );
+}
+
+/**
+ * A write() whose source is a mapped view of an input that shrank fails with EFAULT (the kernel's copy
+ * gets no SIGBUS): that is the input's fault, not the output's. Other errors are returned as they are.
+ */
+export function mappedWriteError(e: unknown, t: TensorInfo): unknown {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) {
+    if ((c as NodeJS.ErrnoException).code === 'EFAULT') {
+      return new ModelStockError('IO_ERROR', `could not be read through its mapping (EFAULT: ${SHRANK})`, {
+        file: t.file,
+        tensor: t.name,
+        cause: e,
+      });
+    }
+  }
+  return e;
 }
 
 class PreadSource implements TensorSource {
@@ -113,7 +145,17 @@ class MmapSource implements TensorSource {
 
   release(t: TensorInfo, byteStart: number, length: number): void {
     const m = this.maps.get(t.file);
-    if (m !== undefined && length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+    if (m === undefined) return;
+    if (length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+    const at = this.addon.mapFault(m);
+    if (at !== undefined) throw mappedReadError(t.file, at, t.name);
+  }
+
+  check(): void {
+    for (const [file, m] of this.maps) {
+      const at = this.addon.mapFault(m);
+      if (at !== undefined) throw mappedReadError(file, at, undefined);
+    }
   }
 
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {

@@ -166,6 +166,7 @@ function assemble(
     path: target,
     dir,
     files: files.map((f) => f.file),
+    identities: new Map(files.map((f) => [f.file, f.identity])),
     indexFile,
     tensors,
     order,
