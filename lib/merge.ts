@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
 import { ModelStockError } from './errors';
@@ -6,13 +5,17 @@ import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
+import { asIoError } from './output/fsops';
+import type { Placement } from './output/place';
+import { checkReportPath, placeReport } from './output/reportFile';
 import { copyBaseFiles, modelCard } from './output/extras';
 import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
 import { modelRefKey } from './hub/reference';
 import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { planShards } from './safetensors/layout';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { openTensorSource } from './engine/io';
+import { openTensorSource, type TensorSource } from './engine/io';
+import { checkUnchanged } from './safetensors/identity';
 import { SafetensorsWriter } from './safetensors/writer';
 import type { MergeOptions, MergeReport } from './types';
 
@@ -47,6 +50,16 @@ function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
   return i;
 }
 
+/** The fault of a mapped input, if one faulted: it explains whatever failed after it. */
+function inputFault(reader: TensorSource): unknown {
+  try {
+    reader.check?.();
+    return undefined;
+  } catch (fault) {
+    return fault;
+  }
+}
+
 /**
  * Merges `models` into `base` with Model Stock and writes the result to `out`, atomically: everything is
  * built in a temporary folder beside `out` and renamed into place at the end; on any failure nothing is
@@ -69,10 +82,16 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     options.onWarning?.(m);
   };
 
+  const overwrite = options.overwrite ?? false;
+  const checkOutputs = async (inputs: string[]): Promise<string> => {
+    const target = checkOutputPath(options.out, inputs, overwrite);
+    if (options.report !== undefined) await checkReportPath(options.report, inputs, target);
+    return target;
+  };
   const { base, models, modelLabel, plan } = await openInputs(options, {
     record: (m) => ownWarnings.push(m),
-    // An OUT we would refuse is refused before any download (and again once Hub IDs are resolved).
-    beforeDownload: (local) => void checkOutputPath(options.out, local, options.overwrite ?? false),
+    // Outputs we would refuse are refused before any download (and again once Hub IDs are resolved).
+    beforeDownload: async (local) => void (await checkOutputs(local)),
   });
   if (tokenizerSource !== 'base') {
     checkTokenizerSource({
@@ -81,10 +100,10 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       base,
     });
   }
-  const target = checkOutputPath(
-    options.out,
-    [base, ...models].map((c) => c.dir),
-    options.overwrite ?? false,
+  const inputs = [base, ...models];
+  // Each model as given (folder or file) and every file it has, through links (Hugging Face blobs).
+  const target = await checkOutputs(
+    inputs.flatMap((c) => [c.path, ...c.files, ...(c.indexFile === undefined ? [] : [c.indexFile])]),
   );
   const layout = planShards(
     plan.steps.map((s) => ({
@@ -101,8 +120,13 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     onWarning: options.onWarning,
   });
   const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
-  const staging = await StagingDir.create(target);
+  const staging = await StagingDir.create(target, { overwrite }).catch(async (e: unknown) => {
+    await reader.close();
+    await backend.dispose();
+    throw e;
+  });
   let writer: SafetensorsWriter | undefined;
+  let reportCopy: Placement | undefined;
   try {
     writer = await SafetensorsWriter.create(staging.dir, layout);
     const w = writer;
@@ -117,9 +141,13 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       onProgress: options.onProgress,
       onWarning: options.onWarning,
     });
+    // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
+    reader.check?.();
+    await checkUnchanged(new Map(inputs.flatMap((c) => [...c.identities])));
     await writer.finish({ fsync });
     writer = undefined;
-    await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
+    if (base.path === base.dir) await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
     if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
     if (options.chatTemplate !== undefined) {
       const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
@@ -154,13 +182,21 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
     await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
-    await staging.commit(fsync);
-    if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
+    if (options.report !== undefined) reportCopy = await placeReport(options.report, reportJson, fsync);
+    for (const w of await staging.commit(fsync)) options.onWarning?.(w);
+    await reportCopy
+      ?.finish()
+      .catch((e: unknown) =>
+        options.onWarning?.(
+          `the earlier report at ${options.report} could not be deleted: ${(e as Error).message}`,
+        ),
+      );
     return report;
   } catch (e) {
     await writer?.abort();
+    await reportCopy?.undo().catch(() => undefined);
     await staging.discard();
-    throw e;
+    throw inputFault(reader) ?? asIoError(e);
   } finally {
     await reader.close();
     await backend.dispose();
