@@ -21,6 +21,10 @@
         'native/pool.cc',
         'native/runtime.cc',
         'native/workers.cc',
+        # CPU-only: the CUDA exports answer "not compiled in" (cmake-js builds the kernels, see README);
+        # the emulation of the kernels' arithmetic is plain C++ and always built.
+        'native/cuda/exports.cc',
+        'native/cuda/emulate.cc',
       ],
       'include_dirs': [
         "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")",

@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
   | 'NATIVE_ERROR'
+  | 'CUDA_OUT_OF_MEMORY' // the device (or pinned host memory) cannot hold what a tensor needs
+  | 'CUDA_ERROR' // any other CUDA runtime failure
   | 'CANCELLED'
   // Hugging Face Hub model IDs
   | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache
@@ -75,4 +77,14 @@ export class ModelStockError extends Error {
 
 export function isModelStockError(e: unknown): e is ModelStockError {
   return e instanceof ModelStockError;
+}
+
+/** The error a cancelled operation rejects with: code CANCELLED, the signal's reason as its cause. */
+export function cancelledError(signal: AbortSignal | undefined, what: string): ModelStockError {
+  return new ModelStockError('CANCELLED', `${what}: cancelled`, { cause: signal?.reason });
+}
+
+/** Throws cancelledError when `signal` has fired: the check between two pieces of work. */
+export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted === true) throw cancelledError(signal, what);
 }

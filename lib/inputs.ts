@@ -4,7 +4,7 @@ import { FLOAT_DTYPES } from './dtype';
 import { IO_MODES } from './engine/io';
 import type { EngineResult } from './engine/scheduler';
 import { checkLayerRanges } from './config/layers';
-import { ModelStockError } from './errors';
+import { ModelStockError, throwIfCancelled } from './errors';
 import { modelRefKey } from './hub/reference';
 import { resolveModelRef } from './hub/resolve';
 import { modelConfigOf, type ModelConfig } from './plan/embeddings';
@@ -112,6 +112,7 @@ export async function openInputs(
   const say = o.hub?.onWarning ?? o.onWarning;
   const hub = {
     ...o.hub,
+    signal: o.hub?.signal ?? o.signal,
     onWarning: (m: string) => {
       hooks.record(m);
       say?.(m);
@@ -119,6 +120,7 @@ export async function openInputs(
   };
   const paths: string[] = [];
   for (const r of refs) paths.push(await resolveModelRef(r, hub));
+  throwIfCancelled(o.signal, 'the merge');
   if (o.layerRanges !== undefined && o.layerRanges.length > 0) {
     const resolved = new Map(refs.map((r, i) => [modelRefKey(r), paths[i]!]));
     await checkLayerRanges(o.layerRanges, (ref) => resolved.get(modelRefKey(ref)) ?? ref);

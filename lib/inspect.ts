@@ -1,3 +1,4 @@
+import { cancelledError, throwIfCancelled } from './errors';
 import { openTensorSource } from './engine/io';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
@@ -14,6 +15,7 @@ import type { InspectOptions, InspectReport } from './types';
 export async function inspectModelStock(options: InspectOptions): Promise<InspectReport> {
   const started = process.hrtime.bigint();
   validateInputOptions(options);
+  throwIfCancelled(options.signal, 'the inspection');
   const filterWise = options.filterWise ?? false;
   const theta = options.theta ?? 'mean-cos';
   const hubWarnings: string[] = [];
@@ -21,8 +23,12 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
+    signal: options.signal,
   });
-  const source = openTensorSource(options.io ?? 'auto', { threads: options.threads });
+  const source = openTensorSource(options.io ?? 'auto', {
+    threads: options.threads,
+    signal: options.signal,
+  });
   try {
     const result = await runPlan(plan, {
       backend,
@@ -34,6 +40,7 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       modelLabel,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
+      signal: options.signal,
     });
     return {
       method: 'model_stock',
@@ -47,6 +54,9 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       bytesRead: result.bytesRead,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
+  } catch (e) {
+    if (options.signal?.aborted === true) throw cancelledError(options.signal, 'the inspection');
+    throw e;
   } finally {
     await source.close();
     await backend.dispose();

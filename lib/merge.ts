@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { ModelStockError } from './errors';
+import { ModelStockError, cancelledError, throwIfCancelled } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
@@ -69,6 +69,7 @@ function inputFault(reader: TensorSource): unknown {
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
   const started = process.hrtime.bigint();
   validate(options);
+  throwIfCancelled(options.signal, 'the merge');
   const filterWise = options.filterWise ?? false;
   const theta: ThetaRule = options.theta ?? 'mean-cos';
   const fsync = options.fsync ?? true;
@@ -118,8 +119,12 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
+    signal: options.signal,
   });
-  const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
+  const reader = openTensorSource(options.io ?? 'auto', {
+    threads: options.threads,
+    signal: options.signal,
+  });
   const staging = await StagingDir.create(target, { overwrite }).catch(async (e: unknown) => {
     await reader.close();
     await backend.dispose();
@@ -140,6 +145,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       modelLabel,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
+      signal: options.signal,
     });
     // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
     reader.check?.();
@@ -182,6 +188,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
     await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
+    throwIfCancelled(options.signal, 'the merge');
     if (options.report !== undefined) reportCopy = await placeReport(options.report, reportJson, fsync);
     for (const w of await staging.commit(fsync)) options.onWarning?.(w);
     await reportCopy
@@ -196,6 +203,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await writer?.abort();
     await reportCopy?.undo().catch(() => undefined);
     await staging.discard();
+    // Whatever stopped first (a kernel, a read, a write) once the signal fired: the merge was cancelled.
+    if (options.signal?.aborted === true) throw cancelledError(options.signal, 'the merge');
     throw inputFault(reader) ?? asIoError(e);
   } finally {
     await reader.close();

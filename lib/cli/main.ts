@@ -7,6 +7,7 @@ import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
 import { IO_MODES, type IoMode } from '../engine/io';
 import { doctor } from './doctor';
+import { exitCodeFor, interruptedBy, interruptOnSignals } from './signals';
 import { DownloadProgressView } from './download';
 import { ProgressBar } from './progress';
 import { formatBytes, parseSize } from './size';
@@ -126,8 +127,10 @@ async function runMerge(
   const bar = new ProgressBar(tty);
   const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
   const warnings: string[] = [];
+  const interrupt = interruptOnSignals('the merge');
   const report = await mergeModelStock({
     ...options,
+    signal: interrupt.signal,
     hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
     onProgress: (p) => {
       downloads.stop();
@@ -135,6 +138,7 @@ async function runMerge(
     },
     onWarning: (m) => warnings.push(m),
   }).finally(() => {
+    interrupt.dispose();
     downloads.stop();
     bar.stop();
   });
@@ -236,6 +240,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (e instanceof UsageError) {
       process.stderr.write(`model-stock: ${e.message}\n(run with --help for usage)\n`);
       return EXIT_USAGE;
+    }
+    const interrupted = interruptedBy();
+    if (isModelStockError(e) && e.code === 'CANCELLED' && interrupted !== undefined) {
+      process.stderr.write(`model-stock: cancelled (${interrupted}); nothing was written\n`);
+      return exitCodeFor(interrupted);
     }
     if (isModelStockError(e)) {
       process.stderr.write(`model-stock: error [${e.code}]: ${e.message}\n`);

@@ -41,6 +41,7 @@ async function copyBytes(
   const sink = sinkOf(ctx);
   const chunk = chunkOf(1, arena, ctx);
   for (let at = start; at < end; at += chunk) {
+    ctx.checkCancelled();
     arena.reset();
     const view = await acquire(source, arena, from, at, Math.min(chunk, end - at));
     ctx.onRead(view.byteLength);
@@ -73,6 +74,7 @@ async function convertElements(
   const chunk = Math.min(chunkOf(inSize + outSize, arena, ctx), 1 << 22);
   for (let k = first; k < first + count; k += chunk) {
     const n = Math.min(chunk, first + count - k);
+    ctx.checkCancelled();
     arena.reset();
     const view = await acquire(source, arena, from, k * inSize, n * inSize);
     ctx.onRead(view.byteLength);

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
-import { ModelStockError } from '../errors';
+import { ModelStockError, throwIfCancelled } from '../errors';
+import { AbortFlag } from './abort';
 import { TensorReader } from '../safetensors/window';
 import type { TensorInfo } from '../safetensors/types';
 import type { NativeAddon, NativeMapping } from './native/addon-types';
@@ -31,6 +32,15 @@ export interface TensorSource {
 
 class FsSource extends TensorReader implements TensorSource {
   readonly kind = 'fs' as const;
+
+  constructor(private readonly signal: AbortSignal | undefined) {
+    super();
+  }
+
+  override async readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+    throwIfCancelled(this.signal, `reading ${tensor.file}`);
+    return super.readInto(tensor, byteStart, into);
+  }
 }
 
 function ioError(e: unknown, t: TensorInfo): ModelStockError {
@@ -68,10 +78,15 @@ class PreadSource implements TensorSource {
   readonly kind = 'pread' as const;
   private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
 
+  private readonly abort: AbortFlag;
+
   constructor(
     private readonly addon: NativeAddon,
     private readonly threads: number,
-  ) {}
+    signal: AbortSignal | undefined,
+  ) {
+    this.abort = new AbortFlag(signal);
+  }
 
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     let fh = this.files.get(t.file);
@@ -80,13 +95,15 @@ class PreadSource implements TensorSource {
       this.files.set(t.file, fh);
     }
     try {
-      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into, this.threads);
+      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into, this.threads, this.abort.flag);
     } catch (e) {
+      if (e instanceof ModelStockError && e.code === 'CANCELLED') throw e;
       throw ioError(e, t);
     }
   }
 
   async close(): Promise<void> {
+    this.abort.dispose();
     const all = [...this.files.values()];
     this.files.clear();
     await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => undefined)));
@@ -104,6 +121,8 @@ class MmapSource implements TensorSource {
   readonly kind = 'mmap' as const;
   private readonly maps = new Map<string, NativeMapping>();
   private readonly segments = new Map<string, Uint8Array[]>();
+  /** Views of ranges across a segment boundary, per file: detached with the segments at close. */
+  private readonly strays = new Map<string, Uint8Array[]>();
 
   constructor(
     private readonly addon: NativeAddon,
@@ -131,7 +150,11 @@ class MmapSource implements TensorSource {
       const segmentStart = segment * this.segmentBytes;
       const segmentEnd = Math.min(segmentStart + this.segmentBytes, m.size);
       // A range across a segment boundary (rare) gets a view of its own.
-      if (from + length > segmentEnd) return this.addon.mapView(m, from, length);
+      if (from + length > segmentEnd) {
+        const stray = this.addon.mapView(m, from, length);
+        this.strays.set(t.file, [...(this.strays.get(t.file) ?? []), stray]);
+        return stray;
+      }
       let views = this.segments.get(t.file);
       if (views === undefined) this.segments.set(t.file, (views = []));
       let v = views[segment];
@@ -163,32 +186,44 @@ class MmapSource implements TensorSource {
     this.release(t, byteStart, into.byteLength);
   }
 
+  /**
+   * Unmaps every input now, detaching every view it handed out (they read as empty afterwards): no
+   * mapping of an input outlives the merge waiting for a GC. The engine has settled every read, kernel
+   * and write that used them before the source is closed.
+   */
   async close(): Promise<void> {
-    for (const m of this.maps.values()) this.addon.unmap(m);
+    for (const [file, m] of this.maps) {
+      const views = [...(this.segments.get(file) ?? []), ...(this.strays.get(file) ?? [])];
+      this.addon.mapClose(
+        m,
+        views.filter((v) => v !== undefined),
+      );
+    }
     this.maps.clear();
     this.segments.clear();
+    this.strays.clear();
   }
 }
 
 /**
  * The source for `mode`; `auto` → mmap when the addon loads, else fs. `threads` bounds the parallel
- * reads of `pread` (default 0: all cores); `segmentBytes` (tests) sets the size of the mmap source's
- * segment views.
+ * reads of `pread` (default 0: all cores); `signal` stops reads between chunks (CANCELLED);
+ * `segmentBytes` (tests) sets the size of the mmap source's segment views.
  */
 export function openTensorSource(
   mode: IoMode,
-  opts: { threads?: number; segmentBytes?: number } = {},
+  opts: { threads?: number; segmentBytes?: number; signal?: AbortSignal } = {},
 ): TensorSource {
-  if (mode === 'fs') return new FsSource();
+  if (mode === 'fs') return new FsSource(opts.signal);
   const loaded = loadNativeAddon();
   if (loaded.addon === undefined) {
-    if (mode === 'auto') return new FsSource();
+    if (mode === 'auto') return new FsSource(opts.signal);
     throw new ModelStockError(
       'BACKEND_UNAVAILABLE',
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,
     );
   }
   return mode === 'pread'
-    ? new PreadSource(loaded.addon, opts.threads ?? 0)
+    ? new PreadSource(loaded.addon, opts.threads ?? 0, opts.signal)
     : new MmapSource(loaded.addon, opts.segmentBytes);
 }

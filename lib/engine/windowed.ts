@@ -34,11 +34,13 @@ export async function mergeWindowed(
 
   /** The inputs' bytes of elements [first, first + count), and a release for when they are used. */
   const read = async (first: number, count: number): Promise<Uint8Array[]> => {
+    ctx.checkCancelled();
     arena.reset();
     const views = await settleAll(
       tensors.map((t, i) => acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!)),
     );
     ctx.onRead(views.reduce((a, v) => a + v.byteLength, 0));
+    progress(step.name);
     return views;
   };
   const release = (first: number, views: readonly Uint8Array[]): void =>
@@ -59,6 +61,7 @@ export async function mergeWindowed(
       for (let first = 0; first < step.mergedNumel; first += w) {
         const count = Math.min(w, step.mergedNumel - first);
         for (let i = 0; i < tensors.length; i++) {
+          ctx.checkCancelled();
           arena.reset();
           const t = tensors[i]!;
           const view = await acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!);
@@ -71,6 +74,7 @@ export async function mergeWindowed(
     if (sink === undefined) return report;
     for (let first = 0; first < step.mergedNumel; first += w) {
       const count = Math.min(w, step.mergedNumel - first);
+      ctx.checkCancelled();
       const held = session.holds(first, count);
       arena.reset();
       const inputs = held ? undefined : await read(first, count);

@@ -25,6 +25,7 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapRelease',
   'mapFault',
   'unmap',
+  'mapClose',
   'lockFile',
   'renamePaths',
 ];
