@@ -123,6 +123,8 @@ class MmapSource implements TensorSource {
   private readonly segments = new Map<string, Uint8Array[]>();
   /** Views of ranges across a segment boundary, per file: detached with the segments at close. */
   private readonly strays = new Map<string, Uint8Array[]>();
+  /** The first fault a mapping reported, said the same way by every later check. */
+  private fault: ModelStockError | undefined;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -170,15 +172,17 @@ class MmapSource implements TensorSource {
     const m = this.maps.get(t.file);
     if (m === undefined) return;
     if (length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
-    const at = this.addon.mapFault(m);
-    if (at !== undefined) throw mappedReadError(t.file, at, t.name);
+    this.checkMapping(t.file, m, t.name);
   }
 
   check(): void {
-    for (const [file, m] of this.maps) {
-      const at = this.addon.mapFault(m);
-      if (at !== undefined) throw mappedReadError(file, at, undefined);
-    }
+    if (this.fault !== undefined) throw this.fault;
+    for (const [file, m] of this.maps) this.checkMapping(file, m, undefined);
+  }
+
+  private checkMapping(file: string, m: NativeMapping, tensor: string | undefined): void {
+    const at = this.addon.mapFault(m);
+    if (at !== undefined) throw (this.fault ??= mappedReadError(file, at, tensor));
   }
 
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {

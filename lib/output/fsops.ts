@@ -62,13 +62,21 @@ function describeErrno(errno: number): [string, string] {
 /** The addon's renameat2, or undefined when the addon does not load. */
 export function nativeRenameFlags(): RenameFlags | undefined {
   const addon = loadNativeAddon().addon;
-  if (addon === undefined) return undefined;
+  return addon === undefined
+    ? undefined
+    : renameFlagsOf((from, to, mode) => addon.renamePaths(from, to, mode));
+}
+
+/** RenameFlags over a renameat2 that resolves with 0 or an errno (the addon's; tests inject others). */
+export function renameFlagsOf(
+  renamePaths: (from: string, to: string, mode: 'noreplace' | 'exchange') => Promise<number>,
+): RenameFlags {
   const call = async (
     from: string,
     to: string,
     mode: 'noreplace' | 'exchange',
   ): Promise<'done' | 'exists' | 'missing' | 'unsupported'> => {
-    const errno = await addon.renamePaths(from, to, mode);
+    const errno = await renamePaths(from, to, mode);
     if (errno === 0) return 'done';
     const [code, text] = describeErrno(errno);
     if (code === 'EEXIST' && mode === 'noreplace') return 'exists';
