@@ -88,3 +88,11 @@ export function cancelledError(signal: AbortSignal | undefined, what: string): M
 export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted === true) throw cancelledError(signal, what);
 }
+
+/** A Node system error that escaped uncoded (an errno code and a path) becomes IO_ERROR naming its path. */
+export function asIoError(e: unknown): unknown {
+  if (e instanceof ModelStockError || !(e instanceof Error)) return e;
+  const { code, path: file } = e as NodeJS.ErrnoException;
+  if (code === undefined || file === undefined) return e;
+  return new ModelStockError('IO_ERROR', e.message, { file, cause: e });
+}

@@ -1,11 +1,10 @@
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { ModelStockError, cancelledError, throwIfCancelled } from './errors';
+import { ModelStockError, asIoError, cancelledError, throwIfCancelled } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
-import { asIoError } from './output/fsops';
 import type { Placement } from './output/place';
 import { checkReportPath, placeReport } from './output/reportFile';
 import { copyBaseFiles, modelCard } from './output/extras';
@@ -67,6 +66,13 @@ function inputFault(reader: TensorSource): unknown {
  * model_stock_report.json beside the weights).
  */
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
+  // A file-system error that escaped uncoded anywhere (Hub cache, inputs, output) still names its path.
+  return merge(options).catch((e: unknown) => {
+    throw asIoError(e);
+  });
+}
+
+async function merge(options: MergeOptions): Promise<MergeReport> {
   const started = process.hrtime.bigint();
   validate(options);
   throwIfCancelled(options.signal, 'the merge');
@@ -205,7 +211,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     await staging.discard();
     // Whatever stopped first (a kernel, a read, a write) once the signal fired: the merge was cancelled.
     if (options.signal?.aborted === true) throw cancelledError(options.signal, 'the merge');
-    throw inputFault(reader) ?? asIoError(e);
+    throw inputFault(reader) ?? e;
   } finally {
     await reader.close();
     await backend.dispose();

@@ -18,14 +18,6 @@ export async function onPath<T>(file: string, what: string, op: () => Promise<T>
   }
 }
 
-/** A Node system error that escaped uncoded (an errno code and a path) becomes IO_ERROR naming its path. */
-export function asIoError(e: unknown): unknown {
-  if (e instanceof ModelStockError || !(e instanceof Error)) return e;
-  const { code, path: file } = e as NodeJS.ErrnoException;
-  if (code === undefined || file === undefined) return e;
-  return new ModelStockError('IO_ERROR', e.message, { file, cause: e });
-}
-
 export function errnoOf(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
 }
