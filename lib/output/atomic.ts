@@ -157,8 +157,8 @@ export class StagingDir {
   }
 
   /**
-   * fsyncs the folder and puts it at OUT. Returns warnings: an earlier output that was replaced but
-   * could not be deleted is said, not thrown (the merge itself stands).
+   * fsyncs the folder and puts it at OUT. Returns warnings for what fails once OUT is in place (the
+   * parent folder's fsync, deleting the earlier output it replaced): the merge itself stands.
    */
   async commit(fsync: boolean): Promise<string[]> {
     if (fsync) await syncPath(this.dir);
@@ -171,13 +171,23 @@ export class StagingDir {
       onForeign: () => (this.foreign = true),
     });
     this.committed = true;
-    if (fsync) await syncPath(path.dirname(this.target));
-    try {
-      await placement.finish();
-      return [];
-    } catch (e) {
-      return [`the earlier output replaced at ${this.target} could not be deleted: ${(e as Error).message}`];
+    // OUT is in place now: what fails from here is said, and the merge stands.
+    const warnings: string[] = [];
+    if (fsync) {
+      await syncPath(path.dirname(this.target)).catch((e: unknown) =>
+        warnings.push(
+          `${this.target} is in place but its folder entry may not survive a crash: ${(e as Error).message}`,
+        ),
+      );
     }
+    await placement
+      .finish()
+      .catch((e: unknown) =>
+        warnings.push(
+          `the earlier output replaced at ${this.target} could not be deleted: ${(e as Error).message}`,
+        ),
+      );
+    return warnings;
   }
 
   async discard(): Promise<void> {
