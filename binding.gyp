@@ -8,6 +8,8 @@
         'native/addon.cc',
         'native/cpu.cc',
         'native/dtype.cc',
+        'native/fault_guard.cc',
+        'native/fsops.cc',
         'native/io.cc',
         'native/job.cc',
         'native/kernels.cc',

@@ -156,6 +156,7 @@ async function downstream(count: number): Promise<void> {
       tensors,
       order,
       metadata: undefined,
+      identities: new Map(),
     };
   };
   const models = [await model('base'), await model('a'), await model('b')] as const;

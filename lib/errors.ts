@@ -39,8 +39,22 @@ export type ErrorCode =
   | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache
   | 'HUB_ERROR'; // the Hub refused, failed or timed out, or a download did not match its hash
 
+/**
+ * Terminal control characters (C0 — newlines and tabs too —, DEL and C1) written as `\xHH`. File and
+ * tensor names come from files anyone can craft, and messages reach terminals and logs, where an escape
+ * sequence could rewrite what is shown and a newline could forge a line.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(
+    // eslint-disable-next-line no-control-regex -- finding control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
+}
+
 export class ModelStockError extends Error {
   readonly code: ErrorCode;
+  /** As found (the message has it with control characters escaped). */
   readonly file: string | undefined;
   readonly tensor: string | undefined;
 
@@ -52,7 +66,9 @@ export class ModelStockError extends Error {
     const parts: string[] = [];
     if (where.file !== undefined) parts.push(where.file);
     if (where.tensor !== undefined) parts.push(`tensor "${where.tensor}"`);
-    super(parts.length > 0 ? `${parts.join(': ')}: ${message}` : message, { cause: where.cause });
+    super(escapeControl(parts.length > 0 ? `${parts.join(': ')}: ${message}` : message), {
+      cause: where.cause,
+    });
     this.name = 'ModelStockError';
     this.code = code;
     this.file = where.file;
@@ -85,4 +101,12 @@ export function asCancelled(e: unknown, signal: AbortSignal | undefined, what: s
 /** Throws cancelledError when `signal` has fired: the check between two pieces of work. */
 export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted === true) throw cancelledError(signal, what);
+}
+
+/** A Node system error that escaped uncoded (an errno code and a path) becomes IO_ERROR naming its path. */
+export function asIoError(e: unknown): unknown {
+  if (e instanceof ModelStockError || !(e instanceof Error)) return e;
+  const { code, path: file } = e as NodeJS.ErrnoException;
+  if (code === undefined || file === undefined) return e;
+  return new ModelStockError('IO_ERROR', e.message, { file, cause: e });
 }

@@ -109,7 +109,7 @@ export async function openInputs(
     /** Hub warnings (fallback to the cache, …): recorded for the report (and said by the caller). */
     readonly record: (message: string) => void;
     /** Called with the references that are local paths, before anything is downloaded. */
-    readonly beforeDownload?: (localPaths: string[]) => void;
+    readonly beforeDownload?: (localPaths: string[]) => void | Promise<void>;
   },
 ): Promise<OpenedInputs> {
   const memory = o.memory ?? DEFAULT_MEMORY;
@@ -129,7 +129,7 @@ export async function openInputs(
     )
       local.push(r);
   }
-  hooks.beforeDownload?.(local);
+  await hooks.beforeDownload?.(local);
   // Hub warnings go to the report, and to hub.onWarning when given, else to onWarning.
   const say = o.hub?.onWarning ?? o.onWarning;
   const hub = {

@@ -1,9 +1,10 @@
-import { asCancelled, throwIfCancelled } from './errors';
+import { asCancelled, asIoError, throwIfCancelled } from './errors';
 import { openTensorSource, type TensorSource } from './engine/io';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
 import { DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
+import { checkUnchanged } from './safetensors/identity';
 import type { InspectOptions, InspectReport } from './types';
 
 /**
@@ -13,13 +14,21 @@ import type { InspectOptions, InspectReport } from './types';
  * compatible before spending the disk and time of a merge.
  */
 export async function inspectModelStock(options: InspectOptions): Promise<InspectReport> {
+  return inspect(options).catch((e: unknown) => {
+    throw asIoError(e);
+  });
+}
+
+async function inspect(options: InspectOptions): Promise<InspectReport> {
   const started = process.hrtime.bigint();
   validateInputOptions(options);
   throwIfCancelled(options.signal, 'the inspection');
   const filterWise = options.filterWise ?? false;
   const theta = options.theta ?? 'mean-cos';
   const hubWarnings: string[] = [];
-  const { modelLabel, plan } = await openInputs(options, { record: (m) => hubWarnings.push(m) });
+  const { base, models, modelLabel, plan } = await openInputs(options, {
+    record: (m) => hubWarnings.push(m),
+  });
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
@@ -40,6 +49,9 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       onWarning: options.onWarning,
       signal: options.signal,
     });
+    // Numbers from a mapping that faulted, or from a file that changed meanwhile, would describe no model.
+    source.check?.();
+    await checkUnchanged(new Map([base, ...models].flatMap((c) => [...c.identities])));
     return {
       method: 'model_stock',
       base: options.base,

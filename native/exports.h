@@ -21,8 +21,12 @@ Napi::Value PreadInto(const Napi::CallbackInfo& info);
 Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
+Napi::Value MapFault(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
 Napi::Value MapClose(const Napi::CallbackInfo& info);
+
+// fsops.cc: renames that never replace what they did not check
+Napi::Value RenamePaths(const Napi::CallbackInfo& info);
 
 // lock.cc: the Hugging Face cache's download lock
 Napi::Value LockFile(const Napi::CallbackInfo& info);

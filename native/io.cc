@@ -8,6 +8,7 @@
 #include <string>
 
 #include "exports.h"
+#include "fault_guard.h"
 #include "js_errors.h"
 #include "kernels.h"
 #include "pool.h"
@@ -100,13 +101,17 @@ class PreadWorker : public PromiseWorker {
   uint64_t length_;
 };
 
-// One mapping of a whole file, unmapped when the last owner (handle or view) lets go.
+// One mapping of a whole file, unmapped when the last owner (handle or view) lets go. Its range is
+// guarded (fault_guard.h): a page that can no longer be read faults into zeros and a flag, not SIGBUS.
 struct Mapping {
   std::string path;
   uint8_t* addr = nullptr;
   uint64_t size = 0;
+  GuardedRegion* guard = nullptr;
   // Unmaps now (mapClose, once every view is detached) rather than when the last view is collected.
   void close() {
+    unguardRegion(guard);
+    guard = nullptr;
     if (addr != nullptr) ::munmap(addr, size);
     addr = nullptr;
   }
@@ -131,8 +136,7 @@ std::shared_ptr<Mapping> openMapping(const std::string& path) {
     // the file; MAP_NORESERVE so the kernel does not charge the whole file to the commit limit (without
     // it a 64 GiB file failed with ENOMEM on a 23 GiB machine). Where the commit limit is strict
     // (vm.overcommit_memory = 2) that still fails, and the mapping falls back to read-only: a write
-    // through a view then faults, as with any read-only mapping. (A file truncated by another process
-    // while mapped raises SIGBUS on access either way: the engine never truncates its inputs.)
+    // through a view then faults, as with any read-only mapping.
     int flags = MAP_PRIVATE;
 #ifdef MAP_NORESERVE
     flags |= MAP_NORESERVE;
@@ -145,6 +149,7 @@ std::shared_ptr<Mapping> openMapping(const std::string& path) {
       throw IoError(path + ": cannot map " + std::to_string(m->size) + " bytes: " + std::strerror(e));
     }
     m->addr = static_cast<uint8_t*>(p);
+    m->guard = guardRegion(p, static_cast<size_t>(m->size));
   }
   ::close(fd);  // the mapping holds its own reference to the file
   return m;
@@ -276,6 +281,16 @@ Napi::Value MapRelease(const Napi::CallbackInfo& info) {
   const uintptr_t from = std::max(lo, start & ~(kFaultAround - 1));
   const uintptr_t to = std::min(hi, (start + static_cast<uintptr_t>(length) + kFaultAround - 1) & ~(kFaultAround - 1));
   if (to > from) ::madvise(reinterpret_cast<void*>(from), static_cast<size_t>(to - from), MADV_DONTNEED);
+#endif
+  return env.Undefined();
+}
+
+Napi::Value MapFault(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if !defined(_WIN32)
+  MappingRef* ref = unwrapHandle(env, info[0], "mapFault");
+  uint64_t offset = 0;
+  if (*ref && regionFaulted((*ref)->guard, &offset)) return Napi::Number::New(env, static_cast<double>(offset));
 #endif
   return env.Undefined();
 }

@@ -1,4 +1,5 @@
 import { SingleBar } from 'cli-progress';
+import { escapeControl } from '../errors';
 import type { DownloadProgress } from '../hub/settings';
 import { formatBytes } from './size';
 
@@ -20,7 +21,7 @@ export class DownloadProgressView {
       if (key !== this.lastFile) {
         this.lastFile = key;
         process.stderr.write(
-          `downloading ${p.repo} ${p.file} (${formatBytes(p.fileBytesTotal)}; file ${p.filesDone + 1} of ${p.filesTotal})\n`,
+          `downloading ${escapeControl(`${p.repo} ${p.file}`)} (${formatBytes(p.fileBytesTotal)}; file ${p.filesDone + 1} of ${p.filesTotal})\n`,
         );
       }
       return;
@@ -48,7 +49,7 @@ export class DownloadProgressView {
   }
 
   private payload(p: DownloadProgress): Record<string, string> {
-    const file = `${p.repo} ${p.file}`;
+    const file = escapeControl(`${p.repo} ${p.file}`);
     return {
       done: formatBytes(p.bytesDone),
       size: formatBytes(p.bytesTotal),

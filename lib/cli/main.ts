@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDtypeName, readMergekitYaml } from '../config/mergekit';
-import { ModelStockError, isModelStockError } from '../errors';
+import { ModelStockError, escapeControl, isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
 import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
@@ -119,7 +119,7 @@ async function runMerge(
   f: MergeFlags,
 ): Promise<void> {
   const printWarning = (m: string): void => {
-    if (!f.quiet) process.stderr.write(`warning: ${m}\n`);
+    if (!f.quiet) process.stderr.write(`warning: ${escapeControl(m)}\n`);
   };
   // Config warnings come first, before any download or merge work.
   const options = resolveMerge(config, outArg, f, printWarning);
@@ -146,12 +146,12 @@ async function runMerge(
     bar.stop();
   });
   if (f.quiet) return;
-  for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+  for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);
   const merged = report.tensors.filter((t) => t.action === 'merge').length;
   const copied = report.tensors.filter((t) => t.action === 'copy').length;
   const rate = report.bytesRead / report.seconds / 1e9;
   process.stdout.write(
-    `merged ${merged} tensors (${copied} copied from the base) into ${report.out}: ` +
+    `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
       `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa})\n`,
   );
@@ -252,7 +252,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (isModelStockError(e)) {
       process.stderr.write(`model-stock: error [${e.code}]: ${e.message}\n`);
     } else {
-      process.stderr.write(`model-stock: error: ${(e as Error)?.message ?? String(e)}\n`);
+      process.stderr.write(`model-stock: error: ${escapeControl((e as Error)?.message ?? String(e))}\n`);
       if (process.env.MODEL_STOCK_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
     }
     return EXIT_FAILURE;

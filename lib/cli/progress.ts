@@ -1,4 +1,5 @@
 import { SingleBar } from 'cli-progress';
+import { escapeControl } from '../errors';
 import type { MergeProgress } from '../types';
 import { formatBytes } from './size';
 
@@ -37,7 +38,7 @@ export class ProgressBar {
   private payload(p: MergeProgress): Record<string, string> {
     const seconds = (Date.now() - this.start) / 1000;
     const rate = seconds > 0 ? `${(p.bytesDone / seconds / 1e9).toFixed(2)} GB/s` : '';
-    const tensor = p.tensor ?? '';
+    const tensor = escapeControl(p.tensor ?? '');
     return {
       done: formatBytes(p.bytesDone),
       size: formatBytes(p.bytesTotal),

@@ -4,6 +4,7 @@ import type { CopyStep, MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../safetensors/types';
 import type { Arena } from './arena';
 import { acquire, type StepContext, type TensorSink } from './context';
+import { mappedWriteError } from './io';
 
 /**
  * Copies from the base: whole tensors (docs/merge-contract.md's copy rows) and the base's rows after the merged
@@ -44,7 +45,10 @@ async function copyBytes(
     arena.reset();
     const view = await acquire(source, arena, from, at, Math.min(chunk, end - at));
     ctx.onRead(view.byteLength);
-    await sink.write(name, at, view);
+    // A mapped view goes straight to write(): if the input shrank, that fails with EFAULT, the input's fault.
+    await sink.write(name, at, view).catch((e: unknown) => {
+      throw mappedWriteError(e, from);
+    });
     source.release?.(from, at, view.byteLength);
     progress(name);
   }

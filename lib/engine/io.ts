@@ -20,8 +20,13 @@ export interface TensorSource {
   readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void>;
   /** A zero-copy view of tensor bytes, where the source maps files. */
   view?(tensor: TensorInfo, byteStart: number, length: number): Uint8Array;
-  /** Done with a range given by view(): its pages may leave the process. */
+  /**
+   * Done with a range given by view(): its pages may leave the process. Throws IO_ERROR naming the file
+   * when the mapping faulted (the file shrank or could not be read) while the range was in use.
+   */
   release?(tensor: TensorInfo, byteStart: number, length: number): void;
+  /** Throws IO_ERROR naming the file when any mapped input faulted: a last check before committing. */
+  check?(): void;
   close(): Promise<void>;
 }
 
@@ -48,6 +53,33 @@ class FsSource extends TensorReader implements TensorSource {
 
 function ioError(e: unknown, t: TensorInfo): ModelStockError {
   return new ModelStockError('IO_ERROR', (e as Error).message, { file: t.file, tensor: t.name, cause: e });
+}
+
+const SHRANK = 'truncated by another program during the merge, or its storage failed';
+
+function mappedReadError(file: string, at: number, tensor: string | undefined): ModelStockError {
+  return new ModelStockError(
+    'IO_ERROR',
+    `could not be read through its mapping at byte ${at} (SIGBUS: ${SHRANK}); nothing was written`,
+    tensor === undefined ? { file } : { file, tensor },
+  );
+}
+
+/**
+ * A write() whose source is a mapped view of an input that shrank fails with EFAULT (the kernel's copy
+ * gets no SIGBUS): that is the input's fault, not the output's. Other errors are returned as they are.
+ */
+export function mappedWriteError(e: unknown, t: TensorInfo): unknown {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) {
+    if ((c as NodeJS.ErrnoException).code === 'EFAULT') {
+      return new ModelStockError('IO_ERROR', `could not be read through its mapping (EFAULT: ${SHRANK})`, {
+        file: t.file,
+        tensor: t.name,
+        cause: e,
+      });
+    }
+  }
+  return e;
 }
 
 class PreadSource implements TensorSource {
@@ -99,6 +131,8 @@ class MmapSource implements TensorSource {
   private readonly segments = new Map<string, Uint8Array[]>();
   /** Views of ranges across a segment boundary, per file: detached with the segments at close. */
   private readonly strays = new Map<string, Uint8Array[]>();
+  /** The first fault a mapping reported, said the same way by every later check. */
+  private fault: ModelStockError | undefined;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -144,7 +178,19 @@ class MmapSource implements TensorSource {
 
   release(t: TensorInfo, byteStart: number, length: number): void {
     const m = this.maps.get(t.file);
-    if (m !== undefined && length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+    if (m === undefined) return;
+    if (length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+    this.checkMapping(t.file, m, t.name);
+  }
+
+  check(): void {
+    if (this.fault !== undefined) throw this.fault;
+    for (const [file, m] of this.maps) this.checkMapping(file, m, undefined);
+  }
+
+  private checkMapping(file: string, m: NativeMapping, tensor: string | undefined): void {
+    const at = this.addon.mapFault(m);
+    if (at !== undefined) throw (this.fault ??= mappedReadError(file, at, tensor));
   }
 
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {

@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { FloatDType, TORCH_DTYPE } from '../dtype';
 import type { MergeReport, TensorReport } from '../types';
 import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
-import { syncPath, writeFileSynced } from './atomic';
+import { copyFileSynced, writeFileSynced } from './atomic';
+import { onPath } from './fsops';
 
 /** Files that hold weights (in any format) or that we write ourselves: never copied from the base. */
 const SKIP = [
@@ -42,7 +43,7 @@ export async function copyBaseFiles(
     if (!isFile) continue;
     const to = path.join(outDir, e.name);
     if (e.name === 'config.json' && outDtype !== undefined) {
-      const text = await fs.promises.readFile(from, 'utf8');
+      const text = await onPath(from, 'cannot read', () => fs.promises.readFile(from, 'utf8'));
       let config: unknown;
       try {
         config = JSON.parse(text);
@@ -56,8 +57,7 @@ export async function copyBaseFiles(
         continue;
       }
     }
-    await fs.promises.copyFile(from, to, fs.constants.COPYFILE_EXCL);
-    if (fsync) await syncPath(to);
+    await copyFileSynced(from, to, fsync);
     copied.push(e.name);
   }
   return copied;

@@ -155,6 +155,7 @@ function* assembleSteps(
     path: target,
     dir,
     files: files.map((f) => f.file),
+    identities: new Map(files.map((f) => [f.file, f.identity])),
     indexFile,
     tensors,
     order: yield* order.toArray(),

@@ -45,6 +45,7 @@ function syntheticCheckpoint(label: string, count: number, extra: readonly strin
     tensors,
     order,
     metadata: undefined,
+    identities: new Map(),
   };
 }
 

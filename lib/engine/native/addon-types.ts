@@ -53,6 +53,13 @@ export interface NativeAddon {
    * count in RSS. Views stay valid: a later access faults the file's bytes back in. native/io.cc
    */
   mapRelease(mapping: NativeMapping, offset: number, length: number): void;
+  /**
+   * Where the mapped file first failed to read, as an offset into the file, or undefined: a SIGBUS on
+   * the mapping (file truncated by another program, storage gone) on any thread is absorbed by mapping
+   * zero pages over the rest of it, and flags it here. Views of a faulted mapping read zeros, never to be
+   * used. Check after every use of a view. native/fault_guard.cc
+   */
+  mapFault(mapping: NativeMapping): number | undefined;
   /** Drops the mapping's own reference: later mapView calls throw; existing views stay valid. */
   unmap(mapping: NativeMapping): void;
   /**
@@ -67,6 +74,13 @@ export interface NativeAddon {
    * when held (released by closing fd), false when another open file holds it. native/lock.cc
    */
   lockFile(fd: number): boolean;
+
+  /**
+   * renameat2(2): `noreplace` fails with EEXIST rather than replace `to`; `exchange` swaps two existing
+   * paths atomically. Resolves with 0, or the errno (EINVAL where the file system refuses the flag,
+   * ENOSYS off Linux). native/fsops.cc
+   */
+  renamePaths(from: string, to: string, mode: 'noreplace' | 'exchange'): Promise<number>;
 }
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
