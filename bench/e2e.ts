@@ -7,11 +7,12 @@
  * own and no JIT or allocator state carries over between trials. Before each timed trial dirty pages
  * are flushed (`sync`), so a trial is not throttled by the previous one's writeback.
  *
- *   node dist/bench/e2e.js [--runs N] [--backends native,js] [--skip-js] [--preset tinyllama|medium]
+ *   node dist/bench/e2e.js [--runs N] [--backends native,js,cuda] [--skip-js] [--preset tinyllama|medium]
  *                          [--io mmap,pread,fs] [--page-cache as-is|fresh|from-disk] [--double | --no-double]
  *
  * The native backend runs once per --io mode without fsync, and with the first mode with fsync; js runs
- * with the default (auto) input mode.
+ * with the default (auto) input mode, cuda with the first mode, with and without fsync. CPU s is the
+ * merge process's user + system time.
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -32,13 +33,17 @@ interface ChildJob {
   readonly base: string;
   readonly models: readonly string[];
   readonly out: string;
-  readonly backend: 'native' | 'js';
+  readonly backend: Bench;
   readonly io: IoMode;
   readonly fsync: boolean;
 }
 
+type Bench = 'native' | 'js' | 'cuda';
+
 interface ChildResult {
   readonly seconds: number;
+  /** User + system CPU time of the merge's process. */
+  readonly cpuSeconds: number;
   /** KiB, from process.resourceUsage(). */
   readonly maxRSS: number;
   readonly backend: string;
@@ -53,6 +58,7 @@ interface Row {
   readonly floor: number;
   readonly js: number | undefined;
   readonly rssMiB: number | undefined;
+  readonly cpuSeconds: number | undefined;
 }
 
 async function child(job: ChildJob): Promise<void> {
@@ -67,8 +73,10 @@ async function child(job: ChildJob): Promise<void> {
     fsync: job.fsync,
   });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const usage = process.resourceUsage();
   const result: ChildResult = {
     seconds,
+    cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
     maxRSS: process.resourceUsage().maxRSS,
     backend: report.backend.name,
     isa: report.backend.isa,
@@ -135,9 +143,9 @@ function describeFloor(label: string, floor: Floor, inputBytes: number, outputBy
   );
 }
 
-function nativeAvailable(): string | undefined {
+function backendAvailable(backend: 'native' | 'cuda'): string | undefined {
   try {
-    void createBackend('native').dispose();
+    void createBackend(backend).dispose();
     return undefined;
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
@@ -180,9 +188,10 @@ async function main(argv: string[]): Promise<void> {
     throw new Error(`--runs expects a positive integer, got ${values.runs}`);
   const preset = values.preset;
   if (preset !== 'tinyllama' && preset !== 'medium') throw new Error(`--preset must be tinyllama or medium`);
-  let backends: ('native' | 'js')[] = [];
+  let backends: Bench[] = [];
   for (const b of values.backends.split(',').map((s) => s.trim())) {
-    if (b !== 'native' && b !== 'js') throw new Error(`unknown backend "${b}" (native, js)`);
+    if (b !== 'native' && b !== 'js' && b !== 'cuda')
+      throw new Error(`unknown backend "${b}" (native, js, cuda)`);
     backends.push(b);
   }
   if (values['skip-js']) backends = backends.filter((b) => b !== 'js');
@@ -190,11 +199,12 @@ async function main(argv: string[]): Promise<void> {
   const double = values['no-double'] ? false : (values.double ?? preset === 'tinyllama');
 
   const notes: string[] = [];
-  if (backends.includes('native')) {
-    const why = nativeAvailable();
+  for (const b of ['native', 'cuda'] as const) {
+    if (!backends.includes(b)) continue;
+    const why = backendAvailable(b);
     if (why !== undefined) {
-      notes.push(`native skipped: ${why}`);
-      backends = backends.filter((b) => b !== 'native');
+      notes.push(`${b} skipped: ${why}`);
+      backends = backends.filter((x) => x !== b);
     }
   }
   const usable = backends;
@@ -231,14 +241,16 @@ async function main(argv: string[]): Promise<void> {
 
   const ioModes = values.io.split(',').map((s) => s.trim()) as IoMode[];
   for (const m of ioModes) if (!IO_MODES.includes(m)) throw new Error(`--io: unknown mode "${m}"`);
-  type Config = { backend: 'native' | 'js'; io: IoMode; fsync: boolean };
+  type Config = { backend: Bench; io: IoMode; fsync: boolean };
   const configs: Config[] = usable.flatMap((backend): Config[] =>
-    backend === 'native'
-      ? [
-          ...ioModes.map((io) => ({ backend, io, fsync: false })),
-          { backend, io: ioModes[0] as IoMode, fsync: true },
-        ]
-      : [false, true].map((fsync) => ({ backend, io: 'auto' as IoMode, fsync })),
+    backend === 'cuda'
+      ? [false, true].map((fsync) => ({ backend, io: ioModes[0] as IoMode, fsync }))
+      : backend === 'native'
+        ? [
+            ...ioModes.map((io) => ({ backend, io, fsync: false })),
+            { backend, io: ioModes[0] as IoMode, fsync: true },
+          ]
+        : [false, true].map((fsync) => ({ backend, io: 'auto' as IoMode, fsync })),
   );
   const keyOf = (c: { backend: string; io: IoMode; fsync: boolean }): string =>
     `${c.backend}/${c.io}/${c.fsync}`;
@@ -267,6 +279,10 @@ async function main(argv: string[]): Promise<void> {
     const rs = results.get(key);
     return rs === undefined ? undefined : Math.max(...rs.map((x) => x.maxRSS)) / 1024;
   };
+  const cpu = (key: string): number | undefined => {
+    const rs = results.get(key);
+    return rs === undefined ? undefined : median(rs.map((x) => x.cpuSeconds));
+  };
   const rows: Row[] = [
     {
       label: 'floor (read inputs + write output)',
@@ -275,6 +291,7 @@ async function main(argv: string[]): Promise<void> {
       floor,
       js: undefined,
       rssMiB: undefined,
+      cpuSeconds: undefined,
     },
   ];
   const describe = new Map<string, string>();
@@ -290,11 +307,12 @@ async function main(argv: string[]): Promise<void> {
       floor,
       js: wall(jsKey(c.fsync)),
       rssMiB: rss(key),
+      cpuSeconds: cpu(key),
     });
   }
 
-  if (fixture2x !== undefined && usable.length > 0) {
-    const backend = usable[0]!;
+  const backends2x = usable.filter((b) => b !== 'js');
+  if (fixture2x !== undefined && backends2x.length > 0) {
     const files2x = inputFiles(fixture2x);
     const input2x = totalSize(files2x);
     // Evict nothing we need later: the 1× runs are done. Warm the 2× inputs, untimed.
@@ -303,16 +321,6 @@ async function main(argv: string[]): Promise<void> {
     const floor2x = floor2xParts.seconds;
     notes.push(describeFloor('floor, 2× model', floor2xParts, input2x, fixture2x.fileBytesPerModel));
     const out = path.join(`${cacheDir}-2x`, 'merged');
-    const res: ChildResult[] = [];
-    for (let r = 0; r < runs; r++) {
-      res.push(
-        runChild({ base: fixture2x.base, models: fixture2x.models, out, backend, io: 'auto', fsync: false }),
-      );
-      process.stderr.write(
-        `  run ${r + 1}/${runs} 2× ${backend} fsync=false: ${res[r]!.seconds.toFixed(2)} s\n`,
-      );
-    }
-    rmSync(out, { recursive: true, force: true });
     const layers = fixture2x.options.layers;
     rows.push({
       label: `floor, 2× model (${layers} layers)`,
@@ -321,15 +329,36 @@ async function main(argv: string[]): Promise<void> {
       floor: floor2x,
       js: undefined,
       rssMiB: undefined,
+      cpuSeconds: undefined,
     });
-    rows.push({
-      label: `${backend} (io auto), no fsync, 2× model`,
-      seconds: median(res.map((x) => x.seconds)),
-      inputBytes: input2x,
-      floor: floor2x,
-      js: undefined,
-      rssMiB: Math.max(...res.map((x) => x.maxRSS)) / 1024,
-    });
+    for (const backend of backends2x) {
+      const res: ChildResult[] = [];
+      for (let r = 0; r < runs; r++) {
+        res.push(
+          runChild({
+            base: fixture2x.base,
+            models: fixture2x.models,
+            out,
+            backend,
+            io: 'auto',
+            fsync: false,
+          }),
+        );
+        process.stderr.write(
+          `  run ${r + 1}/${runs} 2× ${backend} fsync=false: ${res[r]!.seconds.toFixed(2)} s\n`,
+        );
+      }
+      rows.push({
+        label: `${backend} (io auto), no fsync, 2× model`,
+        seconds: median(res.map((x) => x.seconds)),
+        inputBytes: input2x,
+        floor: floor2x,
+        js: undefined,
+        rssMiB: Math.max(...res.map((x) => x.maxRSS)) / 1024,
+        cpuSeconds: median(res.map((x) => x.cpuSeconds)),
+      });
+    }
+    rmSync(out, { recursive: true, force: true });
     if (input2x + fixture2x.fileBytesPerModel > 0.8 * totalmem()) {
       notes.push('2× model: inputs + output exceed 80% of RAM, so its page cache is only partly warm');
     }
@@ -349,13 +378,14 @@ async function main(argv: string[]): Promise<void> {
   console.log('');
   console.log(
     formatTable(
-      ['', 'wall s', 'GB/s in', '× floor', 'js ÷ this', 'peak RSS MiB'],
+      ['', 'wall s', 'GB/s in', '× floor', 'js ÷ this', 'CPU s', 'peak RSS MiB'],
       rows.map((r) => [
         r.label,
         fixed(r.seconds),
         fixed(r.inputBytes / 1e9 / r.seconds),
         fixed(r.seconds / r.floor),
         r.js === undefined ? '-' : fixed(r.js / r.seconds, 1),
+        fixed(r.cpuSeconds),
         r.rssMiB === undefined ? '-' : fixed(r.rssMiB, 0),
       ]),
     ),

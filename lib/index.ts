@@ -1,13 +1,16 @@
 export { mergeModelStock, DEFAULT_MEMORY, DEFAULT_SHARD_SIZE } from './merge';
+export { inspectModelStock } from './inspect';
 export { modelStock, modelStockTensors } from './math/inMemory';
 export { ModelStockError, isModelStockError, type ErrorCode } from './errors';
 export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule } from './math/ratio';
 export { openCheckpoint } from './safetensors/checkpoint';
-export { parseMergekitYaml, readMergekitYaml } from './config/mergekit';
+export { parseMergekitYaml, readMergekitYaml, MERGEKIT_KEYS, type MergekitConfig } from './config/mergekit';
+export { resolveModelRef } from './hub/resolve';
 export { renderReportSvg, PLOT_FILE } from './report/svg';
 export { summarizeLayers, type LayerSummary } from './report/layers';
 export { parseReport } from './report/parse';
 export { classifyTensor, TensorClassifier, NAME_RULES, type TensorRole, type NameRule } from './plan/roles';
+export { hubCacheDir, type HubOptions, type DownloadProgress } from './hub/settings';
 export { createBackend, registerBackend, backendEntries, type BackendEntry } from './engine/registry';
 export type * from './engine/backend';
 export type { DType, FloatDType } from './dtype';

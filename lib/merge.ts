@@ -1,61 +1,65 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { FLOAT_DTYPES } from './dtype';
-import { ModelStockError } from './errors';
+import { ModelStockError, asCancelled, asIoError, throwIfCancelled } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
-import { copyBaseFiles, modelCard } from './output/extras';
-import { makePlan } from './plan/plan';
+import type { Placement } from './output/place';
+import { checkReportPath, placeReport } from './output/reportFile';
+import { copyBaseFiles, modelCardSliced } from './output/extras';
+import { writeReportJson } from './output/report';
+import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
+import { modelRefKey } from './hub/reference';
+import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { PLOT_FILE, reportPicture } from './report/svg';
-import { openCheckpoint } from './safetensors/checkpoint';
-import { planShards } from './safetensors/layout';
+import { planShardsSliced } from './safetensors/layout';
+import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { IO_MODES, openTensorSource } from './engine/io';
+import { openTensorSource, type TensorSource } from './engine/io';
+import { checkUnchanged } from './safetensors/identity';
 import { SafetensorsWriter } from './safetensors/writer';
-import type { Checkpoint } from './safetensors/types';
 import type { MergeOptions, MergeReport } from './types';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
-export const DEFAULT_MEMORY = 1 << 30;
+export { DEFAULT_MEMORY };
 
 function validate(o: MergeOptions): void {
+  validateInputOptions(o);
   const bad = (m: string): ModelStockError => new ModelStockError('BAD_CONFIG', m);
-  if (typeof o.base !== 'string' || o.base === '')
-    throw bad('base: a model folder or .safetensors file is required');
-  if (!Array.isArray(o.models)) throw bad('models: expected a list of model folders');
-  if (o.models.length < 2) {
-    throw new ModelStockError(
-      'TOO_FEW_MODELS',
-      `Model Stock needs at least 2 fine-tuned models, got ${o.models.length}`,
-    );
-  }
   if (typeof o.out !== 'string' || o.out === '') throw bad('out: an output folder is required');
-  if (o.theta !== undefined && o.theta !== 'mean-cos' && o.theta !== 'mean-angle') {
-    throw bad(`theta must be mean-cos or mean-angle, got "${String(o.theta)}"`);
-  }
-  if (o.outDtype !== undefined && !FLOAT_DTYPES.includes(o.outDtype)) {
+  checkPositive(o.shardSize, 'shardSize');
+  if (o.tokenizerSource !== undefined && (typeof o.tokenizerSource !== 'string' || o.tokenizerSource === ''))
+    throw bad('tokenizerSource must be "base" or the reference of one of the models');
+  if (o.chatTemplate !== undefined && typeof o.chatTemplate !== 'string')
+    throw bad('chatTemplate must be a template string');
+}
+
+/** 'base', or the index in `models` of the model whose tokenizer the output gets. */
+function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
+  const source = o.tokenizerSource;
+  if (source === undefined || source === 'base') return 'base';
+  const key = modelRefKey(source);
+  if (key === modelRefKey(o.base)) return 'base';
+  const i = o.models.findIndex((m) => modelRefKey(m) === key);
+  if (i < 0) {
     throw new ModelStockError(
-      'UNSUPPORTED_DTYPE',
-      `out dtype must be one of ${FLOAT_DTYPES.join(', ')}, got "${o.outDtype}"`,
+      'BAD_CONFIG',
+      `tokenizer source "${source}" is neither the base nor one of the models of this merge`,
     );
   }
-  const positive = (v: number | undefined, name: string, max = Number.MAX_SAFE_INTEGER): void => {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v > 0 && v <= max)) {
-      throw bad(
-        `${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` ≤ ${max}` : ''}, got ${v}`,
-      );
-    }
-  };
-  if (o.io !== undefined && !IO_MODES.includes(o.io))
-    throw bad(`io must be one of ${IO_MODES.join(', ')}, got "${o.io}"`);
-  positive(o.shardSize, 'shardSize');
-  positive(o.memory, 'memory');
-  positive(o.window, 'window', DEFAULT_WINDOW_BYTES);
-  positive(o.threads, 'threads', 1024);
+  return i;
+}
+
+/** The fault of a mapped input, if one faulted: it explains whatever failed after it. */
+function inputFault(reader: TensorSource | undefined): unknown {
+  try {
+    reader?.check?.();
+    return undefined;
+  } catch (fault) {
+    return fault;
+  }
 }
 
 /**
@@ -65,44 +69,80 @@ function validate(o: MergeOptions): void {
  * model_stock_report.json beside the weights, and drawn as model_stock_report.svg).
  */
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
+  // A file-system error that escaped uncoded anywhere (Hub cache, inputs, output) still names its path.
+  return merge(options).catch((e: unknown) => {
+    throw asIoError(e);
+  });
+}
+
+async function merge(options: MergeOptions): Promise<MergeReport> {
   const started = process.hrtime.bigint();
   validate(options);
+  throwIfCancelled(options.signal, 'the merge');
   const filterWise = options.filterWise ?? false;
   const theta: ThetaRule = options.theta ?? 'mean-cos';
   const fsync = options.fsync ?? true;
   const memory = options.memory ?? DEFAULT_MEMORY;
   const window = options.window ?? DEFAULT_WINDOW_BYTES;
+  const tokenizerSource = tokenizerSourceIndex(options);
+  // Warnings of our own (Hub fallbacks, chat template) go to onWarning and into the report.
+  const ownWarnings: string[] = [];
+  const warn = (m: string): void => {
+    ownWarnings.push(m);
+    options.onWarning?.(m);
+  };
 
-  const base = await openCheckpoint(options.base);
-  const models: Checkpoint[] = [];
-  for (const m of options.models) models.push(await openCheckpoint(m));
-  const labels = options.models.map((m, i) => `model ${i + 1} (${m})`);
-  const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
-  const target = checkOutputPath(
-    options.out,
-    [base, ...models].map((c) => c.dir),
-    options.overwrite ?? false,
+  const overwrite = options.overwrite ?? false;
+  const checkOutputs = async (inputs: string[]): Promise<string> => {
+    const target = checkOutputPath(options.out, inputs, overwrite);
+    if (options.report !== undefined) await checkReportPath(options.report, inputs, target);
+    return target;
+  };
+  const { base, models, modelLabel, plan } = await openInputs(options, {
+    record: (m) => ownWarnings.push(m),
+    // Outputs we would refuse are refused before any download (and again once Hub IDs are resolved).
+    beforeDownload: async (local) => void (await checkOutputs(local)),
+  });
+  if (tokenizerSource !== 'base') {
+    checkTokenizerSource({
+      source: models[tokenizerSource]!,
+      sourceLabel: `"${options.models[tokenizerSource]}"`,
+      base,
+    });
+  }
+  const inputs = [base, ...models];
+  // Each model as given (folder or file) and every file it has, through links (Hugging Face blobs).
+  const target = await checkOutputs(
+    inputs.flatMap((c) => [c.path, ...c.files, ...(c.indexFile === undefined ? [] : [c.indexFile])]),
   );
-  const plan = makePlan(base, models, { filterWise, outDtype: options.outDtype, modelLabel });
-  for (const w of plan.warnings) options.onWarning?.(w);
-  const layout = planShards(
-    plan.steps.map((s) => ({
-      name: s.name,
-      dtype: s.outDtype,
-      shape: s.base.shape,
-      byteLength: s.outByteLength,
-    })),
+  const layout = await planShardsSliced(
+    await runSliced(
+      mapSliced(plan.steps, (s) => ({
+        name: s.name,
+        dtype: s.outDtype,
+        shape: s.base.shape,
+        byteLength: s.outByteLength,
+      })),
+    ),
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
+  // Cancelled while opening, downloading or planning: nothing has been created yet.
+  const cancelled = (): void => throwIfCancelled(options.signal, 'the merge');
+  cancelled();
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
+    signal: options.signal,
   });
-  const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
-  const staging = await StagingDir.create(target);
+  let reader: TensorSource | undefined;
+  let staging: StagingDir | undefined;
   let writer: SafetensorsWriter | undefined;
+  let reportCopy: Placement | undefined;
+  let committed = false;
   try {
+    reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
+    staging = await StagingDir.create(target, { overwrite });
     writer = await SafetensorsWriter.create(staging.dir, layout);
     const w = writer;
     const result = await runPlan(plan, {
@@ -115,10 +155,22 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       modelLabel,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
+      signal: options.signal,
     });
+    // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
+    reader.check?.();
+    await checkUnchanged(new Map(inputs.flatMap((c) => [...c.identities])));
     await writer.finish({ fsync });
     writer = undefined;
-    await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    cancelled();
+    // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
+    if (base.path === base.dir) await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
+    cancelled();
+    if (options.chatTemplate !== undefined) {
+      const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
+      if (w !== undefined) warn(w);
+    }
     const configYaml =
       options.configYaml ??
       resolvedConfigYaml({
@@ -127,6 +179,8 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
         filterWise,
         theta,
         outDtype: options.outDtype,
+        tokenizerSource: options.tokenizerSource,
+        chatTemplate: options.chatTemplate,
       });
     const summary: MergeReport = {
       method: 'model_stock',
@@ -136,31 +190,51 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       filterWise,
       theta,
       backend: backend.info(),
-      tensors: result.tensors,
-      warnings: [...plan.warnings, ...result.warnings],
+      tensors: reportTensors(plan, result),
+      warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
+    // Drawn after the weights, committed with them; a fault in drawing costs the picture, not the merge.
     const failures: string[] = [];
-    const picture = reportPicture(summary, (w) => failures.push(w));
+    const picture = await reportPicture(summary, (w) => failures.push(w));
     for (const w of failures) options.onWarning?.(w);
     const report: MergeReport = { ...summary, warnings: [...summary.warnings, ...failures] };
-    const reportJson = JSON.stringify(report, null, 2) + '\n';
-    await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
+    await writeReportJson(path.join(staging.dir, REPORT_FILE), report, { fsync, flags: 'wx' });
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
     if (picture !== undefined) await writeFileSynced(path.join(staging.dir, PLOT_FILE), picture, fsync);
-    const card = modelCard(report, configYaml, picture !== undefined ? PLOT_FILE : undefined);
-    await writeFileSynced(path.join(staging.dir, 'README.md'), card, fsync);
-    await staging.commit(fsync);
-    if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
+    await writeFileSynced(
+      path.join(staging.dir, 'README.md'),
+      await modelCardSliced(report, configYaml, picture !== undefined ? PLOT_FILE : undefined),
+      fsync,
+    );
+    cancelled();
+    if (options.report !== undefined) {
+      const write = (file: string) => writeReportJson(file, report, { fsync: false, flags: 'wx' });
+      reportCopy = await placeReport(options.report, write, fsync);
+    }
+    for (const w of await staging.commit(fsync)) options.onWarning?.(w);
+    committed = true;
+    await reportCopy
+      ?.finish()
+      .catch((e: unknown) =>
+        options.onWarning?.(
+          `the earlier report at ${options.report} could not be deleted: ${(e as Error).message}`,
+        ),
+      );
     return report;
   } catch (e) {
     await writer?.abort();
-    await staging.discard();
-    throw e;
+    if (!committed) {
+      await reportCopy?.undo().catch(() => undefined);
+      await staging?.discard();
+    }
+    if (committed) throw e;
+    // A fault on a mapped input explains whatever failed after it; a fired signal, everything.
+    throw asCancelled(inputFault(reader) ?? e, options.signal, 'the merge');
   } finally {
-    await reader.close();
+    await reader?.close();
     await backend.dispose();
   }
 }

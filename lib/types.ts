@@ -2,6 +2,8 @@ import type { FloatDType, DType } from './dtype';
 import type { BackendInfo } from './engine/backend';
 import type { ThetaRule } from './math/ratio';
 import type { IoMode } from './engine/io';
+import type { LayerRangeCheck } from './config/layers';
+import type { HubOptions } from './hub/settings';
 
 export type BackendChoice = 'auto' | 'js' | 'native' | 'cuda';
 
@@ -15,22 +17,21 @@ export interface MergeProgress {
   readonly tensor: string | undefined;
 }
 
-export interface MergeOptions {
-  /** Base (pre-trained) model: a folder, or one .safetensors file. */
+/** What `inspectModelStock` takes: the inputs and how to compute — everything but the output. */
+export interface InspectOptions {
+  /**
+   * Base (pre-trained) model: a folder, one .safetensors file, or a Hugging Face Hub ID `org/name[@revision]`
+   * (resolved through the Hugging Face cache, downloaded when missing and online; see `hub`).
+   */
   readonly base: string;
-  /** N ≥ 2 fine-tuned models of the same architecture. */
+  /** N ≥ 2 fine-tuned models of the same architecture; references as for `base`. */
   readonly models: readonly string[];
-  /** Output folder; must not exist unless `overwrite`. */
-  readonly out: string;
   /** One ratio per output row (`[shape[0], rest]`) instead of per tensor. Default false. */
   readonly filterWise?: boolean;
   /** Default 'mean-cos'. */
   readonly theta?: ThetaRule;
   /** Output dtype for merged tensors; default: each tensor's base dtype. */
   readonly outDtype?: FloatDType;
-  /** Maximum shard size in bytes (default 5e9, mergekit's). */
-  readonly shardSize?: number;
-  readonly overwrite?: boolean;
   /** Default 'auto': native when it loads, else js. */
   readonly backend?: BackendChoice;
   /** Memory budget for tensor buffers in bytes (default 1 GiB). A tensor whose inputs fit is read once. */
@@ -41,15 +42,40 @@ export interface MergeOptions {
   readonly window?: number;
   /** Worker threads for the native backend (default: all cores). */
   readonly threads?: number;
+  /** mergekit slices: each must be its model's full layer range (checked against config.json). */
+  readonly layerRanges?: readonly LayerRangeCheck[];
+  /** How Hub IDs are resolved and downloaded (cache folder, endpoint, token, offline, progress, signal). */
+  readonly hub?: HubOptions;
+  readonly onProgress?: (p: MergeProgress) => void;
+  /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
+  readonly onWarning?: (message: string) => void;
+  /**
+   * Cancels the work: no new read, kernel or write starts (native jobs stop between 64Ki-element blocks),
+   * in-flight I/O settles, everything is cleaned up (staging removed, files closed, mappings released),
+   * then the promise rejects with ModelStockError code CANCELLED, `cause` = the signal's reason.
+   */
+  readonly signal?: AbortSignal;
+}
+
+export interface MergeOptions extends InspectOptions {
+  /** Output folder; must not exist unless `overwrite`. */
+  readonly out: string;
+  /** Maximum shard size in bytes (default 5e9, mergekit's). */
+  readonly shardSize?: number;
+  readonly overwrite?: boolean;
   /** fsync the output before the atomic rename (default true). */
   readonly fsync?: boolean;
   /** Also write the JSON report here. */
   readonly report?: string;
+  /**
+   * Whose tokenizer files the output gets: 'base' (default) or a reference equal to `base` or one of
+   * `models`; another model's tokenizer must fit the base's embedding rows.
+   */
+  readonly tokenizerSource?: string;
+  /** A chat template written into the output's tokenizer_config.json. */
+  readonly chatTemplate?: string;
   /** The resolved config written beside the weights (defaults to one built from these options). */
   readonly configYaml?: string;
-  readonly onProgress?: (p: MergeProgress) => void;
-  /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
-  readonly onWarning?: (message: string) => void;
 }
 
 export type TensorAction = 'merge' | 'copy' | 'drop';
@@ -63,7 +89,7 @@ export interface RatioStats {
 export interface TensorReport {
   readonly name: string;
   readonly action: TensorAction;
-  /** Why it was copied or dropped, or which fine-tunes lacked it. */
+  /** Why it was copied or dropped, which fine-tunes lacked it, how vocabularies were reconciled. */
   readonly reason?: string;
   /** Number of fine-tunes merged (N used). */
   readonly n?: number;
@@ -81,19 +107,38 @@ export interface TensorReport {
   readonly cStats?: RatioStats;
   readonly tStats?: RatioStats;
   readonly pole?: boolean;
+  /** An embedding whose vocabulary (first dimension) differs between base and fine-tunes. */
+  readonly rows?: {
+    /** Rows every input has: merged (cosines and t over exactly these rows). */
+    readonly merged: number;
+    /** The base's rows after them: copied from the base. */
+    readonly copied: number;
+    /** Rows only fine-tunes have, summed over them: left out. */
+    readonly dropped: number;
+    /** Rows in the base, then in each merged fine-tune. */
+    readonly vocab: readonly number[];
+  };
 }
 
-export interface MergeReport {
+/**
+ * What `inspectModelStock` returns and `--json` prints: per tensor the cosines, c and t a merge would
+ * use (the Gram pass only; nothing is written). A merge's report (MergeReport) is this plus its output.
+ */
+export interface InspectReport {
   readonly method: 'model_stock';
   readonly base: string;
   readonly models: readonly string[];
-  readonly out: string;
   readonly filterWise: boolean;
   readonly theta: ThetaRule;
   readonly backend: BackendInfo;
   readonly tensors: readonly TensorReport[];
   readonly warnings: readonly string[];
   readonly bytesRead: number;
-  readonly bytesWritten: number;
   readonly seconds: number;
+}
+
+export interface MergeReport extends InspectReport {
+  /** The output folder. */
+  readonly out: string;
+  readonly bytesWritten: number;
 }

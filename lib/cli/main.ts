@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDtypeName, readMergekitYaml } from '../config/mergekit';
-import { isModelStockError } from '../errors';
+import { ModelStockError, escapeControl, isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
 import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
 import { IO_MODES, type IoMode } from '../engine/io';
 import { doctor } from './doctor';
 import { plot } from './plot';
+import { exitCodeFor, interruptedBy, interruptOnSignals } from './signals';
+import { DownloadProgressView } from './download';
 import { ProgressBar } from './progress';
 import { formatBytes, parseSize } from './size';
 
@@ -49,8 +51,14 @@ interface MergeFlags {
   quiet?: boolean;
 }
 
-function resolveMerge(config: string | undefined, outArg: string | undefined, f: MergeFlags): MergeOptions {
+function resolveMerge(
+  config: string | undefined,
+  outArg: string | undefined,
+  f: MergeFlags,
+  onWarning: (m: string) => void,
+): MergeOptions {
   let base = f.base;
+  let fromConfig: Partial<MergeOptions> = {};
   let models = f.model ?? [];
   let filterWise = f.filterWise ?? false;
   let outDtype = f.outDtype !== undefined ? parseDtypeName(f.outDtype, '--out-dtype') : undefined;
@@ -64,6 +72,12 @@ function resolveMerge(config: string | undefined, outArg: string | undefined, f:
     models = c.models;
     filterWise = f.filterWise ?? c.filterWise;
     outDtype ??= c.outDtype;
+    fromConfig = {
+      tokenizerSource: c.tokenizerSource,
+      chatTemplate: c.chatTemplate,
+      layerRanges: c.layerRanges,
+    };
+    for (const w of c.warnings) onWarning(`${config}: ${w}`);
     if (outArg !== undefined && out !== undefined)
       throw new UsageError('give OUT either as an argument or --out');
     out = outArg ?? out;
@@ -71,6 +85,13 @@ function resolveMerge(config: string | undefined, outArg: string | undefined, f:
     throw new UsageError(`unexpected argument "${outArg}"`);
   }
   if (base === undefined) throw new UsageError('missing --base DIR (or a CONFIG.yml)');
+  if (models.length < 2 && config !== undefined) {
+    throw new ModelStockError(
+      'TOO_FEW_MODELS',
+      `Model Stock needs at least 2 fine-tuned models besides the base, the config lists ${models.length}`,
+      { file: config },
+    );
+  }
   if (models.length < 2)
     throw new UsageError(`need at least 2 fine-tuned models (--model DIR --model DIR), got ${models.length}`);
   if (out === undefined) throw new UsageError('missing --out DIR (or OUT after CONFIG.yml)');
@@ -89,6 +110,7 @@ function resolveMerge(config: string | undefined, outArg: string | undefined, f:
     threads: f.threads,
     fsync: f.fsync,
     report: f.report,
+    ...fromConfig,
   };
 }
 
@@ -97,21 +119,40 @@ async function runMerge(
   outArg: string | undefined,
   f: MergeFlags,
 ): Promise<void> {
-  const options = resolveMerge(config, outArg, f);
-  const bar = new ProgressBar(!f.quiet && process.stderr.isTTY === true);
+  const printWarning = (m: string): void => {
+    if (!f.quiet) process.stderr.write(`warning: ${escapeControl(m)}\n`);
+  };
+  // Config warnings come first, before any download or merge work.
+  const options = resolveMerge(config, outArg, f, printWarning);
+  const tty = !f.quiet && process.stderr.isTTY === true;
+  const bar = new ProgressBar(tty);
+  const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
   const warnings: string[] = [];
+  const interrupt = interruptOnSignals('the merge', () => {
+    downloads.stop();
+    bar.stop();
+  });
   const report = await mergeModelStock({
     ...options,
-    onProgress: (p) => bar.update(p),
+    signal: interrupt.signal,
+    hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
+    onProgress: (p) => {
+      downloads.stop();
+      bar.update(p);
+    },
     onWarning: (m) => warnings.push(m),
-  }).finally(() => bar.stop());
+  }).finally(() => {
+    interrupt.dispose();
+    downloads.stop();
+    bar.stop();
+  });
   if (f.quiet) return;
-  for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+  for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);
   const merged = report.tensors.filter((t) => t.action === 'merge').length;
   const copied = report.tensors.filter((t) => t.action === 'copy').length;
   const rate = report.bytesRead / report.seconds / 1e9;
   process.stdout.write(
-    `merged ${merged} tensors (${copied} copied from the base) into ${report.out}: ` +
+    `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
       `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa})\n`,
   );
@@ -135,8 +176,11 @@ export function buildProgram(): Command {
     )
     .argument('[config]', 'mergekit YAML with merge_method: model_stock')
     .argument('[out]', 'output folder (with CONFIG)')
-    .option('--base <dir>', 'base (pre-trained) model folder or .safetensors file')
-    .option('--model <dir>', 'fine-tuned model (repeat, at least twice)', collect)
+    .option(
+      '--base <model>',
+      'base (pre-trained) model: folder, .safetensors file or Hub ID org/name[@revision]',
+    )
+    .option('--model <model>', 'fine-tuned model, as --base (repeat, at least twice)', collect)
     .option('--out <dir>', 'output folder')
     .option('--filter-wise', 'one ratio per output row instead of per tensor')
     .addOption(
@@ -173,6 +217,9 @@ export function buildProgram(): Command {
       '\nExamples:\n' +
         '  model-stock merge --base llama --model ft-a --model ft-b --out merged\n' +
         '  model-stock merge config.yml merged --out-dtype bfloat16\n' +
+        '  model-stock merge --base mistralai/Mistral-7B-v0.1 --model org/ft-a --model org/ft-b@v2 --out merged\n' +
+        '\nHub IDs resolve through the Hugging Face cache (HF_HUB_CACHE, HF_HOME, ~/.cache/huggingface/hub) and are\n' +
+        'downloaded when missing (HF_TOKEN for gated models, HF_ENDPOINT); HF_HUB_OFFLINE=1 uses the cache only.\n' +
         '\nExit codes: 0 success, 1 failure (first stderr line names the problem), 2 bad usage.',
     )
     .action(runMerge);
@@ -210,10 +257,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`model-stock: ${e.message}\n(run with --help for usage)\n`);
       return EXIT_USAGE;
     }
+    const interrupted = interruptedBy();
+    if (isModelStockError(e) && e.code === 'CANCELLED' && interrupted !== undefined) {
+      process.stderr.write(`model-stock: cancelled (${interrupted}); nothing was written\n`);
+      return exitCodeFor(interrupted);
+    }
     if (isModelStockError(e)) {
       process.stderr.write(`model-stock: error [${e.code}]: ${e.message}\n`);
     } else {
-      process.stderr.write(`model-stock: error: ${(e as Error)?.message ?? String(e)}\n`);
+      process.stderr.write(`model-stock: error: ${escapeControl((e as Error)?.message ?? String(e))}\n`);
       if (process.env.MODEL_STOCK_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
     }
     return EXIT_FAILURE;

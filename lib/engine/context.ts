@@ -1,3 +1,4 @@
+import { floatSize, type FloatDType } from '../dtype';
 import type { ThetaRule } from '../math/ratio';
 import type { MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../safetensors/types';
@@ -17,7 +18,8 @@ export interface TensorSink {
 export interface EngineOptions {
   readonly backend: Backend;
   readonly source: TensorSource;
-  readonly sink: TensorSink;
+  /** Where merged bytes go; undefined runs the Gram pass only (inspect: t and cosines, no weights). */
+  readonly sink: TensorSink | undefined;
   readonly theta: ThetaRule;
   /** Budget for all tensor buffers, bytes. Two pipeline slots share it. */
   readonly memory: number;
@@ -26,6 +28,8 @@ export interface EngineOptions {
   readonly modelLabel: (i: number) => string;
   readonly onProgress?: (p: MergeProgress) => void;
   readonly onWarning?: (message: string) => void;
+  /** Cancellation: checked before every tensor, window and copied chunk (CANCELLED). */
+  readonly signal?: AbortSignal;
 }
 
 /** What the per-step paths (whole, windowed, copy) share during one merge. */
@@ -36,6 +40,8 @@ export interface StepContext {
   readonly warn: (message: string) => void;
   /** Tensors whose c < 0 (t < 0 kept): named in one warning at the end. */
   readonly negative: string[];
+  /** Throws CANCELLED once the signal fired: called before each piece of work starts. */
+  readonly checkCancelled: () => void;
 }
 
 /** The base and the fine-tunes of a merge step, in that order. */
@@ -43,13 +49,18 @@ export function inputsOf(step: MergeStep): readonly TensorInfo[] {
   return [step.base, ...step.inputs];
 }
 
-/** What the backend is told about a merge step. */
+/** Bytes of `tensor` (an input of `step`) that the merge reads: its first step.mergedNumel elements. */
+export function mergedBytes(step: MergeStep, tensor: TensorInfo): number {
+  return step.mergedNumel * floatSize(tensor.dtype as FloatDType);
+}
+
+/** What the backend is told about a merge step: the merged range (a row prefix when vocabularies differ). */
 export function specOf(step: MergeStep): TensorSpec {
   return {
     name: step.name,
-    dtypes: inputsOf(step).map((t) => t.dtype as TensorSpec['dtypes'][number]),
+    dtypes: inputsOf(step).map((t) => t.dtype as FloatDType),
     outDtype: step.outDtype,
-    numel: step.numel,
+    numel: step.mergedNumel,
     unitLength: step.unitLength,
   };
 }

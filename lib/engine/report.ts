@@ -5,7 +5,7 @@ import type { RatioStats, TensorReport } from '../types';
 
 /**
  * Gram matrix → cosines → c → t per unit, with the tensor's report entry and the pole / negative-cosine
- * warnings (MODEL_STOCK.md).
+ * warnings (docs/merge-contract.md).
  */
 
 function stats(values: ArrayLike<number>): RatioStats {
@@ -40,6 +40,7 @@ export function ratios(
     dtype: step.base.dtype,
     outDtype: step.outDtype,
     shape: step.shape,
+    ...(step.rows !== undefined ? { rows: step.rows } : {}),
   };
   if (step.units === 1) {
     const r = unitRatio(gram, 0, n, theta);

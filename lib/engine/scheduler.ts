@@ -1,8 +1,10 @@
 import type { MergeStep, Plan, PlanStep } from '../plan/plan';
 import type { TensorReport } from '../types';
 import { Arena } from './arena';
-import { inputsOf, settleAll, type EngineOptions, type StepContext } from './context';
-import { copyTensor } from './copy';
+import { floatSize } from '../dtype';
+import { throwIfCancelled } from '../errors';
+import { inputsOf, mergedBytes, settleAll, type EngineOptions, type StepContext } from './context';
+import { copyBaseTail, copyTensor } from './copy';
 import { mergeWhole } from './whole';
 import { mergeWindowed } from './windowed';
 
@@ -29,9 +31,12 @@ interface Slot {
   prefetch: { index: number; views: Uint8Array[]; read: Promise<void> } | undefined;
 }
 
-/** Bytes one merge step needs to hold all inputs and its output at once. */
+/** Bytes of the merged range's output. */
+const mergedOutBytes = (step: MergeStep): number => step.mergedNumel * floatSize(step.outDtype);
+
+/** Bytes one merge step needs to hold its merged inputs and their output at once. */
 function wholeFootprint(step: MergeStep): number {
-  return Arena.footprint([...inputsOf(step).map((t) => t.byteLength), step.outByteLength]);
+  return Arena.footprint([...inputsOf(step).map((t) => mergedBytes(step, t)), mergedOutBytes(step)]);
 }
 
 function maxFootprint(steps: readonly PlanStep[]): number {
@@ -40,8 +45,16 @@ function maxFootprint(steps: readonly PlanStep[]): number {
   return m;
 }
 
-const inputBytes = (s: PlanStep): number =>
-  s.action === 'copy' ? s.base.byteLength : inputsOf(s).reduce((a, t) => a + t.byteLength, 0);
+/** Input bytes a step reads once: merged ranges, and the base's copied rows (none for the Gram pass alone). */
+const inputBytes = (s: PlanStep, gramOnly: boolean): number =>
+  s.action === 'copy'
+    ? gramOnly
+      ? 0
+      : s.base.byteLength
+    : mergeInputBytes(s) + (gramOnly ? 0 : s.base.byteLength - mergedBytes(s, s.base));
+
+/** Input bytes of a step's merged ranges: read once whole, or once per pass when windowed. */
+const mergeInputBytes = (s: MergeStep): number => inputsOf(s).reduce((a, t) => a + mergedBytes(s, t), 0);
 
 const macrotask = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -66,13 +79,13 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
   const fitsWhole = (s: PlanStep): boolean =>
     s.action === 'merge' &&
     wholeFootprint(s) <= Math.min(slotCapacity, deviceBytes) &&
-    inputsOf(s).every((t) => t.byteLength <= opts.window);
+    inputsOf(s).every((t) => mergedBytes(s, t) <= opts.window);
   const zeroCopy = opts.source.view !== undefined;
 
-  const bytesTotal = steps.reduce(
-    (sum, s) => sum + (s.action === 'merge' && !fitsWhole(s) ? 2 : 1) * inputBytes(s),
-    0,
-  );
+  const gramOnly = opts.sink === undefined;
+  const secondPass = (s: PlanStep): number =>
+    s.action === 'merge' && !gramOnly && !fitsWhole(s) ? mergeInputBytes(s) : 0;
+  const bytesTotal = steps.reduce((sum, s) => sum + inputBytes(s, gramOnly) + secondPass(s), 0);
   let bytesDone = 0;
   let bytesWritten = 0;
   let tensorsDone = 0;
@@ -89,6 +102,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
       opts.onWarning?.(m);
     },
     negative: [],
+    checkCancelled: () => throwIfCancelled(opts.signal, 'the merge'),
   };
 
   /** Starts reading step `index`'s inputs into `slot` (or cuts views of mapped files: no copy). */
@@ -98,15 +112,15 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
     const src = opts.source;
     if (src.view !== undefined) {
       // Mapped inputs: the kernels fault the pages in (the mapping was advised will-need).
-      const views = tensors.map((t) => src.view!(t, 0, t.byteLength));
-      ctx.onRead(inputBytes(step));
+      const views = tensors.map((t) => src.view!(t, 0, mergedBytes(step, t)));
+      ctx.onRead(mergeInputBytes(step));
       slot.prefetch = { index, views, read: Promise.resolve() };
       return;
     }
     slot.arena.reset();
-    const views = tensors.map((t) => slot.arena.take(t.byteLength));
+    const views = tensors.map((t) => slot.arena.take(mergedBytes(step, t)));
     const read = settleAll(
-      tensors.map((t, i) => src.readInto(t, 0, views[i]!).then(() => ctx.onRead(t.byteLength))),
+      tensors.map((t, i) => src.readInto(t, 0, views[i]!).then(() => ctx.onRead(views[i]!.byteLength))),
     ).then(() => undefined);
     read.catch(() => undefined); // awaited later; never an unhandled rejection meanwhile
     slot.prefetch = { index, views, read };
@@ -119,10 +133,11 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
       const step = steps[k]!;
       const slot = slots[k % 2]!;
       const other = slots[(k + 1) % 2]!;
+      ctx.checkCancelled();
       progress(step.name);
       if (step.action === 'copy') {
         await slot.writing;
-        bytesWritten += await copyTensor(step, slot.arena, ctx, progress);
+        if (opts.sink !== undefined) bytesWritten += await copyTensor(step, slot.arena, ctx, progress);
         reports.push({
           name: step.name,
           action: 'copy',
@@ -151,17 +166,25 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
           await slot.writing;
           slot.arena.reset();
         }
-        const out = slot.arena.take(step.outByteLength);
+        const sink = opts.sink;
+        const out = sink === undefined ? undefined : slot.arena.take(mergedOutBytes(step));
         reports.push(await mergeWhole(step, views, out, ctx));
-        for (const input of inputsOf(step)) opts.source.release?.(input, 0, input.byteLength);
-        slot.writing = opts.sink.write(step.name, 0, out);
-        slot.writing.catch(() => undefined);
-        pendingWrites.push(slot.writing);
-        bytesWritten += out.byteLength;
+        for (const input of inputsOf(step)) opts.source.release?.(input, 0, mergedBytes(step, input));
+        if (sink !== undefined && out !== undefined) {
+          slot.writing = sink.write(step.name, 0, out);
+          slot.writing.catch(() => undefined);
+          pendingWrites.push(slot.writing);
+          if (step.mergedNumel < step.numel) {
+            // The base's rows after the merged ones go through this slot's arena, once `out` is written.
+            await slot.writing;
+            await copyBaseTail(step, slot.arena, ctx, progress);
+          }
+          bytesWritten += step.outByteLength;
+        }
       } else {
         await Promise.all([slot.writing, other.writing, other.prefetch?.read]);
-        reports.push(await mergeWindowed(step, slot.arena, ctx));
-        bytesWritten += step.outByteLength;
+        reports.push(await mergeWindowed(step, slot.arena, ctx, progress));
+        if (!gramOnly) bytesWritten += step.outByteLength;
       }
       tensorsDone++;
       progress(undefined);
@@ -188,7 +211,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
   return {
     tensors: reports,
     warnings,
-    bytesRead: steps.reduce((sum, s) => sum + inputBytes(s), 0),
+    bytesRead: steps.reduce((sum, s) => sum + inputBytes(s, gramOnly), 0),
     bytesWritten,
   };
 }

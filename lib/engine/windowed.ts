@@ -3,6 +3,7 @@ import type { MergeStep } from '../plan/plan';
 import type { TensorReport } from '../types';
 import type { Arena } from './arena';
 import { acquire, inputsOf, settleAll, specOf, type StepContext } from './context';
+import { copyBaseTail } from './copy';
 import { checkFinite } from './finite';
 import { ratios } from './report';
 
@@ -13,7 +14,12 @@ const slackFor = (buffers: number): number => 64 * buffers;
  * A tensor too large to hold at once: two passes over windows of `arena` (Gram, then interpolation),
  * each window read once per pass — unless the backend still holds it from the Gram pass.
  */
-export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepContext): Promise<TensorReport> {
+export async function mergeWindowed(
+  step: MergeStep,
+  arena: Arena,
+  ctx: StepContext,
+  progress: (tensor: string) => void,
+): Promise<TensorReport> {
   const { backend, source, sink, theta, modelLabel } = ctx.options;
   const tensors = inputsOf(step);
   const sizes = tensors.map((t) => floatSize(t.dtype as FloatDType));
@@ -28,6 +34,7 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
 
   /** The inputs' bytes of elements [first, first + count), and a release for when they are used. */
   const read = async (first: number, count: number): Promise<Uint8Array[]> => {
+    ctx.checkCancelled();
     arena.reset();
     const views = await settleAll(
       tensors.map((t, i) => acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!)),
@@ -39,18 +46,22 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
     tensors.forEach((t, i) => source.release?.(t, first * sizes[i]!, views[i]!.byteLength));
 
   const session = backend.openTensor(specOf(step));
+  let t: Float64Array;
+  let report: TensorReport;
   try {
-    for (let first = 0; first < step.numel; first += w) {
-      const count = Math.min(w, step.numel - first);
+    for (let first = 0; first < step.mergedNumel; first += w) {
+      const count = Math.min(w, step.mergedNumel - first);
       const inputs = await read(first, count);
       await session.gram({ firstElement: first, count, inputs });
       release(first, inputs);
+      progress(step.name);
     }
     const gram = await session.gramResult();
     await checkFinite(step, gram, modelLabel, async (visit) => {
-      for (let first = 0; first < step.numel; first += w) {
-        const count = Math.min(w, step.numel - first);
+      for (let first = 0; first < step.mergedNumel; first += w) {
+        const count = Math.min(w, step.mergedNumel - first);
         for (let i = 0; i < tensors.length; i++) {
+          ctx.checkCancelled();
           arena.reset();
           const t = tensors[i]!;
           const view = await acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!);
@@ -59,9 +70,11 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
         }
       }
     });
-    const { t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative);
-    for (let first = 0; first < step.numel; first += w) {
-      const count = Math.min(w, step.numel - first);
+    ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
+    if (sink === undefined) return report;
+    for (let first = 0; first < step.mergedNumel; first += w) {
+      const count = Math.min(w, step.mergedNumel - first);
+      ctx.checkCancelled();
       const held = session.holds(first, count);
       arena.reset();
       const inputs = held ? undefined : await read(first, count);
@@ -69,9 +82,11 @@ export async function mergeWindowed(step: MergeStep, arena: Arena, ctx: StepCont
       await session.interpolate({ firstElement: first, count, inputs }, t, out);
       if (inputs !== undefined) release(first, inputs);
       await sink.write(step.name, first * outSize, out);
+      progress(step.name);
     }
-    return report;
   } finally {
     await session.close();
   }
+  await copyBaseTail(step, arena, ctx, progress);
+  return report;
 }

@@ -145,7 +145,7 @@ function merge(
 
 /**
  * Model Stock of one tensor: w_H = w0 + t·(avg − w0) with t from the angle between the task vectors
- * (MODEL_STOCK.md). Throws ModelStockError: TOO_FEW_MODELS (N < 2), SHAPE_MISMATCH (lengths differ, or
+ * (docs/merge-contract.md). Throws ModelStockError: TOO_FEW_MODELS (N < 2), SHAPE_MISMATCH (lengths differ, or
  * `rows` does not divide the length), NON_FINITE (naming the input), BAD_CONFIG (bad theta or `out`).
  */
 export function modelStock(
@@ -185,7 +185,7 @@ export interface ModelStockTensorsResult {
 }
 
 /**
- * modelStock applied per named tensor of a whole state dict, with MODEL_STOCK.md's rules: a tensor in
+ * modelStock applied per named tensor of a whole state dict, with docs/merge-contract.md's rules: a tensor in
  * ≥ 2 fine-tunes is merged over those (N = that count); in fewer it is copied from the base; tensors
  * absent from the base are dropped and listed.
  */

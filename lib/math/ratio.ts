@@ -1,6 +1,6 @@
 import { gramIndex } from './gram';
 
-/** How the N(N−1)/2 pairwise cosines become one c (MODEL_STOCK.md). */
+/** How the N(N−1)/2 pairwise cosines become one c (docs/merge-contract.md). */
 export type ThetaRule = 'mean-cos' | 'mean-angle';
 
 /** At or below this, 1 + (N−1)·c is the pole: t is set to 0 and a warning raised. */

@@ -1,10 +1,13 @@
 import { DType, FloatDType, dtypeBits, isCopyDType, isMergeableDType } from '../dtype';
 import { ModelStockError } from '../errors';
 import type { Checkpoint, TensorInfo } from '../safetensors/types';
+import { embeddingRole, type ModelConfig } from './embeddings';
+import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
 
 /**
  * Layer traversal: one decision per base tensor, made before any byte is written, so a bad input
- * fails before work starts. The rules are MODEL_STOCK.md's table.
+ * fails before work starts. The rules are docs/merge-contract.md's table.
  */
 export interface MergeStep {
   readonly action: 'merge';
@@ -16,13 +19,33 @@ export interface MergeStep {
   readonly modelIndices: readonly number[];
   readonly outDtype: FloatDType;
   readonly shape: readonly number[];
+  /** Elements of the output (the base's shape). */
   readonly numel: number;
-  /** Elements per unit: the whole tensor, or one row `[shape[0], rest]` when filter-wise. */
+  /**
+   * Elements merged, from element 0: `numel`, or the rows every input has when an embedding's vocabulary
+   * differs (`rows`); the base's elements after them are copied.
+   */
+  readonly mergedNumel: number;
+  /** Elements per unit of the merged range: all of it, or one row `[shape[0], rest]` when filter-wise. */
   readonly unitLength: number;
   readonly units: number;
   readonly outByteLength: number;
-  /** Set when some fine-tunes lack the tensor. */
+  /** Set when some fine-tunes lack the tensor, or the vocabulary sizes differ. */
   readonly note: string | undefined;
+  /** Set when an embedding's vocabulary (first dimension) differs between base and fine-tunes. */
+  readonly rows: RowSplit | undefined;
+}
+
+/** How an embedding whose vocabulary sizes differ is merged (docs/merge-contract.md's embedding row). */
+export interface RowSplit {
+  /** Rows 0 … merged − 1, which every input has: merged with Model Stock. */
+  readonly merged: number;
+  /** The base's rows after those: copied from the base. */
+  readonly copied: number;
+  /** Rows only fine-tunes have (beyond the base's vocabulary), counted over the fine-tunes: left out. */
+  readonly dropped: number;
+  /** Rows of the base, then of each merged fine-tune. */
+  readonly vocab: readonly number[];
 }
 
 export interface CopyStep {
@@ -41,11 +64,21 @@ export interface Plan {
   /** In the base's order. */
   readonly steps: readonly PlanStep[];
   /** Tensors present in fine-tunes but not in the base: not in the output. */
-  readonly dropped: readonly { readonly name: string; readonly models: readonly number[] }[];
+  readonly dropped: readonly DroppedTensor[];
   readonly warnings: readonly string[];
   /** Bytes of every input the merge reads once (merge inputs + copied base tensors). */
   readonly inputBytes: number;
   readonly outputBytes: number;
+}
+
+export interface DroppedTensor {
+  readonly name: string;
+  /** The fine-tunes that have it. */
+  readonly models: readonly number[];
+  readonly reason: string;
+  /** As stored in the first of them. */
+  readonly dtype: DType;
+  readonly shape: readonly number[];
 }
 
 export interface PlanOptions {
@@ -53,6 +86,8 @@ export interface PlanOptions {
   readonly outDtype: FloatDType | undefined;
   /** How to name model i in messages (default: its path). */
   readonly modelLabel?: (i: number) => string;
+  /** The base's config.json, as far as embedding roles and tied heads go (absent: the name table alone). */
+  readonly config?: ModelConfig;
 }
 
 export function numelOf(shape: readonly number[]): number {
@@ -65,9 +100,29 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/** Same rank and the same dimensions after the first: only the vocabulary differs. */
+function sameButFirst(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.length >= 1 && a.every((d, i) => i === 0 || d === b[i]);
+}
+
+const TIED = 'a model that saves no output head ties it to its input embedding (tie_word_embeddings)';
+
 const fmtShape = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
 export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: PlanOptions): Plan {
+  return runSync(planSteps(base, models, opts));
+}
+
+/** `makePlan` in slices of a few ms: a million-tensor plan would otherwise hold the event loop. */
+export function makePlanSliced(
+  base: Checkpoint,
+  models: readonly Checkpoint[],
+  opts: PlanOptions,
+): Promise<Plan> {
+  return runSliced(planSteps(base, models, opts));
+}
+
+function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanOptions): Sliced<Plan> {
   const label = opts.modelLabel ?? ((i: number) => models[i]?.path ?? `model ${i + 1}`);
   if (models.length < 2) {
     throw new ModelStockError(
@@ -75,12 +130,14 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       `Model Stock needs at least 2 fine-tuned models, got ${models.length}`,
     );
   }
-  const steps: PlanStep[] = [];
-  const warnings: string[] = [];
+  const steps = new ChunkedList<PlanStep>();
+  const warnings = new ChunkedList<string>();
   let inputBytes = 0;
   let outputBytes = 0;
 
-  for (const name of base.order) {
+  for (let k = 0; k < base.order.length; k++) {
+    if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const name = base.order[k] as string;
     const b = base.tensors.get(name) as TensorInfo;
     if (isCopyDType(b.dtype)) {
       steps.push({
@@ -105,13 +162,14 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
     const inputs: TensorInfo[] = [];
     const modelIndices: number[] = [];
     const missing: number[] = [];
-    models.forEach((m, i) => {
-      const t = m.tensors.get(name);
+    for (let i = 0; i < models.length; i++) {
+      const t = (models[i] as Checkpoint).tensors.get(name);
       if (t === undefined) {
         missing.push(i);
-        return;
+        continue;
       }
-      if (!sameShape(t.shape, b.shape)) {
+      const vocabOnly = sameButFirst(t.shape, b.shape) && embeddingRole(name, opts.config) !== undefined;
+      if (!sameShape(t.shape, b.shape) && !vocabOnly) {
         throw new ModelStockError(
           'SHAPE_MISMATCH',
           `shape ${fmtShape(t.shape)} in ${label(i)} differs from ${fmtShape(b.shape)} in the base ${base.path}`,
@@ -127,15 +185,24 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       }
       inputs.push(t);
       modelIndices.push(i);
-    });
+    }
     const numel = numelOf(b.shape);
-    if (inputs.length < 2 || numel === 0) {
+    const vocab = [b, ...inputs].map((t) => t.shape[0] ?? 1);
+    const mergedRows = Math.min(...vocab);
+    const rowLength = b.shape.length === 0 || numel === 0 ? 1 : numel / (b.shape[0] as number);
+    const mergedNumel = inputs.length < 2 || numel === 0 ? 0 : mergedRows * rowLength;
+    if (inputs.length < 2 || mergedNumel === 0) {
+      const tiedHead = embeddingRole(name, opts.config) === 'output-head' && missing.length > 0;
       const reason =
         numel === 0
           ? 'zero-size tensor: nothing to merge'
           : inputs.length === 0
-            ? 'in no fine-tuned model'
-            : `only in ${label(modelIndices[0] as number)} (Model Stock needs 2)`;
+            ? tiedHead
+              ? `no fine-tuned model has it (${TIED}): the output follows the base`
+              : 'in no fine-tuned model'
+            : inputs.length === 1
+              ? `only in ${label(modelIndices[0] as number)} (Model Stock needs 2)`
+              : `a fine-tuned model has no rows of it (vocabulary sizes ${vocab.join(', ')})`;
       // --out-dtype applies to every float tensor written, copied ones included (as in mergekit).
       const outDtype = opts.outDtype ?? b.dtype;
       const outByteLength = (numelOf(b.shape) * dtypeBits(outDtype)) / 8;
@@ -146,12 +213,31 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       continue;
     }
     const outDtype = opts.outDtype ?? b.dtype;
-    const unitLength = opts.filterWise && b.shape.length >= 2 ? numel / (b.shape[0] as number) : numel;
-    const units = numel / unitLength;
-    const note =
-      missing.length > 0
-        ? `merged over ${inputs.length} models; missing in ${missing.map(label).join(', ')}`
-        : undefined;
+    const unitLength = opts.filterWise && b.shape.length >= 2 ? rowLength : mergedNumel;
+    const units = mergedNumel / unitLength;
+    const baseRows = vocab[0] as number;
+    const rows: RowSplit | undefined = vocab.every((v) => v === baseRows)
+      ? undefined
+      : {
+          merged: mergedRows,
+          copied: baseRows - mergedRows,
+          dropped: vocab.slice(1).reduce((sum, v) => sum + Math.max(0, v - baseRows), 0),
+          vocab,
+        };
+    const notes: string[] = [];
+    if (missing.length > 0) {
+      notes.push(`merged over ${inputs.length} models; missing in ${missing.map(label).join(', ')}`);
+    }
+    if (rows !== undefined) {
+      const sizes = inputs.map((t, k) => `${t.shape[0]} in ${label(modelIndices[k] as number)}`).join(', ');
+      notes.push(
+        `vocabulary sizes differ (${baseRows} rows in the base, ${sizes}): rows 0–${mergedRows - 1} merged` +
+          (rows.copied > 0 ? `, rows ${mergedRows}–${baseRows - 1} copied from the base` : '') +
+          (rows.dropped > 0 ? `, ${rows.dropped} row(s) only fine-tunes have left out` : '') +
+          `; the output keeps the base's shape ${fmtShape(b.shape)}`,
+      );
+    }
+    const note = notes.length > 0 ? notes.join('; ') : undefined;
     if (note !== undefined) warnings.push(`${name}: ${note}`);
     const outByteLength = (numel * dtypeBits(outDtype)) / 8;
     steps.push({
@@ -163,27 +249,49 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       outDtype,
       shape: b.shape,
       numel,
+      mergedNumel,
       unitLength,
       units,
       outByteLength,
       note,
+      rows,
     });
-    inputBytes += b.byteLength + inputs.reduce((s, t) => s + t.byteLength, 0);
+    // The merged rows of every input, and the base's copied rows.
+    const prefixBytes = (t: TensorInfo): number => (mergedNumel * dtypeBits(t.dtype)) / 8;
+    inputBytes += b.byteLength + inputs.reduce((s, t) => s + prefixBytes(t), 0);
     outputBytes += outByteLength;
   }
 
-  const droppedMap = new Map<string, number[]>();
-  models.forEach((m, i) => {
-    for (const name of m.order) {
+  const droppedMap = new ChunkedMap<number[]>();
+  for (let i = 0; i < models.length; i++) {
+    const order = (models[i] as Checkpoint).order;
+    for (let k = 0; k < order.length; k++) {
+      if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      const name = order[k] as string;
       if (base.tensors.has(name)) continue;
-      const list = droppedMap.get(name) ?? [];
-      list.push(i);
-      droppedMap.set(name, list);
+      const list = droppedMap.get(name);
+      if (list === undefined) droppedMap.set(name, [i]);
+      else list.push(i);
     }
-  });
-  const dropped = [...droppedMap].map(([name, idx]) => ({ name, models: idx }));
-  for (const d of dropped) {
-    warnings.push(`${d.name}: not in the base, left out (present in ${d.models.map(label).join(', ')})`);
   }
-  return { steps, dropped, warnings, inputBytes, outputBytes };
+  const dropped = new ChunkedList<DroppedTensor>();
+  const declared =
+    opts.config?.tieWordEmbeddings === true ? ', its config.json sets tie_word_embeddings' : '';
+  for (const [name, idx] of droppedMap) {
+    if (dropped.length % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const first = models[idx[0] as number]!.tensors.get(name) as TensorInfo;
+    const reason =
+      embeddingRole(name, opts.config) === 'output-head'
+        ? `the base has no ${name} (${TIED}${declared}): the output follows the base`
+        : 'not in the base';
+    dropped.push({ name, models: idx, reason, dtype: first.dtype, shape: first.shape });
+    warnings.push(`${name}: ${reason}, left out (present in ${idx.map(label).join(', ')})`);
+  }
+  return {
+    steps: yield* steps.toArray(),
+    dropped: yield* dropped.toArray(),
+    warnings: yield* warnings.toArray(),
+    inputBytes,
+    outputBytes,
+  };
 }

@@ -1,24 +1,18 @@
 /**
- * What a tensor is, from its name alone: which repeated block (layer) it belongs to and what kind of
- * weight it is there, or — outside the blocks — whether it is an embedding, a final norm or a head.
- * One table for every consumer (the per-layer pictures, `npm start`'s table, and the plan's
- * embedding rules): the names below are data, matched segment by segment, not patterns spread
- * through the code.
+ * What a tensor is, from its name: which repeated block (layer) it belongs to and what kind of weight
+ * it is there, or — outside the blocks — whether it is an embedding, a final norm or a head. The
+ * names below are data, matched segment by segment, not patterns spread through the code; which
+ * tensors hold the vocabulary comes from the plan's own table (embeddings.ts), so the pictures and
+ * the merge's embedding rules never disagree.
  *
  * Names follow Hugging Face transformers' state dicts: dotted module paths ending in the parameter
  * (`weight`, `bias`) or naming a bare parameter (`vit.embeddings.cls_token`). Wrappers that prefix
  * every name (`base_model.model.`, `language_model.`) change nothing: matching looks at segments, not
  * at the start of the name.
  */
+import { embeddingRole, type EmbeddingRole, type ModelConfig } from './embeddings';
 
 export type TensorGroup = 'embedding' | 'head' | 'norm' | 'layer' | 'other';
-
-/**
- * Which end of the vocabulary a tensor sits at, when its first dimension is the vocabulary: the
- * token embedding (`input`) or the output projection (`output`). Tensors that grow when a fine-tune
- * adds tokens are exactly these.
- */
-export type VocabRole = 'input' | 'output';
 
 export interface TensorRole {
   /**
@@ -38,7 +32,8 @@ export interface TensorRole {
    */
   readonly kind: string;
   readonly group: TensorGroup;
-  readonly vocab?: VocabRole;
+  /** Set for the vocabulary's input embedding and output head (EMBEDDING_NAMES in embeddings.ts). */
+  readonly vocab?: EmbeddingRole;
 }
 
 /**
@@ -49,7 +44,6 @@ export interface TensorRole {
 export interface NameRule {
   readonly path: string;
   readonly group: Exclude<TensorGroup, 'layer'>;
-  readonly vocab?: VocabRole;
 }
 
 /** Segments that, followed by a decimal index, mark a repeated block (a layer). */
@@ -80,27 +74,18 @@ export const NORM_SEGMENTS: readonly string[] = [
   'ln_mlp',
 ];
 
-/** Outside the blocks: embeddings, heads and their vocabulary roles. Norms are found first. */
+/**
+ * Outside the blocks: the other embeddings and heads, by module segment. The vocabulary's own
+ * tensors (token embeddings, LM heads) are not listed here: they come first, from EMBEDDING_NAMES in
+ * embeddings.ts, the table the plan's vocabulary rules use. Norms are found next, then these.
+ */
 export const NAME_RULES: readonly NameRule[] = [
-  // input embeddings of the vocabulary
-  { path: 'embed_tokens', group: 'embedding', vocab: 'input' }, // LLaMA, Mistral, Qwen, Gemma, Phi
-  { path: 'wte', group: 'embedding', vocab: 'input' }, // GPT-2, GPT-J
-  { path: 'word_embeddings', group: 'embedding', vocab: 'input' }, // BERT, Falcon, BLOOM
-  { path: 'embed_in', group: 'embedding', vocab: 'input' }, // GPT-NeoX, Pythia
-  { path: 'token_embedding', group: 'embedding', vocab: 'input' }, // CLIP text tower
-  { path: 'tok_embeddings', group: 'embedding', vocab: 'input' }, // Meta's original LLaMA layout
-  { path: 'shared', group: 'embedding', vocab: 'input' }, // T5, BART
-  // output projections onto the vocabulary
-  { path: 'lm_head', group: 'head', vocab: 'output' },
-  { path: 'embed_out', group: 'head', vocab: 'output' }, // GPT-NeoX
-  { path: 'predictions.decoder', group: 'head', vocab: 'output' }, // BERT masked-LM
-  // other embeddings: positions, token types, patches, class tokens
-  { path: 'wpe', group: 'embedding' },
+  // positions, token types, patches, class tokens
+  { path: 'wpe', group: 'embedding' }, // GPT-2
   { path: 'embed_positions', group: 'embedding' },
   { path: 'embeddings', group: 'embedding' }, // BERT, ViT, CLIP `….embeddings.*`
   { path: 'cls_token', group: 'embedding' },
-  // other heads
-  { path: 'predictions', group: 'head' }, // BERT masked-LM transform and bias
+  { path: 'predictions', group: 'head' }, // BERT masked-LM
   { path: 'classifier', group: 'head' },
   { path: 'score', group: 'head' }, // …ForSequenceClassification
   { path: 'qa_outputs', group: 'head' },
@@ -152,9 +137,7 @@ function matches(rule: readonly string[], segments: readonly string[], end: numb
   return false;
 }
 
-const SPLIT_RULES = (rules: readonly NameRule[]): { rule: NameRule; path: string[] }[] =>
-  rules.map((rule) => ({ rule, path: rule.path.split('.') }));
-const DEFAULT_RULES = SPLIT_RULES(NAME_RULES);
+const RULES = NAME_RULES.map((rule) => ({ rule, path: rule.path.split('.') }));
 
 /** Inside a block: the kind and group from the name's tail after the index (param included). */
 type BlockKind = { readonly kind: string; readonly group: 'layer' | 'norm' };
@@ -173,11 +156,13 @@ function blockKind(tail: string, param: 'weight' | 'bias' | undefined): BlockKin
 /** A memo of tails is worth its memory up to here (a model has a few thousand distinct tails). */
 const MEMO_LIMIT = 1 << 16;
 
-function classify(
-  name: string,
-  extraRules: readonly NameRule[],
-  memo: Map<string, BlockKind> | undefined,
-): TensorRole {
+/** What a classifier remembers between names: block tails, and the last stack (one string object). */
+interface Memo {
+  readonly tails: Map<string, BlockKind>;
+  stack: string;
+}
+
+function classify(name: string, config: ModelConfig, memo: Memo | undefined): TensorRole {
   const param = name.endsWith('.weight') ? 'weight' : name.endsWith('.bias') ? 'bias' : undefined;
   // The module path is name[0, stop).
   const stop = param === undefined ? name.length : name.length - param.length - 1;
@@ -190,45 +175,53 @@ function classify(
       // A name that ends at the index (`model.layers.5`) is no parameter of the block.
       if (dot < stop || param !== undefined) {
         const tail = name.slice(dot + 1);
-        let block = memo?.get(tail);
+        let block = memo?.tails.get(tail);
         if (block === undefined) {
           block = blockKind(tail, param);
-          if (memo !== undefined && memo.size < MEMO_LIMIT) memo.set(tail, block);
+          if (memo !== undefined && memo.tails.size < MEMO_LIMIT) memo.tails.set(tail, block);
         }
-        return {
-          layer: Number(name.slice(seg, dot)),
-          stack: prev === 0 ? '' : name.slice(0, prev - 1),
-          kind: block.kind,
-          group: block.group,
-        };
+        let layer = 0;
+        for (let i = seg; i < dot; i++) layer = layer * 10 + name.charCodeAt(i) - 48;
+        let stack = prev === 0 ? '' : undefined;
+        // Reusing one string per stack spares an allocation, and its hash, per tensor.
+        if (
+          stack === undefined &&
+          memo !== undefined &&
+          memo.stack.length === prev - 1 &&
+          name.startsWith(memo.stack)
+        )
+          stack = memo.stack;
+        if (stack === undefined) {
+          stack = name.slice(0, prev - 1);
+          if (memo !== undefined) memo.stack = stack;
+        }
+        return { layer, stack, kind: block.kind, group: block.group };
       }
     }
     prev = seg;
     seg = dot + 1;
   }
 
-  const segments = name.split('.');
-  const end = param === undefined ? segments.length : segments.length - 1;
   const kind = param === 'weight' ? name.slice(0, name.length - '.weight'.length) : name;
   const outside = { layer: undefined, stack: undefined, kind };
+  const vocab = embeddingRole(name, config);
+  if (vocab !== undefined)
+    return { ...outside, group: vocab === 'input-embedding' ? 'embedding' : 'head', vocab };
   if (isNormPath(name.slice(0, stop))) return { ...outside, group: 'norm' };
-  const rules = extraRules.length === 0 ? DEFAULT_RULES : [...SPLIT_RULES(extraRules), ...DEFAULT_RULES];
-  for (const { rule, path } of rules) {
-    if (!matches(path, segments, end)) continue;
-    return rule.vocab === undefined
-      ? { ...outside, group: rule.group }
-      : { ...outside, group: rule.group, vocab: rule.vocab };
-  }
+  const segments = name.split('.');
+  const end = param === undefined ? segments.length : segments.length - 1;
+  for (const { rule, path } of RULES)
+    if (matches(path, segments, end)) return { ...outside, group: rule.group };
   return { ...outside, group: 'other' };
 }
 
 /**
- * The role of one tensor. `extraRules` are tried before NAME_RULES (e.g. rules a model's config.json
- * implies for names this table does not know). Pure; names inside blocks — nearly all of a model's —
- * are scanned in place without splitting.
+ * The role of one tensor. `config` (the model's config.json, read by modelConfigOf) narrows which
+ * spellings count as the vocabulary's tensors, as in the plan. Pure; names inside blocks — nearly all
+ * of a model's — are scanned in place without splitting.
  */
-export function classifyTensor(name: string, extraRules: readonly NameRule[] = []): TensorRole {
-  return classify(name, extraRules, undefined);
+export function classifyTensor(name: string, config: ModelConfig = {}): TensorRole {
+  return classify(name, config, undefined);
 }
 
 /**
@@ -236,10 +229,10 @@ export function classifyTensor(name: string, extraRules: readonly NameRule[] = [
  * layer index remembered, since every layer repeats it. Use one per model and let it go.
  */
 export class TensorClassifier {
-  private readonly memo = new Map<string, BlockKind>();
-  constructor(private readonly extraRules: readonly NameRule[] = []) {}
+  private readonly memo: Memo = { tails: new Map(), stack: '' };
+  constructor(private readonly config: ModelConfig = {}) {}
 
   classify(name: string): TensorRole {
-    return classify(name, this.extraRules, this.memo);
+    return classify(name, this.config, this.memo);
   }
 }

@@ -1,6 +1,8 @@
-import { TensorClassifier, type TensorGroup, type VocabRole } from '../plan/roles';
+import type { EmbeddingRole } from '../plan/embeddings';
+import { TensorClassifier, type TensorGroup } from '../plan/roles';
 import type { ThetaRule } from '../math/ratio';
-import type { MergeReport, RatioStats, TensorReport } from '../types';
+import type { InspectReport, RatioStats, TensorReport } from '../types';
+import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
 
 /**
  * A merge report folded to what a picture can show: t per (layer, tensor kind), the angle between
@@ -45,7 +47,7 @@ export interface OutsideTensor {
   readonly name: string;
   readonly kind: string;
   readonly group: Exclude<TensorGroup, 'layer'>;
-  readonly vocab: VocabRole | undefined;
+  readonly vocab: EmbeddingRole | undefined;
   /** t (over rows when filter-wise); undefined when copied from the base. */
   readonly t: Stats | undefined;
 }
@@ -204,10 +206,21 @@ function angleStats(pairs: Iterable<AngleAcc>): Stats | undefined {
 
 const GROUP_ORDER: Record<OutsideTensor['group'], number> = { embedding: 0, other: 1, norm: 2, head: 3 };
 
-export function summarizeLayers(report: MergeReport): LayerSummary {
+export function summarizeLayers(report: InspectReport): LayerSummary {
+  return runSync(summarizeSteps(report));
+}
+
+/** `summarizeLayers` in slices of a few ms, for a library inside a service (lib/util/sliced.ts). */
+export function summarizeLayersSliced(report: InspectReport): Promise<LayerSummary> {
+  return runSliced(summarizeSteps(report));
+}
+
+function* summarizeSteps(report: InspectReport): Sliced<LayerSummary> {
   const stacks = new Map<string, Map<number, LayerAcc>>();
   const kinds = new Map<string, { index: number; group: 'layer' | 'norm'; tensors: number }>();
-  const outside: OutsideTensor[] = [];
+  // Per group in report order, each capped: only MAX_OUTSIDE of them are ever shown.
+  const outside: OutsideTensor[][] = [[], [], [], []];
+  let outsideCount = 0;
   let merged = 0;
   let copied = 0;
   let dropped = 0;
@@ -216,7 +229,9 @@ export function summarizeLayers(report: MergeReport): LayerSummary {
   const scratch = new LayerAcc();
   const roles = new TensorClassifier();
 
-  for (const tensor of report.tensors) {
+  for (let i = 0; i < report.tensors.length; i++) {
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const tensor = report.tensors[i] as TensorReport;
     if (tensor.action === 'drop') {
       dropped++;
       continue;
@@ -227,15 +242,13 @@ export function summarizeLayers(report: MergeReport): LayerSummary {
     if (isMerged && (tensor.tStats?.min ?? tensor.t ?? 0) < 0) negative++;
     const role = roles.classify(tensor.name);
     if (role.layer === undefined || role.stack === undefined) {
+      outsideCount++;
+      const group = role.group === 'layer' ? 'other' : role.group;
+      const into = outside[GROUP_ORDER[group]] as OutsideTensor[];
+      if (into.length >= MAX_OUTSIDE) continue;
       const acc = new Acc();
       if (isMerged) addT(acc, tensor);
-      outside.push({
-        name: tensor.name,
-        kind: role.kind,
-        group: role.group === 'layer' ? 'other' : role.group,
-        vocab: role.vocab,
-        t: acc.stats(),
-      });
+      into.push({ name: tensor.name, kind: role.kind, group, vocab: role.vocab, t: acc.stats() });
       continue;
     }
     let layers = stacks.get(role.stack);
@@ -288,11 +301,7 @@ export function summarizeLayers(report: MergeReport): LayerSummary {
     angle.push(angleStats(pairs.values()));
   });
 
-  const shownOutside = outside
-    .map((o, i) => ({ o, i }))
-    .sort((a, b) => GROUP_ORDER[a.o.group] - GROUP_ORDER[b.o.group] || a.i - b.i)
-    .slice(0, MAX_OUTSIDE)
-    .map(({ o }) => o);
+  const shownOutside = outside.flat().slice(0, MAX_OUTSIDE);
 
   const range = new Acc();
   for (const c of cells) if (c?.t !== undefined) range.add(c.t.mean, c.t.mean, c.t.mean);
@@ -309,7 +318,7 @@ export function summarizeLayers(report: MergeReport): LayerSummary {
     angle,
     outside: shownOutside,
     hiddenKinds,
-    hiddenOutside: outside.length - shownOutside.length,
+    hiddenOutside: outsideCount - shownOutside.length,
     tRange: range.count === 0 ? undefined : { min: range.min, max: range.max },
     merged,
     copied,

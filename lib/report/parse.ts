@@ -1,9 +1,10 @@
 import { ModelStockError } from '../errors';
-import type { MergeReport, RatioStats } from '../types';
+import type { InspectReport, RatioStats } from '../types';
 
 /**
- * Reads a merge report (model_stock_report.json) back, checking everything a picture is drawn from:
- * a report edited by hand, cut short or from another tool fails here with INVALID_REPORT naming the
+ * Reads a report back — a merge's model_stock_report.json or `inspect --json` output (the schema is
+ * docs/report.schema.json) — checking everything a picture is drawn from: a report edited by hand,
+ * cut short or from another tool fails here with INVALID_REPORT naming the
  * file, the tensor and the field, not later as a broken drawing.
  */
 
@@ -18,7 +19,7 @@ const show = (v: Json): string => {
   return s === undefined ? String(v) : s.length > 40 ? `${s.slice(0, 40)}…` : s;
 };
 
-export function parseReport(textOrBytes: string, file: string): MergeReport {
+export function parseReport(textOrBytes: string, file: string): InspectReport {
   const fail = (message: string, tensor?: string): never => {
     throw new ModelStockError('INVALID_REPORT', message, {
       file,
@@ -93,5 +94,5 @@ export function parseReport(textOrBytes: string, file: string): MergeReport {
       );
     }
   });
-  return root as unknown as MergeReport;
+  return root as unknown as InspectReport;
 }

@@ -1,6 +1,12 @@
-import type { MergeReport } from '../types';
+import type { InspectReport } from '../types';
 import { inkOn, viridis } from './colour';
-import { summarizeLayers, type LayerColumn, type LayerSummary, type Stats } from './layers';
+import {
+  summarizeLayers,
+  summarizeLayersSliced,
+  type LayerColumn,
+  type LayerSummary,
+  type Stats,
+} from './layers';
 import { el, escapeXml, num, text } from './xml';
 
 /**
@@ -29,7 +35,7 @@ const KIND_LINE = '#c8c8c8';
 /** Faint per-kind angle lines beyond this many kinds would be noise. */
 const MAX_KIND_LINES = 16;
 
-export function renderReportSvg(report: MergeReport): string {
+export function renderReportSvg(report: InspectReport): string {
   return drawSummary(summarizeLayers(report));
 }
 
@@ -37,9 +43,12 @@ export function renderReportSvg(report: MergeReport): string {
  * The picture of a finished merge, or undefined with a warning: a fault in drawing costs the
  * picture, never the merged weights.
  */
-export function reportPicture(report: MergeReport, warn: (m: string) => void): string | undefined {
+export async function reportPicture(
+  report: InspectReport,
+  warn: (m: string) => void,
+): Promise<string | undefined> {
   try {
-    return renderReportSvg(report);
+    return drawSummary(await summarizeLayersSliced(report));
   } catch (e) {
     warn(`${PLOT_FILE} not written: ${e instanceof Error ? e.message : String(e)}`);
     return undefined;

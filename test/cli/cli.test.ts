@@ -182,10 +182,10 @@ for (const backend of backendsUnderTest()) {
       const { base, fts } = await threeModels(root);
       const cases = [
         `merge_method: ties\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\n`,
-        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n    parameters:\n      weight: 0.5\n  - model: ${fts[1]}\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  filter_wise: [{filter: mlp, value: true}]\n`,
         `merge_method: model_stock\nbase_model: ${base}\nslices: []\n`,
         `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\ntokenizer_source: union\n`,
-        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\nparameters:\n  t: 0.5\n`,
+        `merge_method: model_stock\nbase_model: ${base}\nmodels:\n  - model: ${fts[0]}\n  - model: ${fts[1]}\ntokenizer:\n  source: base\n  pad_to_multiple_of: 64\n`,
         `merge_method: [oops\n`,
       ];
       for (const text of cases) {

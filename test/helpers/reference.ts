@@ -4,7 +4,7 @@ import { encodeFloats, decodeFloats, ulp } from '../../lib/math/codec';
 import { pairCosines, unitRatio, type ThetaRule } from '../../lib/math/ratio';
 
 /**
- * The float64 reference every backend is tested against: MODEL_STOCK.md's formulas written as plainly
+ * The float64 reference every backend is tested against: docs/merge-contract.md's formulas written as plainly
  * as possible, on decoded values. Sums run element by element in index order, so a backend that keeps
  * that order reproduces these results bit for bit.
  */
@@ -71,7 +71,7 @@ export function referenceMerge(
   return { out, t };
 }
 
-/** MODEL_STOCK.md's accuracy contract: ulp_out(ref) + 2^-20·(|t·avg| + |(1−t)·w0|). */
+/** docs/merge-contract.md's accuracy contract: ulp_out(ref) + 2^-20·(|t·avg| + |(1−t)·w0|). */
 export function contractTolerance(
   ref: number,
   t: number,
@@ -136,7 +136,7 @@ export function unitLengthOf(shape: readonly number[], filterWise: boolean): num
 /**
  * A backend's Gram matrix against the float64 reference: every accumulator within
  * 1e-12 · sqrt(G_ii·G_jj) of it (float32 partials of ≤ 64Ki elements summed in float64 stay far inside),
- * and every cosine within MODEL_STOCK.md's 1e-9.
+ * and every cosine within docs/merge-contract.md's 1e-9.
  */
 export function assertGramClose(
   got: Float64Array,

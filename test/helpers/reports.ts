@@ -24,22 +24,38 @@ export function reportOf(tensors: TensorReport[], over: Partial<MergeReport> = {
 export function merged(name: string, cosines: number[], models?: number[]): TensorReport {
   const n = models?.length ?? (1 + Math.sqrt(1 + 8 * cosines.length)) / 2;
   const c = cosines.reduce((a, b) => a + b, 0) / cosines.length;
+  const { t, pole } = ratioFromCosine(c, n);
+  const used = models ?? Array.from({ length: n }, (_, i) => i);
   return {
     name,
     action: 'merge',
     n,
-    ...(models !== undefined ? { models } : {}),
+    models: used,
     dtype: 'BF16',
+    outDtype: 'BF16',
     shape: [4, 4],
     cosines,
     c,
-    t: ratioFromCosine(c, n).t,
+    t,
+    pole,
   };
 }
 
 /** A filter-wise merged tensor: per pair, cosine stats over rows; t stats over rows. */
 export function mergedRows(name: string, cosines: RatioStats[], tStats: RatioStats): TensorReport {
-  return { name, action: 'merge', n: 2, dtype: 'BF16', shape: [4, 4], cosines, cStats: tStats, tStats };
+  return {
+    name,
+    action: 'merge',
+    n: 2,
+    models: [0, 1],
+    dtype: 'BF16',
+    outDtype: 'BF16',
+    shape: [4, 4],
+    cosines,
+    cStats: tStats,
+    tStats,
+    pole: false,
+  };
 }
 
 export function copied(name: string): TensorReport {

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { inspectModelStock } from '../../lib/inspect';
 import { mergeModelStock } from '../../lib/merge';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import { parseReport } from '../../lib/report/parse';
@@ -60,6 +61,17 @@ describe('merge picture', () => {
     });
   }
 
+  it('an inspection draws the same picture as the merge it previews', async () => {
+    const out = path.join(tmp.dir, 'previewed');
+    await mergeModelStock({ base, models, out, backend: 'js', fsync: false });
+    const preview = await inspectModelStock({ base, models, backend: 'js' });
+    assert.equal(renderReportSvg(preview), fs.readFileSync(path.join(out, PLOT_FILE), 'utf8'));
+    assert.equal(
+      renderReportSvg(parseReport(JSON.stringify(preview), 'inspect.json')),
+      renderReportSvg(preview),
+    );
+  });
+
   it("an earlier merge's picture in the base folder is not copied over the new one", async () => {
     const first = path.join(tmp.dir, 'first');
     await mergeModelStock({ base, models: models.slice(0, 2), out: first, backend: 'js', fsync: false });
@@ -71,7 +83,7 @@ describe('merge picture', () => {
     assert.match(svg, /fine-tuned \(N = 3\)/);
   });
 
-  it('a fault in drawing costs the picture, with a warning, never the merge', () => {
+  it('a fault in drawing costs the picture, with a warning, never the merge', async () => {
     const broken = {
       ...reportOf([]),
       get tensors(): never {
@@ -79,10 +91,7 @@ describe('merge picture', () => {
       },
     } as unknown as MergeReport;
     const warnings: string[] = [];
-    assert.equal(
-      reportPicture(broken, (w) => warnings.push(w)),
-      undefined,
-    );
+    assert.equal(await reportPicture(broken, (w) => warnings.push(w)), undefined);
     assert.deepEqual(warnings, [`${PLOT_FILE} not written: boom`]);
   });
 });

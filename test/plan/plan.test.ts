@@ -8,7 +8,7 @@ import { useTmpDir } from '../helpers/tmp';
 import { backendsUnderTest } from '../helpers/backends';
 import type { IoMode } from '../../lib/engine/io';
 
-describe('plan rules end to end (MODEL_STOCK.md table)', () => {
+describe('plan rules end to end (the table of docs/merge-contract.md)', () => {
   const tmp = useTmpDir();
 
   it('merges over the fine-tunes that have a tensor, copies, converts and drops per the table', async () => {
@@ -56,9 +56,17 @@ describe('plan rules end to end (MODEL_STOCK.md table)', () => {
     });
     const byName = new Map(report.tensors.map((t) => [t.name, t]));
     assert.deepEqual(
-      [...byName.keys()],
+      report.tensors.filter((t) => t.action !== 'drop').map((t) => t.name),
       ['all', 'pair', 'lonely', 'ids'],
       'exactly the base tensors, in order',
+    );
+    // Tensors only fine-tunes have come last, as 'drop' entries naming who has them.
+    assert.deepEqual(
+      report.tensors.filter((t) => t.action === 'drop').map((t) => [t.name, t.reason, t.models]),
+      [
+        ['flag', 'not in the base', [0, 1]],
+        ['head.extra', 'not in the base', [0]],
+      ],
     );
     assert.equal(byName.get('all')!.n, 3);
     assert.equal(byName.get('pair')!.n, 2);

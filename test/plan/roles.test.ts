@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { EMBEDDING_NAMES, embeddingRole, type EmbeddingRole } from '../../lib/plan/embeddings';
 import { classifyTensor, TensorClassifier, type TensorRole } from '../../lib/plan/roles';
 
 type Want = [
@@ -6,13 +7,13 @@ type Want = [
   layer: number | undefined,
   kind: string,
   group: TensorRole['group'],
-  vocab?: 'input' | 'output',
+  vocab?: EmbeddingRole,
 ];
 
 /** Names as each architecture's Hugging Face checkpoints spell them. */
 const ARCHITECTURES: Record<string, Want[]> = {
   'LLaMA / Mistral / Qwen2': [
-    ['model.embed_tokens.weight', undefined, 'model.embed_tokens', 'embedding', 'input'],
+    ['model.embed_tokens.weight', undefined, 'model.embed_tokens', 'embedding', 'input-embedding'],
     ['model.layers.0.self_attn.q_proj.weight', 0, 'self_attn.q_proj', 'layer'],
     ['model.layers.31.self_attn.q_proj.bias', 31, 'self_attn.q_proj.bias', 'layer'],
     ['model.layers.7.mlp.down_proj.weight', 7, 'mlp.down_proj', 'layer'],
@@ -20,7 +21,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
     ['model.layers.7.post_attention_layernorm.weight', 7, 'post_attention_layernorm', 'norm'],
     ['model.layers.3.self_attn.q_norm.weight', 3, 'self_attn.q_norm', 'norm'], // Qwen3
     ['model.norm.weight', undefined, 'model.norm', 'norm'],
-    ['lm_head.weight', undefined, 'lm_head', 'head', 'output'],
+    ['lm_head.weight', undefined, 'lm_head', 'head', 'output-head'],
   ],
   'Mixtral (experts fold into one kind)': [
     ['model.layers.2.block_sparse_moe.experts.5.w1.weight', 2, 'block_sparse_moe.experts.*.w1', 'layer'],
@@ -32,7 +33,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
     ['model.layers.4.post_feedforward_layernorm.weight', 4, 'post_feedforward_layernorm', 'norm'],
   ],
   'GPT-2': [
-    ['transformer.wte.weight', undefined, 'transformer.wte', 'embedding', 'input'],
+    ['transformer.wte.weight', undefined, 'transformer.wte', 'embedding', 'input-embedding'],
     ['transformer.wpe.weight', undefined, 'transformer.wpe', 'embedding'],
     ['transformer.h.11.attn.c_attn.weight', 11, 'attn.c_attn', 'layer'],
     ['transformer.h.11.attn.c_attn.bias', 11, 'attn.c_attn.bias', 'layer'],
@@ -41,14 +42,20 @@ const ARCHITECTURES: Record<string, Want[]> = {
     ['transformer.ln_f.bias', undefined, 'transformer.ln_f.bias', 'norm'],
   ],
   'GPT-NeoX / Pythia': [
-    ['gpt_neox.embed_in.weight', undefined, 'gpt_neox.embed_in', 'embedding', 'input'],
+    ['gpt_neox.embed_in.weight', undefined, 'gpt_neox.embed_in', 'embedding', 'input-embedding'],
     ['gpt_neox.layers.5.attention.query_key_value.weight', 5, 'attention.query_key_value', 'layer'],
     ['gpt_neox.layers.5.mlp.dense_4h_to_h.weight', 5, 'mlp.dense_4h_to_h', 'layer'],
     ['gpt_neox.final_layer_norm.weight', undefined, 'gpt_neox.final_layer_norm', 'norm'],
-    ['embed_out.weight', undefined, 'embed_out', 'head', 'output'],
+    ['embed_out.weight', undefined, 'embed_out', 'head', 'output-head'],
   ],
   Falcon: [
-    ['transformer.word_embeddings.weight', undefined, 'transformer.word_embeddings', 'embedding', 'input'],
+    [
+      'transformer.word_embeddings.weight',
+      undefined,
+      'transformer.word_embeddings',
+      'embedding',
+      'input-embedding',
+    ],
     ['transformer.h.9.self_attention.query_key_value.weight', 9, 'self_attention.query_key_value', 'layer'],
     ['transformer.h.9.ln_attn.weight', 9, 'ln_attn', 'norm'],
     ['transformer.h.9.mlp.dense_h_to_4h.weight', 9, 'mlp.dense_h_to_4h', 'layer'],
@@ -57,7 +64,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
     ['model.layers.1.self_attn.dense.weight', 1, 'self_attn.dense', 'layer'],
     ['model.layers.1.mlp.fc1.bias', 1, 'mlp.fc1.bias', 'layer'],
     ['model.final_layernorm.weight', undefined, 'model.final_layernorm', 'norm'],
-    ['lm_head.bias', undefined, 'lm_head.bias', 'head', 'output'],
+    ['lm_head.bias', undefined, 'lm_head.bias', 'head', 'output-head'],
   ],
   BERT: [
     [
@@ -65,7 +72,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
       undefined,
       'bert.embeddings.word_embeddings',
       'embedding',
-      'input',
+      'input-embedding',
     ],
     [
       'bert.embeddings.position_embeddings.weight',
@@ -79,7 +86,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
     ['bert.encoder.layer.10.output.dense.weight', 10, 'output.dense', 'layer'],
     ['bert.encoder.layer.10.output.LayerNorm.bias', 10, 'output.LayerNorm.bias', 'norm'],
     ['bert.pooler.dense.weight', undefined, 'bert.pooler.dense', 'head'],
-    ['cls.predictions.decoder.weight', undefined, 'cls.predictions.decoder', 'head', 'output'],
+    ['cls.predictions.decoder.weight', undefined, 'cls.predictions.decoder', 'head', 'output-head'],
     ['cls.predictions.transform.dense.weight', undefined, 'cls.predictions.transform.dense', 'head'],
     ['classifier.weight', undefined, 'classifier', 'head'],
   ],
@@ -101,7 +108,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
       undefined,
       'text_model.embeddings.token_embedding',
       'embedding',
-      'input',
+      undefined, // not in the plan's vocabulary table (embeddings.ts)
     ],
     [
       'vision_model.embeddings.class_embedding',
@@ -117,7 +124,7 @@ const ARCHITECTURES: Record<string, Want[]> = {
     ['logit_scale', undefined, 'logit_scale', 'other'],
   ],
   'T5 (the outer block is the layer)': [
-    ['shared.weight', undefined, 'shared', 'embedding', 'input'],
+    ['shared.weight', undefined, 'shared', 'embedding', 'input-embedding'],
     ['encoder.block.2.layer.0.SelfAttention.q.weight', 2, 'layer.0.SelfAttention.q', 'layer'],
     ['decoder.block.2.layer.2.DenseReluDense.wo.weight', 2, 'layer.2.DenseReluDense.wo', 'layer'],
   ],
@@ -128,9 +135,9 @@ const ARCHITECTURES: Record<string, Want[]> = {
       undefined,
       'language_model.model.embed_tokens',
       'embedding',
-      'input',
+      'input-embedding',
     ],
-    ['language_model.lm_head.weight', undefined, 'language_model.lm_head', 'head', 'output'],
+    ['language_model.lm_head.weight', undefined, 'language_model.lm_head', 'head', 'output-head'],
   ],
   'names the table does not know': [
     ['model.position_ids', undefined, 'model.position_ids', 'other'],
@@ -176,12 +183,14 @@ describe('tensor roles (the shared name table)', () => {
     assert.equal(classifyTensor('model.norm.weight').stack, undefined);
   });
 
-  it('extra rules (e.g. from a config.json) come before the table', () => {
-    const name = 'model.custom_vocab.weight';
-    assert.equal(classifyTensor(name).group, 'other');
-    const r = classifyTensor(name, [{ path: 'custom_vocab', group: 'embedding', vocab: 'input' }]);
-    assert.deepEqual([r.group, r.vocab], ['embedding', 'input']);
-    // Without extra rules the default table is unchanged.
-    assert.equal(classifyTensor(name).group, 'other');
+  it("the vocabulary's tensors are exactly the plan's (EMBEDDING_NAMES), wrapped names too", () => {
+    for (const { name, role } of EMBEDDING_NAMES) {
+      for (const full of [name, `base_model.model.${name}`]) {
+        const r = classifyTensor(full);
+        assert.equal(r.vocab, role, full);
+        assert.equal(r.vocab, embeddingRole(full), full);
+        assert.equal(r.group, role === 'input-embedding' ? 'embedding' : 'head', full);
+      }
+    }
   });
 });

@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { MAX_COLUMNS, MAX_KINDS, MAX_OUTSIDE, summarizeLayers } from '../../lib/report/layers';
 import type { TensorReport } from '../../lib/types';
 import { copied, llamaReport, merged, mergedRows, reportOf } from '../helpers/reports';
+import { assertValidReport } from '../helpers/schema';
 
 const deg = (cos: number): number => (Math.acos(cos) * 180) / Math.PI;
 const close = (a: number | undefined, b: number, what: string): void =>
@@ -26,9 +27,9 @@ describe('per-layer aggregates of a report', () => {
     assert.deepEqual(
       s.outside.map((o) => [o.kind, o.group, o.vocab]),
       [
-        ['model.embed_tokens', 'embedding', 'input'],
+        ['model.embed_tokens', 'embedding', 'input-embedding'],
         ['model.norm', 'norm', undefined],
-        ['lm_head', 'head', 'output'],
+        ['lm_head', 'head', 'output-head'],
       ],
     );
     assert.deepEqual([s.merged, s.copied, s.dropped, s.negative], [33, 0, 0, 0]);
@@ -151,6 +152,24 @@ describe('per-layer aggregates of a report', () => {
     assert.equal(s.outside[0]?.kind, 'model.embed_tokens');
     assert.equal(s.outside[1]?.kind, 'misc_0');
     assert.equal(s.columns.length, 0);
+  });
+
+  it('the reports these tests draw are real-shaped (docs/report.schema.json)', () => {
+    assertValidReport(llamaReport(2), 'llamaReport');
+    assertValidReport(
+      reportOf(
+        [
+          mergedRows('model.layers.0.mlp.up_proj.weight', [{ min: 0.1, mean: 0.2, max: 0.3 }], {
+            min: 0.1,
+            mean: 0.2,
+            max: 0.3,
+          }),
+          copied('lm_head.weight'),
+        ],
+        { filterWise: true },
+      ),
+      'filter-wise',
+    );
   });
 
   it('dropped tensors are counted, not drawn', () => {

@@ -23,7 +23,11 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapFile',
   'mapView',
   'mapRelease',
+  'mapFault',
   'unmap',
+  'mapClose',
+  'lockFile',
+  'renamePaths',
 ];
 
 /** The folder holding this package's package.json (lib/engine/native in sources, dist/… built). */
