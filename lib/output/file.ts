@@ -13,10 +13,18 @@ import { syncPath } from './atomic';
 export async function writeFileAtomic(
   file: string,
   data: string | Uint8Array,
-  opts: { overwrite: boolean; fsync: boolean },
+  opts: {
+    overwrite: boolean;
+    fsync: boolean;
+    /** An existing file this says may go (an earlier picture or report) is replaced without `overwrite`. */
+    replaceable?: (file: string) => Promise<boolean>;
+  },
 ): Promise<void> {
   const st = await fs.promises.lstat(file).catch(() => undefined);
-  if (st !== undefined && !opts.overwrite)
+  const overwrite =
+    opts.overwrite ||
+    (st?.isFile() === true && opts.replaceable !== undefined && (await opts.replaceable(file)));
+  if (st !== undefined && !overwrite)
     throw new ModelStockError('BAD_OUTPUT_PATH', 'already exists (pass --overwrite to replace it)', { file });
   if (st !== undefined && !st.isFile())
     throw new ModelStockError('BAD_OUTPUT_PATH', 'exists and is not a regular file; refusing to replace it', {
@@ -37,7 +45,7 @@ export async function writeFileAtomic(
     } finally {
       await fh.close();
     }
-    if (opts.overwrite) await fs.promises.rename(tmp, file);
+    if (overwrite) await fs.promises.rename(tmp, file);
     else {
       try {
         await fs.promises.link(tmp, file);

@@ -39,6 +39,10 @@ export interface Cell {
   readonly t: Stats | undefined;
   /** Mean angle between task vectors in degrees over the cell's tensors and pairs (and rows). */
   readonly angle: number | undefined;
+  /** The same angles' extremes over tensors, pairs and (filter-wise) rows; `count`: tensor × pair. */
+  readonly angles: Stats | undefined;
+  /** c, the combined cosine (filter-wise: its stats over rows), over the cell's merged tensors. */
+  readonly c: Stats | undefined;
   /** Tensors in this cell copied from the base instead of merged. */
   readonly copied: number;
 }
@@ -50,6 +54,8 @@ export interface OutsideTensor {
   readonly vocab: EmbeddingRole | undefined;
   /** t (over rows when filter-wise); undefined when copied from the base. */
   readonly t: Stats | undefined;
+  /** c, likewise. */
+  readonly c: Stats | undefined;
 }
 
 export interface LayerSummary {
@@ -133,7 +139,8 @@ class AngleAcc {
 
 class CellAcc {
   readonly t = new Acc();
-  readonly angle = new AngleAcc();
+  readonly c = new Acc();
+  readonly angles = new Acc();
   copied = 0;
 }
 
@@ -158,6 +165,11 @@ function addT(acc: Acc, t: TensorReport): boolean {
   return true;
 }
 
+function addC(acc: Acc, t: TensorReport): void {
+  if (t.cStats !== undefined) acc.add(t.cStats.mean, t.cStats.min, t.cStats.max);
+  else if (t.c !== undefined) acc.add(t.c, t.c, t.c);
+}
+
 /**
  * Adds a merged tensor's pairwise angles, by pair of the report's fine-tunes (a tensor merged over a
  * subset of them numbers its pairs within the subset). acos is decreasing: the smallest angle comes
@@ -179,11 +191,11 @@ function addAngles(layer: LayerAcc, cell: CellAcc, t: TensorReport, models: numb
         const lo = angleOf(c.max);
         const hi = angleOf(c.min);
         pair.add(mean, lo, hi);
-        cell.angle.add(mean, lo, hi);
+        cell.angles.add(mean, lo, hi);
       } else {
         const a = angleOf(c);
         pair.add(a, a, a);
-        cell.angle.add(a, a, a);
+        cell.angles.add(a, a, a);
       }
     }
   }
@@ -246,9 +258,13 @@ function* summarizeSteps(report: InspectReport): Sliced<LayerSummary> {
       const group = role.group === 'layer' ? 'other' : role.group;
       const into = outside[GROUP_ORDER[group]] as OutsideTensor[];
       if (into.length >= MAX_OUTSIDE) continue;
-      const acc = new Acc();
-      if (isMerged) addT(acc, tensor);
-      into.push({ name: tensor.name, kind: role.kind, group, vocab: role.vocab, t: acc.stats() });
+      const t = new Acc();
+      const c = new Acc();
+      if (isMerged) {
+        addT(t, tensor);
+        addC(c, tensor);
+      }
+      into.push({ name: tensor.name, kind: role.kind, group, vocab: role.vocab, t: t.stats(), c: c.stats() });
       continue;
     }
     let layers = stacks.get(role.stack);
@@ -264,7 +280,10 @@ function* summarizeSteps(report: InspectReport): Sliced<LayerSummary> {
     let cell = layer.cells.get(kind.index);
     if (cell === undefined) layer.cells.set(kind.index, (cell = new CellAcc()));
     if (!isMerged || !addT(cell.t, tensor)) cell.copied++;
-    else addAngles(kind.group === 'layer' ? layer : scratch, cell, tensor, report.models.length);
+    else {
+      addC(cell.c, tensor);
+      addAngles(kind.group === 'layer' ? layer : scratch, cell, tensor, report.models.length);
+    }
   }
 
   const { rows, rowOf, hiddenKinds } = chooseRows(kinds);
@@ -286,15 +305,18 @@ function* summarizeSteps(report: InspectReport): Sliced<LayerSummary> {
         let into = perRow.get(row);
         if (into === undefined) perRow.set(row, (into = new CellAcc()));
         into.t.merge(c.t);
-        into.angle.merge(c.angle);
+        into.c.merge(c.c);
+        into.angles.merge(c.angles);
         into.copied += c.copied;
       }
     }
     for (const [row, c] of perRow) {
-      const a = c.angle;
+      const angles = c.angles.stats();
       cells[row * columns.length + col] = {
         t: c.t.stats(),
-        angle: a.count === 0 ? undefined : a.mean / a.count,
+        angle: angles?.mean,
+        angles,
+        c: c.c.stats(),
         copied: c.copied,
       };
     }

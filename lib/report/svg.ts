@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import type { InspectReport } from '../types';
 import { inkOn, viridis } from './colour';
 import {
@@ -52,6 +53,25 @@ export async function reportPicture(
   } catch (e) {
     warn(`${PLOT_FILE} not written: ${e instanceof Error ? e.message : String(e)}`);
     return undefined;
+  }
+}
+
+const DESC = 'Drawn by model-stock from its merge report (model_stock_report.json).';
+/** How far into a file its <desc> may lie (after a title naming every model). */
+const SNIFF_BYTES = 1 << 16;
+
+/** Whether `file` is a picture model-stock drew (which a later one may replace). */
+export async function isEarlierPicture(file: string): Promise<boolean> {
+  let handle: fs.promises.FileHandle | undefined;
+  try {
+    handle = await fs.promises.open(file, 'r');
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(SNIFF_BYTES), 0, SNIFF_BYTES, 0);
+    const head = buffer.subarray(0, bytesRead).toString('utf8');
+    return head.startsWith('<svg ') && head.includes(`<desc>${escapeXml(DESC)}</desc>`);
+  } catch {
+    return false;
+  } finally {
+    await handle?.close().catch(() => undefined);
   }
 }
 
@@ -537,7 +557,7 @@ export function drawSummary(s: LayerSummary): string {
         role: 'img',
       },
       el('title', {}, escapeXml(summary)) +
-        el('desc', {}, escapeXml('Drawn by model-stock from its merge report (model_stock_report.json).')) +
+        el('desc', {}, escapeXml(DESC)) +
         el('rect', { width: WIDTH, height, fill: '#ffffff' }) +
         out.join(''),
     ) + '\n'
