@@ -154,8 +154,8 @@ export function buildProgram(): Command {
     .command('inspect')
     .summary('the angles and ratios a merge would use, without merging')
     .description(
-      'Run the Gram pass of the merge the same inputs would run (reads every input once, writes no weights) and\n' +
-        'print per layer and tensor kind the angle between task vectors (degrees), c and t, each min / mean / max\n' +
+      'Run the Gram pass of the merge the same inputs would run (reads every input once, writes no weights) and ' +
+        'print per layer and tensor kind the angle between task vectors (degrees), c and t, each min / mean / max ' +
         '(over tensors, pairs and, filter-wise, rows).',
     )
     .argument('[config]', 'mergekit YAML with merge_method: model_stock');
@@ -185,10 +185,10 @@ export function buildProgram(): Command {
     .command('plot')
     .summary('draw a merge report as SVG')
     .description(
-      'Draw t per layer and tensor kind and the angle between task vectors per layer from a merge report\n' +
-        '(model_stock_report.json), as the merge itself does into model_stock_report.svg.',
+      'Draw t per layer and tensor kind and the angle between task vectors per layer from a report ' +
+        '(model_stock_report.json of a merge, or inspect --report), as a merge does into model_stock_report.svg.',
     )
-    .argument('<report>', 'model_stock_report.json of a merge')
+    .argument('<report>', 'model_stock_report.json of a merge, or the JSON of inspect')
     .requiredOption('-o, --out <file>', 'SVG file to write')
     .option('--overwrite', 'replace the output file if it exists')
     .action(plot);
