@@ -3,7 +3,11 @@ import { readMergekitYaml, type MergekitConfig } from '../config/mergekit';
 import { ModelStockError } from '../errors';
 import { IO_MODES, type IoMode } from '../engine/io';
 import type { ThetaRule } from '../math/ratio';
-import type { BackendChoice, InspectOptions } from '../types';
+import type { BackendChoice, InspectOptions, MergeProgress } from '../types';
+import type { HubOptions } from '../hub/settings';
+import { DownloadProgressView } from './download';
+import { ProgressBar } from './progress';
+import { interruptOnSignals } from './signals';
 import { parseSize } from './size';
 
 /**
@@ -125,4 +129,42 @@ export function resolveInputs(
     },
     yaml,
   };
+}
+
+/** What a command's run gets from `withTerminal`: its signal, and where progress goes. */
+export interface TerminalHooks {
+  readonly signal: AbortSignal;
+  readonly hub: HubOptions;
+  readonly onProgress: (p: MergeProgress) => void;
+}
+
+/**
+ * Runs `work` with a progress bar (on a terminal, unless quiet), download progress, and SIGINT/SIGTERM
+ * cancelling it (signals.ts); the bars are stopped and the handlers removed however it ends.
+ */
+export async function withTerminal<T>(
+  what: string,
+  quiet: boolean | undefined,
+  printWarning: (m: string) => void,
+  work: (hooks: TerminalHooks) => Promise<T>,
+): Promise<T> {
+  const tty = !quiet && process.stderr.isTTY === true;
+  const bar = new ProgressBar(tty);
+  const downloads = new DownloadProgressView(quiet ? 'off' : tty ? 'bar' : 'lines');
+  const interrupt = interruptOnSignals(what, () => {
+    downloads.stop();
+    bar.stop();
+  });
+  return work({
+    signal: interrupt.signal,
+    hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
+    onProgress: (p) => {
+      downloads.stop();
+      bar.update(p);
+    },
+  }).finally(() => {
+    interrupt.dispose();
+    downloads.stop();
+    bar.stop();
+  });
 }

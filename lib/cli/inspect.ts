@@ -9,11 +9,7 @@ import { reportJsonPieces } from '../output/report';
 import { summarizeLayersSliced } from '../report/layers';
 import { drawSummary, isEarlierPicture } from '../report/svg';
 import { summaryTable } from '../report/table';
-import type { InspectOptions, InspectReport } from '../types';
-import { DownloadProgressView } from './download';
-import { resolveInputs, type InputFlags } from './inputs';
-import { ProgressBar } from './progress';
-import { interruptOnSignals } from './signals';
+import { resolveInputs, withTerminal, type InputFlags } from './inputs';
 import { formatBytes } from './size';
 
 export interface InspectFlags extends InputFlags {
@@ -38,8 +34,12 @@ export async function runInspect(config: string | undefined, f: InspectFlags): P
     throw new ModelStockError('BAD_OUTPUT_PATH', 'is given for both --svg and --report', { file: f.svg });
   for (const file of outputs) await checkNotInput(file, [options.base, ...options.models, config]);
 
-  const report = await inspectWithProgress(options, f, printWarning);
-  for (const w of report.warnings) printWarning(w);
+  const warnings: string[] = [];
+  const report = await withTerminal('the inspection', f.quiet, printWarning, (hooks) =>
+    inspectModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
+  );
+  // After the progress bar, as merge does.
+  for (const w of warnings) printWarning(w);
   if (f.svg !== undefined) {
     const svg = drawSummary(await summarizeLayersSliced(report));
     await writeFileAtomic(f.svg, svg, {
@@ -74,33 +74,6 @@ export async function runInspect(config: string | undefined, f: InspectFlags): P
   if (f.svg !== undefined) out.push(`picture: ${f.svg}`);
   if (f.report !== undefined) out.push(`report: ${f.report}`);
   process.stdout.write(out.map(escapeControl).join('\n') + '\n');
-}
-
-async function inspectWithProgress(
-  options: InspectOptions,
-  f: InspectFlags,
-  printWarning: (m: string) => void,
-): Promise<InspectReport> {
-  const tty = !f.quiet && process.stderr.isTTY === true;
-  const bar = new ProgressBar(tty);
-  const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
-  const interrupt = interruptOnSignals('the inspection', () => {
-    downloads.stop();
-    bar.stop();
-  });
-  return inspectModelStock({
-    ...options,
-    signal: interrupt.signal,
-    hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
-    onProgress: (p) => {
-      downloads.stop();
-      bar.update(p);
-    },
-  }).finally(() => {
-    interrupt.dispose();
-    downloads.stop();
-    bar.stop();
-  });
 }
 
 /** An output never lands on or inside a local input (a model folder, a weight file, the config). */

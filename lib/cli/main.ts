@@ -12,13 +12,12 @@ import {
   resolveInputs,
   sizeArg,
   UsageError,
+  withTerminal,
   type InputFlags,
 } from './inputs';
 import { runInspect } from './inspect';
 import { plot } from './plot';
-import { exitCodeFor, interruptedBy, interruptOnSignals } from './signals';
-import { DownloadProgressView } from './download';
-import { ProgressBar } from './progress';
+import { exitCodeFor, interruptedBy } from './signals';
 import { formatBytes } from './size';
 
 /** Exit codes: 0 success, 1 the command failed, 2 bad usage (130/143: interrupted, signals.ts). */
@@ -74,28 +73,10 @@ async function runMerge(
   };
   // Config warnings come first, before any download or merge work.
   const options = resolveMerge(config, outArg, f, printWarning);
-  const tty = !f.quiet && process.stderr.isTTY === true;
-  const bar = new ProgressBar(tty);
-  const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
   const warnings: string[] = [];
-  const interrupt = interruptOnSignals('the merge', () => {
-    downloads.stop();
-    bar.stop();
-  });
-  const report = await mergeModelStock({
-    ...options,
-    signal: interrupt.signal,
-    hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
-    onProgress: (p) => {
-      downloads.stop();
-      bar.update(p);
-    },
-    onWarning: (m) => warnings.push(m),
-  }).finally(() => {
-    interrupt.dispose();
-    downloads.stop();
-    bar.stop();
-  });
+  const report = await withTerminal('the merge', f.quiet, printWarning, (hooks) =>
+    mergeModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
+  );
   if (f.quiet) return;
   for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);
   const merged = report.tensors.filter((t) => t.action === 'merge').length;
