@@ -81,3 +81,45 @@ export function llamaReport(layers: number, over: Partial<MergeReport> = {}): Me
   tensors.push(merged('model.norm.weight', [0.5]), merged('lm_head.weight', [0.6]));
   return reportOf(tensors, over);
 }
+
+/**
+ * 250 layers × (6 projections and norms + 3 expert projections × 1,329 experts + 4 one-off kinds)
+ * + 750 tensors outside the layers = 1,000,000 tensors.
+ */
+export function millionTensors(): MergeReport {
+  const tensors: TensorReport[] = [];
+  const models = [0, 1];
+  const shape = [64, 64];
+  const add = (name: string, cos: number): void => {
+    tensors.push({
+      name,
+      action: 'merge',
+      n: 2,
+      models,
+      dtype: 'BF16',
+      shape,
+      cosines: [cos],
+      c: cos,
+      t: (2 * cos) / (1 + cos),
+    });
+  };
+  const kinds = [
+    'self_attn.q_proj',
+    'self_attn.k_proj',
+    'self_attn.v_proj',
+    'self_attn.o_proj',
+    'input_layernorm',
+    'post_attention_layernorm',
+  ];
+  for (let l = 0; l < 250; l++) {
+    for (const k of kinds) add(`model.layers.${l}.${k}.weight`, 0.3 + l / 1000);
+    for (let e = 0; e < 1329; e++) {
+      for (const w of ['w1', 'w2', 'w3'])
+        add(`model.layers.${l}.block_sparse_moe.experts.${e}.${w}.weight`, 0.5);
+    }
+    for (let k = 0; k < 4; k++) add(`model.layers.${l}.odd_${l}_${k}.weight`, 0.5);
+  }
+  for (let i = 0; i < 750; i++) add(`extra.buffer_${i}`, 0.1);
+  if (tensors.length !== 1_000_000) throw new Error(`${tensors.length} tensors`);
+  return reportOf(tensors);
+}
