@@ -19,6 +19,7 @@
         'native/pool.cc',
         'native/runtime.cc',
         'native/workers.cc',
+        'native/writer.cc',
       ],
       'include_dirs': [
         "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")",

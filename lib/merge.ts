@@ -104,7 +104,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
   const staging = await StagingDir.create(target);
   let writer: SafetensorsWriter | undefined;
   try {
-    writer = await SafetensorsWriter.create(staging.dir, layout);
+    writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
     const w = writer;
     const result = await runPlan(plan, {
       backend,
@@ -117,7 +117,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       onProgress: options.onProgress,
       onWarning: options.onWarning,
     });
-    await writer.finish({ fsync });
+    const write = await writer.finish({ fsync });
     writer = undefined;
     await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
     if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
@@ -148,6 +148,7 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
+      write,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
     const reportJson = JSON.stringify(report, null, 2) + '\n';

@@ -23,6 +23,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mapView", ms::MapView},          // io.cc
       {"mapRelease", ms::MapRelease},    // io.cc
       {"unmap", ms::Unmap},              // io.cc
+      {"fileWillNeed", ms::FileWillNeed},  // io.cc
+      {"mapWillNeed", ms::MapWillNeed},    // io.cc
+      {"openShardWriter", ms::OpenShardWriter},    // writer.cc
+      {"shardWrite", ms::ShardWrite},              // writer.cc
+      {"shardWriterInfo", ms::ShardWriterInfo},    // writer.cc
+      {"closeShardWriter", ms::CloseShardWriter},  // writer.cc
+      {"abortShardWriter", ms::AbortShardWriter},  // writer.cc
       {"lockFile", ms::LockFile},        // lock.cc
   };
   for (const auto& f : functions) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));

@@ -22,6 +22,15 @@ Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
+Napi::Value FileWillNeed(const Napi::CallbackInfo& info);
+Napi::Value MapWillNeed(const Napi::CallbackInfo& info);
+
+// writer.cc: output shards with bounded dirty data
+Napi::Value OpenShardWriter(const Napi::CallbackInfo& info);
+Napi::Value ShardWrite(const Napi::CallbackInfo& info);
+Napi::Value ShardWriterInfo(const Napi::CallbackInfo& info);
+Napi::Value CloseShardWriter(const Napi::CallbackInfo& info);
+Napi::Value AbortShardWriter(const Napi::CallbackInfo& info);
 
 // lock.cc: the Hugging Face cache's download lock
 Napi::Value LockFile(const Napi::CallbackInfo& info);

@@ -24,6 +24,13 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapView',
   'mapRelease',
   'unmap',
+  'fileWillNeed',
+  'mapWillNeed',
+  'openShardWriter',
+  'shardWrite',
+  'shardWriterInfo',
+  'closeShardWriter',
+  'abortShardWriter',
   'lockFile',
 ];
 
