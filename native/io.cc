@@ -152,18 +152,24 @@ class WillNeedWorker : public PromiseWorker {
         length_(length) {}
 
  protected:
+  // Linux reads at most max(read_ahead_kb, max_sectors_kb) per hint (force_page_cache_ra), 128 KiB
+  // with default settings, whatever length it is given: a tensor is advised in pieces of that size.
+  static constexpr uint64_t kPiece = 128 * 1024;
+
   void Run() override {
-    if (length_ == 0) return;
-    if (mapping_) {
-      const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-      const uintptr_t start = reinterpret_cast<uintptr_t>(mapping_->addr + offset_);
-      const uintptr_t aligned = start & ~(page - 1);
-      ::madvise(reinterpret_cast<void*>(aligned), static_cast<size_t>(start + length_ - aligned), MADV_WILLNEED);
-      return;
-    }
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    for (uint64_t at = offset_; at < offset_ + length_; at += kPiece) {
+      const uint64_t n = std::min(kPiece, offset_ + length_ - at);
+      if (mapping_) {
+        const uintptr_t start = reinterpret_cast<uintptr_t>(mapping_->addr + at);
+        const uintptr_t aligned = start & ~(page - 1);
+        ::madvise(reinterpret_cast<void*>(aligned), static_cast<size_t>(start + n - aligned), MADV_WILLNEED);
+      } else {
 #if defined(POSIX_FADV_WILLNEED)
-    ::posix_fadvise(fd_, static_cast<off_t>(offset_), static_cast<off_t>(length_), POSIX_FADV_WILLNEED);
+        ::posix_fadvise(fd_, static_cast<off_t>(at), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
 #endif
+      }
+    }
   }
 
  private:
@@ -253,8 +259,9 @@ Napi::Value MapView(const Napi::CallbackInfo& info) {
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   uint8_t* aligned = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(start) & ~(page - 1));
   const size_t span = static_cast<size_t>(start + length - aligned);
-  ::madvise(aligned, span, MADV_SEQUENTIAL);  // advice only: failures change nothing but speed
-  ::madvise(aligned, span, MADV_WILLNEED);
+  // Advice only: a failure changes nothing but speed. Read-ahead is asked for by mapWillNeed, on a
+  // worker: submitting reads here would block the event loop.
+  ::madvise(aligned, span, MADV_SEQUENTIAL);
   auto* keep = new MappingRef(*ref);
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
       env, start, static_cast<size_t>(length), [](Napi::Env, void*, MappingRef* k) { delete k; }, keep);

@@ -21,11 +21,57 @@ export interface TensorSource {
   view?(tensor: TensorInfo, byteStart: number, length: number): Uint8Array;
   /** Done with a range given by view(): its pages may leave the process. */
   release?(tensor: TensorInfo, byteStart: number, length: number): void;
+  /**
+   * Read-ahead: tensor bytes [byteStart, byteStart + length) will be read soon, so the kernel may start
+   * reading them now (cold inputs). Advice: settles once given, never rejects, never drops a page.
+   */
+  willNeed?(tensor: TensorInfo, byteStart: number, length: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * Hints given and not yet settled: close() waits for them, so no hint outlives its file descriptor, and
+ * a hint asked for after close() is not given (it would reopen a file nobody closes).
+ */
+class Hints {
+  private readonly pending = new Set<Promise<void>>();
+  private closed = false;
+
+  add(hint: () => Promise<void>): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const p = hint().catch(() => undefined);
+    this.pending.add(p);
+    void p.then(() => this.pending.delete(p));
+    return p;
+  }
+
+  close(): Promise<unknown> {
+    this.closed = true;
+    return Promise.all([...this.pending]);
+  }
 }
 
 class FsSource extends TensorReader implements TensorSource {
   readonly kind = 'fs' as const;
+  private readonly hints = new Hints();
+
+  /** Node has no fadvise: the addon gives it when it loads; without it the kernel's own read-ahead works alone. */
+  constructor(private readonly addon: NativeAddon | undefined) {
+    super();
+  }
+
+  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
+    const addon = this.addon;
+    if (addon === undefined) return Promise.resolve();
+    return this.hints.add(() =>
+      this.open(t.file).then((h) => addon.fileWillNeed(h.fd, t.offset + byteStart, length)),
+    );
+  }
+
+  override async close(): Promise<void> {
+    await this.hints.close();
+    await super.close();
+  }
 }
 
 function ioError(e: unknown, t: TensorInfo): ModelStockError {
@@ -35,26 +81,38 @@ function ioError(e: unknown, t: TensorInfo): ModelStockError {
 class PreadSource implements TensorSource {
   readonly kind = 'pread' as const;
   private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
+  private readonly hints = new Hints();
 
   constructor(
     private readonly addon: NativeAddon,
     private readonly threads: number,
   ) {}
 
-  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+  private file(t: TensorInfo): Promise<fs.promises.FileHandle> {
     let fh = this.files.get(t.file);
     if (fh === undefined) {
       fh = fs.promises.open(t.file, 'r');
       this.files.set(t.file, fh);
     }
+    return fh;
+  }
+
+  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     try {
-      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into, this.threads);
+      await this.addon.preadInto((await this.file(t)).fd, t.offset + byteStart, into, this.threads);
     } catch (e) {
       throw ioError(e, t);
     }
   }
 
+  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
+    return this.hints.add(() =>
+      this.file(t).then((h) => this.addon.fileWillNeed(h.fd, t.offset + byteStart, length)),
+    );
+  }
+
   async close(): Promise<void> {
+    await this.hints.close();
     const all = [...this.files.values()];
     this.files.clear();
     await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => undefined)));
@@ -71,6 +129,7 @@ const SEGMENT = 1 << 30;
 class MmapSource implements TensorSource {
   readonly kind = 'mmap' as const;
   private readonly maps = new Map<string, NativeMapping>();
+  private readonly hints = new Hints();
   private readonly segments = new Map<string, Uint8Array[]>();
 
   constructor(
@@ -116,12 +175,18 @@ class MmapSource implements TensorSource {
     if (m !== undefined && length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
   }
 
+  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
+    // A hint holds the mapping it advises: unmapping during one is safe.
+    return this.hints.add(async () => this.addon.mapWillNeed(this.mapping(t), t.offset + byteStart, length));
+  }
+
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     into.set(this.view(t, byteStart, into.byteLength));
     this.release(t, byteStart, into.byteLength);
   }
 
   async close(): Promise<void> {
+    await this.hints.close();
     for (const m of this.maps.values()) this.addon.unmap(m);
     this.maps.clear();
     this.segments.clear();
@@ -137,10 +202,10 @@ export function openTensorSource(
   mode: IoMode,
   opts: { threads?: number; segmentBytes?: number } = {},
 ): TensorSource {
-  if (mode === 'fs') return new FsSource();
   const loaded = loadNativeAddon();
+  if (mode === 'fs') return new FsSource(loaded.addon);
   if (loaded.addon === undefined) {
-    if (mode === 'auto') return new FsSource();
+    if (mode === 'auto') return new FsSource(undefined);
     throw new ModelStockError(
       'BACKEND_UNAVAILABLE',
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,

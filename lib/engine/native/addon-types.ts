@@ -39,7 +39,7 @@ export interface NativeAddon {
   mapFile(path: string): NativeMapping;
   /**
    * A zero-copy view of bytes [offset, offset + length) of the mapping (length < 4 GiB: Node 20 aborts
-   * on a larger external buffer), advised sequential + will-need. The view keeps the mapping alive.
+   * on a larger external buffer), advised sequential. The view keeps the mapping alive.
    */
   mapView(mapping: NativeMapping, offset: number, length: number): Uint8Array;
   /**
