@@ -84,20 +84,25 @@ bool isRefusal(int e) { return e == EINVAL || e == EOPNOTSUPP || e == ENOSYS || 
 
 #if !defined(_WIN32)
 
-// Writes [data, data + length) at position fully; returns 0 or the errno of the failure.
-int pwriteAll(int fd, const uint8_t* data, uint64_t length, uint64_t position) {
+struct WriteResult {
+  int error;        // 0, or the errno of the failure
+  uint64_t failedAt;  // the file offset the failing call wrote at
+};
+
+// Writes [data, data + length) at position fully, or says where and why it stopped.
+WriteResult pwriteAll(int fd, const uint8_t* data, uint64_t length, uint64_t position) {
   uint64_t done = 0;
   while (done < length) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(length - done, 1u << 30));
     const ssize_t put = ::pwrite(fd, data + done, want, static_cast<off_t>(position + done));
     if (put < 0) {
       if (errno == EINTR) continue;
-      return errno;
+      return {errno, position + done};
     }
-    if (put == 0) return EIO;
+    if (put == 0) return {EIO, position + done};
     done += static_cast<uint64_t>(put);
   }
-  return 0;
+  return {0, 0};
 }
 
 int datasync(int fd) {
@@ -319,32 +324,33 @@ class ShardWriter {
         std::memset(block + length, 0, static_cast<size_t>(padded - length));
         padded_.store(true);
       }
-      int e = refuse_.directWrite && !refusedOnce_.exchange(true) ? EINVAL : pwriteAll(fd_, block, padded, blockStart);
-      if (e == 0) return;
-      if (e != EINVAL) throw IoError(writeFailed(blockStart, e));
+      const bool refused = refuse_.directWrite && !refusedOnce_.exchange(true);
+      const WriteResult r = refused ? WriteResult{EINVAL, blockStart} : pwriteAll(fd_, block, padded, blockStart);
+      if (r.error == 0) return;
+      if (r.error != EINVAL) throw IoError(writeFailed(r));
       // Refused although the flag was accepted (a file system whose alignment exceeds ours): the rest
       // goes through the page cache, with rolling writeback.
-      downgrade(Mode::Rolling, "O_DIRECT write refused (" + errnoText(e) + ")");
-      e = setDirect(false);
+      downgrade(Mode::Rolling, "O_DIRECT write refused (" + errnoText(r.error) + ")");
+      const int e = setDirect(false);
       if (e != 0) throw IoError("cannot clear O_DIRECT: " + errnoText(e));
     }
-    const int e = pwriteAll(fd_, block, length, blockStart);
-    if (e != 0) throw IoError(writeFailed(blockStart, e));
+    const WriteResult r = pwriteAll(fd_, block, length, blockStart);
+    if (r.error != 0) throw IoError(writeFailed(r));
     noteWritten(blockStart, length);
   }
 
   void writeBuffered(uint64_t position, const uint8_t* data, uint64_t length) {
     for (uint64_t done = 0; done < length;) {
       const uint64_t n = std::min(kPiece, length - done);
-      const int e = pwriteAll(fd_, data + done, n, position + done);
-      if (e != 0) throw IoError(writeFailed(position + done, e));
+      const WriteResult r = pwriteAll(fd_, data + done, n, position + done);
+      if (r.error != 0) throw IoError(writeFailed(r));
       noteWritten(position + done, n);
       done += n;
     }
   }
 
-  static std::string writeFailed(uint64_t at, int e) {
-    return "write failed at byte " + std::to_string(at) + ": " + errnoText(e);
+  static std::string writeFailed(const WriteResult& r) {
+    return "write failed at byte " + std::to_string(r.failedAt) + ": " + errnoText(r.error);
   }
 
   // Buffered bytes just written: every flushBytes, start their writeback and wait on the batch before.

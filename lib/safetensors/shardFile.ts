@@ -37,6 +37,18 @@ export const FLUSH_BYTES = 32 << 20;
 /** direct: staging block size. */
 export const BLOCK_BYTES = 16 << 20;
 
+/**
+ * Tests only: smaller blocks and flush intervals make small files cross their boundaries. `refuse`
+ * defaults to MODEL_STOCK_TEST_REFUSE_IO=direct,directWrite,syncFileRange (read at each open), which
+ * makes those calls answer EINVAL in the native writer as a file system that refuses them would, so
+ * the fallbacks run here (tmpfs and ext4 on this kernel accept them all).
+ */
+export const writerTestHooks: {
+  blockBytes?: number;
+  flushBytes?: number;
+  refuse?: NativeShardWriterOptions['refuse'];
+} = {};
+
 /** Modes from strongest to weakest: a refusal only ever moves a file down this list. */
 const STRENGTH: readonly Exclude<WriteMode, 'auto'>[] = ['direct', 'rolling', 'plain', 'node'];
 
@@ -62,6 +74,7 @@ const MAX_WRITE_CALL = 1 << 30;
 class NodeShardFile implements ShardFile {
   private sinceSync = 0;
   private syncing: Promise<void> = Promise.resolve();
+  private readonly flushBytes = writerTestHooks.flushBytes ?? FLUSH_BYTES;
 
   constructor(
     readonly path: string,
@@ -80,7 +93,7 @@ class NodeShardFile implements ShardFile {
 
   async write(position: number, data: Uint8Array): Promise<void> {
     for (let done = 0; done < data.byteLength;) {
-      const length = Math.min(data.byteLength - done, MAX_WRITE_CALL, FLUSH_BYTES);
+      const length = Math.min(data.byteLength - done, MAX_WRITE_CALL, this.flushBytes);
       let bytesWritten: number;
       try {
         ({ bytesWritten } = await this.handle.write(data, done, length, position + done));
@@ -89,7 +102,7 @@ class NodeShardFile implements ShardFile {
       }
       done += bytesWritten;
       this.sinceSync += bytesWritten;
-      if (this.sinceSync >= FLUSH_BYTES) {
+      if (this.sinceSync >= this.flushBytes) {
         this.sinceSync = 0;
         // Wait on the sync before the one started now: writes go on while the disk catches up.
         const previous = this.syncing;
@@ -148,12 +161,8 @@ class NativeShardFile implements ShardFile {
   }
 }
 
-/**
- * Tests only: MODEL_STOCK_TEST_REFUSE_IO=direct,directWrite,syncFileRange makes those calls answer
- * EINVAL in the native writer, as a file system that refuses them would, so the fallbacks run here
- * (tmpfs and ext4 on this kernel accept them all).
- */
 function injectedRefusals(): NativeShardWriterOptions['refuse'] {
+  if (writerTestHooks.refuse !== undefined) return writerTestHooks.refuse;
   const v = process.env.MODEL_STOCK_TEST_REFUSE_IO;
   if (v === undefined || v === '') return undefined;
   const known = ['direct', 'directWrite', 'syncFileRange'] as const;
@@ -198,8 +207,8 @@ export async function createShardFile(path: string, size: number, mode: WriteMod
     return NodeShardFile.open(path, resolved.fallback);
   const writer: NativeShardWriter | undefined = await resolved.addon.openShardWriter(path, size, {
     mode: resolved.mode,
-    blockBytes: BLOCK_BYTES,
-    flushBytes: FLUSH_BYTES,
+    blockBytes: writerTestHooks.blockBytes ?? BLOCK_BYTES,
+    flushBytes: writerTestHooks.flushBytes ?? FLUSH_BYTES,
     refuse: injectedRefusals(),
   });
   if (writer === undefined) throw new Error('openShardWriter: the addon returned no handle');
