@@ -7,6 +7,7 @@ import { mergeModelStock } from '../../lib/merge';
 import type { WriteMode } from '../../lib/safetensors/shardFile';
 import type { MergeOptions } from '../../lib/types';
 import { backendsUnderTest } from '../helpers/backends';
+import { mergeArgs, runCli } from '../helpers/cli';
 import { hashTree, writeModel } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';
@@ -142,6 +143,26 @@ describe('durable output: every writer mode and input mode writes the same bytes
       assert.deepEqual(saved.write.mode, 'plain');
       assert.deepEqual(shardsOf(path.join(root, 'auto')), shardsOf(path.join(root, 'ref')));
     });
+  });
+});
+
+describe('durable output: --write-mode', function () {
+  this.timeout(120_000);
+  const tmp = useTmpDir('model-stock-durable-cli-');
+
+  it('the CLI takes --write-mode, names the mode in its summary and the report; a bad mode is usage', async () => {
+    const { base, models } = await makeModels(tmp.dir);
+    for (const mode of writeModesUnderTest()) {
+      const out = path.join(tmp.dir, `out-${mode}`);
+      const r = runCli([...mergeArgs(base, models, out), '--write-mode', mode, '--no-fsync']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`, ${mode} writes\\)`), r.stdout);
+      const report = JSON.parse(fs.readFileSync(path.join(out, 'model_stock_report.json'), 'utf8'));
+      assert.deepEqual(report.write, { mode, requested: mode, fsyncSeconds: 0 });
+    }
+    const bad = runCli([...mergeArgs(base, models, path.join(tmp.dir, 'bad')), '--write-mode', 'fast']);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /--write-mode/);
   });
 });
 
