@@ -8,6 +8,8 @@
         'native/addon.cc',
         'native/cpu.cc',
         'native/dtype.cc',
+        'native/fault_guard.cc',
+        'native/fsops.cc',
         'native/io.cc',
         'native/job.cc',
         'native/kernels.cc',
@@ -20,6 +22,10 @@
         'native/runtime.cc',
         'native/workers.cc',
         'native/writer.cc',
+        # CPU-only: the CUDA exports answer "not compiled in" (cmake-js builds the kernels, see README);
+        # the emulation of the kernels' arithmetic is plain C++ and always built.
+        'native/cuda/exports.cc',
+        'native/cuda/emulate.cc',
       ],
       'include_dirs': [
         "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")",

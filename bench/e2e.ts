@@ -11,12 +11,12 @@
  * Each row: median wall time of --runs trials (default 5) and their spread (max/min), input GB/s, the
  * ratio to its floor, peak RSS (max over trials), peak `Dirty:` of /proc/meminfo sampled every 20 ms
  * during the merge (system-wide: other processes' dirty pages count too), the final fsync's seconds and
- * the write mode the report names. Every merge runs in a fresh child process, so its RSS is its own and
+ * the write mode the report names; CPU s is the merge process's user + system time. Every merge runs in a fresh child process, so its RSS is its own and
  * no JIT or allocator state carries over; dirty pages are flushed (`sync`) before every trial; trials
  * are interleaved across rows so drift spreads evenly. Cold rows drop the page cache (root only; they
  * are left out with a note otherwise) and the warm rows' inputs are read again, untimed, after them.
  *
- *   node dist/bench/e2e.js [--runs N] [--preset tinyllama|medium] [--backends native,js] [--skip-js]
+ *   node dist/bench/e2e.js [--runs N] [--preset tinyllama|medium] [--backends native,js,cuda] [--skip-js]
  *        [--write-modes rolling,plain,node] [--io mmap,pread,fs] [--no-cold] [--double]
  *        [--large LAYERS] [--scratch DIR]
  *
@@ -55,14 +55,18 @@ interface ChildJob {
   readonly base: string;
   readonly models: readonly string[];
   readonly out: string;
-  readonly backend: 'native' | 'js';
+  readonly backend: Bench;
   readonly io: IoMode;
   readonly fsync: boolean;
   readonly writeMode: WriteMode;
 }
 
+type Bench = 'native' | 'js' | 'cuda';
+
 interface Trial {
   readonly seconds: number;
+  /** User + system CPU time of the merge's process. */
+  readonly cpuSeconds: number;
   /** KiB, from process.resourceUsage(). */
   readonly maxRSS: number;
   /** KiB, sampled by the parent during the merge. */
@@ -86,9 +90,12 @@ async function child(job: ChildJob): Promise<void> {
     fsync: job.fsync,
     writeMode: job.writeMode,
   });
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const usage = process.resourceUsage();
   const result: Trial = {
-    seconds: Number(process.hrtime.bigint() - start) / 1e9,
-    maxRSS: process.resourceUsage().maxRSS,
+    seconds,
+    cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
+    maxRSS: usage.maxRSS,
     backend: report.backend.name,
     isa: report.backend.isa,
     threads: report.backend.threads,
@@ -146,7 +153,7 @@ function row(label: string, inputBytes: number, floor?: string): Measured {
 interface Options {
   runs: number;
   preset: 'tinyllama' | 'medium';
-  backends: ('native' | 'js')[];
+  backends: Bench[];
   writeModes: WriteMode[];
   ioModes: IoMode[];
   cold: boolean;
@@ -183,7 +190,8 @@ function parseOptions(argv: string[]): Options {
       .map((x) => x.trim())
       .filter((x) => x !== '');
   const backends = list(values.backends).map((b) => {
-    if (b !== 'native' && b !== 'js') throw new Error(`unknown backend "${b}" (native, js)`);
+    if (b !== 'native' && b !== 'js' && b !== 'cuda')
+      throw new Error(`unknown backend "${b}" (native, js, cuda)`);
     return b;
   });
   const writeModes = list(values['write-modes']).map((m) => {
@@ -210,9 +218,9 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-function nativeAvailable(): string | undefined {
+function backendAvailable(backend: 'native' | 'cuda'): string | undefined {
   try {
-    void createBackend('native').dispose();
+    void createBackend(backend).dispose();
     return undefined;
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
@@ -313,7 +321,18 @@ function printTable(rows: Measured[]): void {
   const mib = (kib: number | undefined): string => (kib === undefined ? '-' : fixed(kib / 1024, 0));
   console.log(
     formatTable(
-      ['', 'wall s', 'spread', 'GB/s in', '× floor', 'peak RSS MiB', 'peak Dirty MiB', 'fsync s', 'write'],
+      [
+        '',
+        'wall s',
+        'spread',
+        'GB/s in',
+        '× floor',
+        'CPU s',
+        'peak RSS MiB',
+        'peak Dirty MiB',
+        'fsync s',
+        'write',
+      ],
       rows.map((r) => {
         const s = median(r.seconds);
         const floor = r.floor === undefined ? undefined : median(byLabel.get(r.floor)?.seconds ?? []);
@@ -325,6 +344,7 @@ function printTable(rows: Measured[]): void {
           fixed(spread(r.seconds)),
           fixed(r.inputBytes / 1e9 / s),
           floor === undefined ? '-' : fixed(s / floor),
+          t.length === 0 ? '-' : fixed(median(t.map((x) => x.cpuSeconds))),
           t.length === 0 ? '-' : mib(Math.max(...t.map((x) => x.maxRSS))),
           t.length === 0 ? '-' : mib(Math.max(...t.map((x) => x.peakDirty ?? 0))),
           t.length === 0 ? '-' : fixed(median(t.map((x) => x.fsyncSeconds))),
@@ -339,10 +359,13 @@ function printTable(rows: Measured[]): void {
 async function main(argv: string[]): Promise<void> {
   const o = parseOptions(argv);
   const notes: string[] = [];
-  const why = o.backends.includes('native') ? nativeAvailable() : undefined;
-  if (why !== undefined) {
-    notes.push(`native skipped: ${why}`);
-    o.backends = o.backends.filter((b) => b !== 'native');
+  for (const b of ['native', 'cuda'] as const) {
+    if (!o.backends.includes(b)) continue;
+    const why = backendAvailable(b);
+    if (why !== undefined) {
+      notes.push(`${b} skipped: ${why}`);
+      o.backends = o.backends.filter((x) => x !== b);
+    }
   }
   const main = o.backends[0];
   if (main === undefined) throw new Error('no backend to run');

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'TENSOR_INVALID_INFO' // elements × dtype size ≠ end − begin (or overflow)
   | 'METADATA_INCOMPLETE_BUFFER' // data does not end exactly at end of file
   | 'INVALID_INDEX' // model.safetensors.index.json malformed or names a missing tensor/shard
+  | 'INDEX_TOO_LARGE' // model.safetensors.index.json over 64 MiB
   | 'NO_CHECKPOINT' // folder has no safetensors file
   | 'IO_ERROR'
   // merge rules
@@ -31,13 +32,29 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
   | 'NATIVE_ERROR'
+  | 'CUDA_OUT_OF_MEMORY' // the device (or pinned host memory) cannot hold what a tensor needs
+  | 'CUDA_ERROR' // any other CUDA runtime failure
   | 'CANCELLED'
   // Hugging Face Hub model IDs
   | 'MODEL_NOT_CACHED' // offline (HF_HUB_OFFLINE) and the ID is not complete in the cache
   | 'HUB_ERROR'; // the Hub refused, failed or timed out, or a download did not match its hash
 
+/**
+ * Terminal control characters (C0 — newlines and tabs too —, DEL and C1) written as `\xHH`. File and
+ * tensor names come from files anyone can craft, and messages reach terminals and logs, where an escape
+ * sequence could rewrite what is shown and a newline could forge a line.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(
+    // eslint-disable-next-line no-control-regex -- finding control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
+}
+
 export class ModelStockError extends Error {
   readonly code: ErrorCode;
+  /** As found (the message has it with control characters escaped). */
   readonly file: string | undefined;
   readonly tensor: string | undefined;
 
@@ -49,7 +66,9 @@ export class ModelStockError extends Error {
     const parts: string[] = [];
     if (where.file !== undefined) parts.push(where.file);
     if (where.tensor !== undefined) parts.push(`tensor "${where.tensor}"`);
-    super(parts.length > 0 ? `${parts.join(': ')}: ${message}` : message, { cause: where.cause });
+    super(escapeControl(parts.length > 0 ? `${parts.join(': ')}: ${message}` : message), {
+      cause: where.cause,
+    });
     this.name = 'ModelStockError';
     this.code = code;
     this.file = where.file;
@@ -59,4 +78,35 @@ export class ModelStockError extends Error {
 
 export function isModelStockError(e: unknown): e is ModelStockError {
   return e instanceof ModelStockError;
+}
+
+/** The error a cancelled operation rejects with: code CANCELLED, the signal's reason as its cause. */
+export function cancelledError(signal: AbortSignal | undefined, what: string): ModelStockError {
+  return new ModelStockError('CANCELLED', `${what}: cancelled`, { cause: signal?.reason });
+}
+
+/**
+ * What a failure becomes once `signal` has fired: whatever stopped first (a kernel, a read, a write)
+ * means the work was cancelled — CANCELLED, keeping the tensor it was on. Unchanged otherwise.
+ */
+export function asCancelled(e: unknown, signal: AbortSignal | undefined, what: string): unknown {
+  if (signal?.aborted !== true) return e;
+  const tensor = e instanceof ModelStockError ? e.tensor : undefined;
+  return new ModelStockError('CANCELLED', `${what}: cancelled`, {
+    cause: signal.reason,
+    ...(tensor !== undefined ? { tensor } : {}),
+  });
+}
+
+/** Throws cancelledError when `signal` has fired: the check between two pieces of work. */
+export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted === true) throw cancelledError(signal, what);
+}
+
+/** A Node system error that escaped uncoded (an errno code and a path) becomes IO_ERROR naming its path. */
+export function asIoError(e: unknown): unknown {
+  if (e instanceof ModelStockError || !(e instanceof Error)) return e;
+  const { code, path: file } = e as NodeJS.ErrnoException;
+  if (code === undefined || file === undefined) return e;
+  return new ModelStockError('IO_ERROR', e.message, { file, cause: e });
 }

@@ -4,11 +4,12 @@ import { FLOAT_DTYPES } from './dtype';
 import { IO_MODES } from './engine/io';
 import type { EngineResult } from './engine/scheduler';
 import { checkLayerRanges } from './config/layers';
-import { ModelStockError } from './errors';
+import { ModelStockError, throwIfCancelled } from './errors';
 import { modelRefKey } from './hub/reference';
 import { resolveModelRef } from './hub/resolve';
 import { modelConfigOf, type ModelConfig } from './plan/embeddings';
-import { makePlan, type Plan } from './plan/plan';
+import { makePlanSliced, type Plan } from './plan/plan';
+import { forEachSliced, runSliced } from './util/sliced';
 import { openCheckpoint } from './safetensors/checkpoint';
 import type { Checkpoint } from './safetensors/types';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
@@ -20,6 +21,21 @@ import type { InspectOptions, TensorReport } from './types';
  */
 
 export const DEFAULT_MEMORY = 1 << 30;
+
+/**
+ * Below this the two pipeline slots (memory / 2 each) hold only a few KiB: nearly every tensor is
+ * streamed in windows that small, in two passes, and per-window costs dominate (--memory 1 ran ~470×
+ * slower than the default). Accepted, since it is still correct, but said.
+ */
+export const MIN_USEFUL_MEMORY = 16 * 1024 * 1024;
+
+export function lowMemoryWarning(memory: number): string {
+  return (
+    `memory budget ${memory} bytes is below 16 MiB: each of the two pipeline slots gets ${Math.floor(memory / 2)} ` +
+    `bytes, so tensors are streamed in windows that small, in two passes, and the merge can be hundreds of ` +
+    `times slower; the default is 1 GiB`
+  );
+}
 
 const positive = (v: number | undefined, name: string, max = Number.MAX_SAFE_INTEGER): void => {
   if (v !== undefined && !(Number.isSafeInteger(v) && v > 0 && v <= max)) {
@@ -93,9 +109,15 @@ export async function openInputs(
     /** Hub warnings (fallback to the cache, …): recorded for the report (and said by the caller). */
     readonly record: (message: string) => void;
     /** Called with the references that are local paths, before anything is downloaded. */
-    readonly beforeDownload?: (localPaths: string[]) => void;
+    readonly beforeDownload?: (localPaths: string[]) => void | Promise<void>;
   },
 ): Promise<OpenedInputs> {
+  const memory = o.memory ?? DEFAULT_MEMORY;
+  if (memory < MIN_USEFUL_MEMORY) {
+    const w = lowMemoryWarning(memory);
+    hooks.record(w);
+    o.onWarning?.(w);
+  }
   const refs = [o.base, ...o.models];
   const local: string[] = [];
   for (const r of refs) {
@@ -107,11 +129,12 @@ export async function openInputs(
     )
       local.push(r);
   }
-  hooks.beforeDownload?.(local);
+  await hooks.beforeDownload?.(local);
   // Hub warnings go to the report, and to hub.onWarning when given, else to onWarning.
   const say = o.hub?.onWarning ?? o.onWarning;
   const hub = {
     ...o.hub,
+    signal: o.hub?.signal ?? o.signal,
     onWarning: (m: string) => {
       hooks.record(m);
       say?.(m);
@@ -119,6 +142,7 @@ export async function openInputs(
   };
   const paths: string[] = [];
   for (const r of refs) paths.push(await resolveModelRef(r, hub));
+  throwIfCancelled(o.signal, 'the merge');
   if (o.layerRanges !== undefined && o.layerRanges.length > 0) {
     const resolved = new Map(refs.map((r, i) => [modelRefKey(r), paths[i]!]));
     await checkLayerRanges(o.layerRanges, (ref) => resolved.get(modelRefKey(ref)) ?? ref);
@@ -128,13 +152,15 @@ export async function openInputs(
   for (const p of paths.slice(1)) models.push(await openCheckpoint(p));
   const labels = o.models.map((m, i) => `model ${i + 1} (${m})`);
   const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
-  const plan = makePlan(base, models, {
+  const plan = await makePlanSliced(base, models, {
     filterWise: o.filterWise ?? false,
     outDtype: o.outDtype,
     modelLabel,
     config: await readModelConfig(base),
   });
-  for (const w of plan.warnings) o.onWarning?.(w);
+  const onWarning = o.onWarning;
+  if (onWarning !== undefined)
+    await runSliced(forEachSliced(plan.warnings.length, (i) => onWarning(plan.warnings[i]!)));
   return { base, models, modelLabel, plan };
 }
 

@@ -1,8 +1,10 @@
-import { openTensorSource } from './engine/io';
+import { asCancelled, asIoError, throwIfCancelled } from './errors';
+import { openTensorSource, type TensorSource } from './engine/io';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
 import { DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
+import { checkUnchanged } from './safetensors/identity';
 import type { InspectOptions, InspectReport } from './types';
 
 /**
@@ -12,18 +14,29 @@ import type { InspectOptions, InspectReport } from './types';
  * compatible before spending the disk and time of a merge.
  */
 export async function inspectModelStock(options: InspectOptions): Promise<InspectReport> {
+  return inspect(options).catch((e: unknown) => {
+    throw asIoError(e);
+  });
+}
+
+async function inspect(options: InspectOptions): Promise<InspectReport> {
   const started = process.hrtime.bigint();
   validateInputOptions(options);
+  throwIfCancelled(options.signal, 'the inspection');
   const filterWise = options.filterWise ?? false;
   const theta = options.theta ?? 'mean-cos';
   const hubWarnings: string[] = [];
-  const { modelLabel, plan } = await openInputs(options, { record: (m) => hubWarnings.push(m) });
+  const { base, models, modelLabel, plan } = await openInputs(options, {
+    record: (m) => hubWarnings.push(m),
+  });
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
+    signal: options.signal,
   });
-  const source = openTensorSource(options.io ?? 'auto', { threads: options.threads });
+  let source: TensorSource | undefined;
   try {
+    source = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
     const result = await runPlan(plan, {
       backend,
       source,
@@ -34,7 +47,11 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       modelLabel,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
+      signal: options.signal,
     });
+    // Numbers from a mapping that faulted, or from a file that changed meanwhile, would describe no model.
+    source.check?.();
+    await checkUnchanged(new Map([base, ...models].flatMap((c) => [...c.identities])));
     return {
       method: 'model_stock',
       base: options.base,
@@ -47,8 +64,10 @@ export async function inspectModelStock(options: InspectOptions): Promise<Inspec
       bytesRead: result.bytesRead,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
+  } catch (e) {
+    throw asCancelled(e, options.signal, 'the inspection');
   } finally {
-    await source.close();
+    await source?.close();
     await backend.dispose();
   }
 }

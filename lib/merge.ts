@@ -1,18 +1,22 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvedConfigYaml } from './config/mergekit';
-import { ModelStockError } from './errors';
+import { ModelStockError, asCancelled, asIoError, throwIfCancelled } from './errors';
 import { runPlan } from './engine/scheduler';
 import { createBackend } from './engine/registry';
 import { ThetaRule } from './math/ratio';
 import { REPORT_FILE, StagingDir, checkOutputPath, writeFileSynced } from './output/atomic';
-import { copyBaseFiles, modelCard } from './output/extras';
+import type { Placement } from './output/place';
+import { checkReportPath, placeReport } from './output/reportFile';
+import { copyBaseFiles, modelCardSliced } from './output/extras';
+import { writeReportJson } from './output/report';
 import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
 import { modelRefKey } from './hub/reference';
 import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
-import { planShards } from './safetensors/layout';
+import { planShardsSliced } from './safetensors/layout';
+import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { openTensorSource } from './engine/io';
+import { openTensorSource, type TensorSource } from './engine/io';
+import { checkUnchanged } from './safetensors/identity';
 import { SafetensorsWriter } from './safetensors/writer';
 import type { MergeOptions, MergeReport } from './types';
 
@@ -47,6 +51,16 @@ function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
   return i;
 }
 
+/** The fault of a mapped input, if one faulted: it explains whatever failed after it. */
+function inputFault(reader: TensorSource | undefined): unknown {
+  try {
+    reader?.check?.();
+    return undefined;
+  } catch (fault) {
+    return fault;
+  }
+}
+
 /**
  * Merges `models` into `base` with Model Stock and writes the result to `out`, atomically: everything is
  * built in a temporary folder beside `out` and renamed into place at the end; on any failure nothing is
@@ -54,8 +68,16 @@ function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
  * model_stock_report.json beside the weights).
  */
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
+  // A file-system error that escaped uncoded anywhere (Hub cache, inputs, output) still names its path.
+  return merge(options).catch((e: unknown) => {
+    throw asIoError(e);
+  });
+}
+
+async function merge(options: MergeOptions): Promise<MergeReport> {
   const started = process.hrtime.bigint();
   validate(options);
+  throwIfCancelled(options.signal, 'the merge');
   const filterWise = options.filterWise ?? false;
   const theta: ThetaRule = options.theta ?? 'mean-cos';
   const fsync = options.fsync ?? true;
@@ -69,10 +91,16 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
     options.onWarning?.(m);
   };
 
+  const overwrite = options.overwrite ?? false;
+  const checkOutputs = async (inputs: string[]): Promise<string> => {
+    const target = checkOutputPath(options.out, inputs, overwrite);
+    if (options.report !== undefined) await checkReportPath(options.report, inputs, target);
+    return target;
+  };
   const { base, models, modelLabel, plan } = await openInputs(options, {
     record: (m) => ownWarnings.push(m),
-    // An OUT we would refuse is refused before any download (and again once Hub IDs are resolved).
-    beforeDownload: (local) => void checkOutputPath(options.out, local, options.overwrite ?? false),
+    // Outputs we would refuse are refused before any download (and again once Hub IDs are resolved).
+    beforeDownload: async (local) => void (await checkOutputs(local)),
   });
   if (tokenizerSource !== 'base') {
     checkTokenizerSource({
@@ -81,29 +109,39 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       base,
     });
   }
-  const target = checkOutputPath(
-    options.out,
-    [base, ...models].map((c) => c.dir),
-    options.overwrite ?? false,
+  const inputs = [base, ...models];
+  // Each model as given (folder or file) and every file it has, through links (Hugging Face blobs).
+  const target = await checkOutputs(
+    inputs.flatMap((c) => [c.path, ...c.files, ...(c.indexFile === undefined ? [] : [c.indexFile])]),
   );
-  const layout = planShards(
-    plan.steps.map((s) => ({
-      name: s.name,
-      dtype: s.outDtype,
-      shape: s.base.shape,
-      byteLength: s.outByteLength,
-    })),
+  const layout = await planShardsSliced(
+    await runSliced(
+      mapSliced(plan.steps, (s) => ({
+        name: s.name,
+        dtype: s.outDtype,
+        shape: s.base.shape,
+        byteLength: s.outByteLength,
+      })),
+    ),
     { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
   );
 
+  // Cancelled while opening, downloading or planning: nothing has been created yet.
+  const cancelled = (): void => throwIfCancelled(options.signal, 'the merge');
+  cancelled();
   const backend = createBackend(options.backend ?? 'auto', {
     threads: options.threads,
     onWarning: options.onWarning,
+    signal: options.signal,
   });
-  const reader = openTensorSource(options.io ?? 'auto', { threads: options.threads });
-  const staging = await StagingDir.create(target);
+  let reader: TensorSource | undefined;
+  let staging: StagingDir | undefined;
   let writer: SafetensorsWriter | undefined;
+  let reportCopy: Placement | undefined;
+  let committed = false;
   try {
+    reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
+    staging = await StagingDir.create(target, { overwrite });
     writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
     const w = writer;
     const result = await runPlan(plan, {
@@ -116,11 +154,18 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       modelLabel,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
+      signal: options.signal,
     });
-    const write = await writer.finish({ fsync });
+    // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
+    reader.check?.();
+    await checkUnchanged(new Map(inputs.flatMap((c) => [...c.identities])));
+    const written = await writer.finish({ fsync });
     writer = undefined;
-    await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    cancelled();
+    // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
+    if (base.path === base.dir) await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
     if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
+    cancelled();
     if (options.chatTemplate !== undefined) {
       const w = await writeChatTemplate(staging.dir, options.chatTemplate, fsync);
       if (w !== undefined) warn(w);
@@ -148,22 +193,42 @@ export async function mergeModelStock(options: MergeOptions): Promise<MergeRepor
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
-      write,
+      write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
-    const reportJson = JSON.stringify(report, null, 2) + '\n';
-    await writeFileSynced(path.join(staging.dir, REPORT_FILE), reportJson, fsync);
+    await writeReportJson(path.join(staging.dir, REPORT_FILE), report, { fsync, flags: 'wx' });
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
-    await writeFileSynced(path.join(staging.dir, 'README.md'), modelCard(report, configYaml), fsync);
-    await staging.commit(fsync);
-    if (options.report !== undefined) await fs.promises.writeFile(options.report, reportJson);
+    await writeFileSynced(
+      path.join(staging.dir, 'README.md'),
+      await modelCardSliced(report, configYaml),
+      fsync,
+    );
+    cancelled();
+    if (options.report !== undefined) {
+      const write = (file: string) => writeReportJson(file, report, { fsync: false, flags: 'wx' });
+      reportCopy = await placeReport(options.report, write, fsync);
+    }
+    for (const w of await staging.commit(fsync)) options.onWarning?.(w);
+    committed = true;
+    await reportCopy
+      ?.finish()
+      .catch((e: unknown) =>
+        options.onWarning?.(
+          `the earlier report at ${options.report} could not be deleted: ${(e as Error).message}`,
+        ),
+      );
     return report;
   } catch (e) {
     await writer?.abort();
-    await staging.discard();
-    throw e;
+    if (!committed) {
+      await reportCopy?.undo().catch(() => undefined);
+      await staging?.discard();
+    }
+    if (committed) throw e;
+    // A fault on a mapped input explains whatever failed after it; a fired signal, everything.
+    throw asCancelled(inputFault(reader) ?? e, options.signal, 'the merge');
   } finally {
-    await reader.close();
+    await reader?.close();
     await backend.dispose();
   }
 }

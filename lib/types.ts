@@ -50,6 +50,12 @@ export interface InspectOptions {
   readonly onProgress?: (p: MergeProgress) => void;
   /** Warnings (pole, negative cosine, missing tensors, backend fallback). Default: none printed. */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Cancels the work: no new read, kernel or write starts (native jobs stop between 64Ki-element blocks),
+   * in-flight I/O settles, everything is cleaned up (staging removed, files closed, mappings released),
+   * then the promise rejects with ModelStockError code CANCELLED, `cause` = the signal's reason.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface MergeOptions extends InspectOptions {

@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mapFile", ms::MapFile},          // io.cc
       {"mapView", ms::MapView},          // io.cc
       {"mapRelease", ms::MapRelease},    // io.cc
+      {"mapFault", ms::MapFault},        // io.cc (fault_guard.cc)
       {"unmap", ms::Unmap},              // io.cc
       {"fileWillNeed", ms::FileWillNeed},  // io.cc
       {"mapWillNeed", ms::MapWillNeed},    // io.cc
@@ -30,7 +31,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"shardWriterInfo", ms::ShardWriterInfo},    // writer.cc
       {"closeShardWriter", ms::CloseShardWriter},  // writer.cc
       {"abortShardWriter", ms::AbortShardWriter},  // writer.cc
+      {"mapClose", ms::MapClose},        // io.cc
       {"lockFile", ms::LockFile},        // lock.cc
+      {"renamePaths", ms::RenamePaths},  // fsops.cc
+      {"cudaInfo", ms::CudaInfo},                              // cuda/exports.cc
+      {"cudaMemoryInfo", ms::CudaMemoryInfo},                  // cuda/exports.cc
+      {"cudaAllocHost", ms::CudaAllocHost},                    // cuda/exports.cc
+      {"cudaFreeHost", ms::CudaFreeHost},                      // cuda/exports.cc
+      {"cudaOpenTensor", ms::CudaOpenTensor},                  // cuda/exports.cc
+      {"cudaEmulateGram", ms::CudaEmulateGram},                // cuda/emulate.cc
+      {"cudaEmulateInterpolate", ms::CudaEmulateInterpolate},  // cuda/emulate.cc
+      {"cudaCodecSelfTest", ms::CudaCodecSelfTest},            // cuda/emulate.cc
   };
   for (const auto& f : functions) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
   return exports;

@@ -21,6 +21,7 @@ Napi::Value PreadInto(const Napi::CallbackInfo& info);
 Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
+Napi::Value MapFault(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
 Napi::Value FileWillNeed(const Napi::CallbackInfo& info);
 Napi::Value MapWillNeed(const Napi::CallbackInfo& info);
@@ -31,8 +32,24 @@ Napi::Value ShardWrite(const Napi::CallbackInfo& info);
 Napi::Value ShardWriterInfo(const Napi::CallbackInfo& info);
 Napi::Value CloseShardWriter(const Napi::CallbackInfo& info);
 Napi::Value AbortShardWriter(const Napi::CallbackInfo& info);
+Napi::Value MapClose(const Napi::CallbackInfo& info);
+
+// fsops.cc: renames that never replace what they did not check
+Napi::Value RenamePaths(const Napi::CallbackInfo& info);
 
 // lock.cc: the Hugging Face cache's download lock
 Napi::Value LockFile(const Napi::CallbackInfo& info);
+
+// cuda/exports.cc: device info, pinned host memory, per-tensor sessions (stubs without CUDA)
+Napi::Value CudaInfo(const Napi::CallbackInfo& info);
+Napi::Value CudaMemoryInfo(const Napi::CallbackInfo& info);
+Napi::Value CudaAllocHost(const Napi::CallbackInfo& info);
+Napi::Value CudaFreeHost(const Napi::CallbackInfo& info);
+Napi::Value CudaOpenTensor(const Napi::CallbackInfo& info);
+
+// cuda/emulate.cc: the CUDA kernels' arithmetic on the CPU, for tests
+Napi::Value CudaEmulateGram(const Napi::CallbackInfo& info);
+Napi::Value CudaEmulateInterpolate(const Napi::CallbackInfo& info);
+Napi::Value CudaCodecSelfTest(const Napi::CallbackInfo& info);
 
 }  // namespace ms

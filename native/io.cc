@@ -8,7 +8,9 @@
 
 #include "args.h"
 #include "exports.h"
+#include "fault_guard.h"
 #include "js_errors.h"
+#include "kernels.h"
 #include "pool.h"
 #include "promise_worker.h"
 
@@ -49,7 +51,8 @@ void preadFully(int fd, uint64_t position, uint8_t* dst, uint64_t length) {
 
 class PreadWorker : public PromiseWorker {
  public:
-  PreadWorker(Napi::Env env, int fd, uint64_t position, Napi::Uint8Array target, unsigned threads)
+  PreadWorker(Napi::Env env, int fd, uint64_t position, Napi::Uint8Array target, unsigned threads,
+              Napi::Value abort)
       : PromiseWorker(env, "model-stock:preadInto"),
         threads_(threads == 0 ? defaultThreads() : threads),
         fd_(fd),
@@ -57,6 +60,10 @@ class PreadWorker : public PromiseWorker {
         dst_(target.Data()),
         length_(target.ByteLength()) {
     Keep({target});
+    if (abort.IsTypedArray()) {
+      abort_ = abort.As<Napi::Int32Array>().Data();
+      Keep({abort.As<Napi::Object>()});
+    }
   }
 
  protected:
@@ -64,32 +71,42 @@ class PreadWorker : public PromiseWorker {
     // Page-aligned chunks of 1–16 MiB, about four per thread, claimed dynamically.
     constexpr uint64_t kMin = 1 << 20, kMax = 16 << 20;
     const unsigned threads = threads_;
-    if (length_ < 2 * kMin || threads == 1) return preadFully(fd_, position_, dst_, length_);
-    uint64_t chunk = length_ / (4 * threads);
+    uint64_t chunk = length_ < 2 * kMin || threads == 1 ? kMax : length_ / (4 * threads);
     chunk = std::max(kMin, std::min(kMax, chunk)) & ~uint64_t{4095};
     const uint64_t chunks = (length_ + chunk - 1) / chunk;
+    // A cancelled merge stops reading between chunks (at most 16 MiB per thread after the abort).
     parallelFor(chunks, threads, [&](size_t c) {
+      if (aborted(abort_)) return;
       const uint64_t begin = c * chunk;
       preadFully(fd_, position_ + begin, dst_ + begin, std::min(chunk, length_ - begin));
     });
+    if (aborted(abort_)) throw Cancelled();
   }
 
  private:
   unsigned threads_;
+  const int32_t* abort_ = nullptr;
   int fd_;
   uint64_t position_;
   uint8_t* dst_;
   uint64_t length_;
 };
 
-// One mapping of a whole file, unmapped when the last owner (handle or view) lets go.
+// One mapping of a whole file, unmapped when the last owner (handle or view) lets go. Its range is
+// guarded (fault_guard.h): a page that can no longer be read faults into zeros and a flag, not SIGBUS.
 struct Mapping {
   std::string path;
   uint8_t* addr = nullptr;
   uint64_t size = 0;
-  ~Mapping() {
+  GuardedRegion* guard = nullptr;
+  // Unmaps now (mapClose, once every view is detached) rather than when the last view is collected.
+  void close() {
+    unguardRegion(guard);
+    guard = nullptr;
     if (addr != nullptr) ::munmap(addr, size);
+    addr = nullptr;
   }
+  ~Mapping() { close(); }
 };
 using MappingRef = std::shared_ptr<Mapping>;
 
@@ -110,8 +127,7 @@ std::shared_ptr<Mapping> openMapping(const std::string& path) {
     // the file; MAP_NORESERVE so the kernel does not charge the whole file to the commit limit (without
     // it a 64 GiB file failed with ENOMEM on a 23 GiB machine). Where the commit limit is strict
     // (vm.overcommit_memory = 2) that still fails, and the mapping falls back to read-only: a write
-    // through a view then faults, as with any read-only mapping. (A file truncated by another process
-    // while mapped raises SIGBUS on access either way: the engine never truncates its inputs.)
+    // through a view then faults, as with any read-only mapping.
     int flags = MAP_PRIVATE;
 #ifdef MAP_NORESERVE
     flags |= MAP_NORESERVE;
@@ -124,6 +140,7 @@ std::shared_ptr<Mapping> openMapping(const std::string& path) {
       throw IoError(path + ": cannot map " + std::to_string(m->size) + " bytes: " + std::strerror(e));
     }
     m->addr = static_cast<uint8_t*>(p);
+    m->guard = guardRegion(p, static_cast<size_t>(m->size));
   }
   ::close(fd);  // the mapping holds its own reference to the file
   return m;
@@ -195,11 +212,15 @@ Napi::Value PreadInto(const Napi::CallbackInfo& info) {
   uint64_t threads = 0;
   if (!info[3].IsUndefined() && (!safeInteger(info[3], 0, &threads) || threads > 1024))
     return rejected(env, "preadInto: expected an integer from 0 to 1024 for threads", "INVALID_ARGUMENT");
+  if (!info[4].IsUndefined() &&
+      (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+       info[4].As<Napi::TypedArray>().ElementLength() < 1))
+    return rejected(env, "preadInto: expected an Int32Array for abort", "INVALID_ARGUMENT");
 #if defined(_WIN32)
   return rejected(env, "preadInto: not available on Windows", "NATIVE_ERROR");
 #else
   auto* worker = new PreadWorker(env, static_cast<int>(fd), position, info[2].As<Napi::Uint8Array>(),
-                                 static_cast<unsigned>(threads));
+                                 static_cast<unsigned>(threads), info[4]);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -297,6 +318,16 @@ Napi::Value MapRelease(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value MapFault(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if !defined(_WIN32)
+  MappingRef* ref = unwrapHandle(env, info[0], "mapFault");
+  uint64_t offset = 0;
+  if (*ref && regionFaulted((*ref)->guard, &offset)) return Napi::Number::New(env, static_cast<double>(offset));
+#endif
+  return env.Undefined();
+}
+
 Napi::Value Unmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if !defined(_WIN32)
@@ -347,6 +378,28 @@ Napi::Value MapWillNeed(const Napi::CallbackInfo& info) {
   worker->Queue();
   return promise;
 #endif
+}
+
+Napi::Value MapClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if !defined(_WIN32)
+  MappingRef* ref = unwrapHandle(env, info[0], "mapClose");
+  if (!info[1].IsArray()) throw codedError(env, "mapClose: expected an array of views", "INVALID_ARGUMENT");
+  Napi::Array views = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < views.Length(); ++i) {
+    Napi::Value v = views.Get(i);
+    if (!v.IsTypedArray()) throw codedError(env, "mapClose: expected views from mapView", "INVALID_ARGUMENT");
+  }
+  // Every view first loses its bytes (JS sees empty arrays from now on), then the pages go: nothing
+  // can reach the unmapped range. The caller has settled every read and kernel that used them.
+  for (uint32_t i = 0; i < views.Length(); ++i) {
+    Napi::ArrayBuffer buffer = views.Get(i).As<Napi::TypedArray>().ArrayBuffer();
+    if (buffer.ByteLength() > 0 && !buffer.IsDetached()) buffer.Detach();
+  }
+  if (*ref) (*ref)->close();
+  ref->reset();
+#endif
+  return env.Undefined();
 }
 
 }  // namespace ms

@@ -105,6 +105,16 @@ void parseRuntime(const char* op, Napi::Object job, WindowGeometry& g) {
   }
 }
 
+// The merge's abort flag: an Int32Array (over a SharedArrayBuffer) whose element 0 JS sets to 1.
+const int32_t* abortFlag(const char* op, Napi::Object job, ParsedWindow& task) {
+  Napi::Value v = job.Get("abort");
+  if (v.IsUndefined()) return nullptr;
+  Napi::TypedArray flag = typedArray(op, v, "job.abort", napi_int32_array, "an Int32Array");
+  if (flag.ElementLength() < 1) fail(op, "job.abort", "an Int32Array of at least one element", v);
+  task.arrays.push_back(flag);
+  return flag.As<Napi::Int32Array>().Data();
+}
+
 // Fills inputs and geometry; returns the number of units the window touches' last index + 1.
 uint64_t parseWindow(const char* op, Napi::Value jobValue, ParsedWindow& task, WindowGeometry& g, Napi::Object& job) {
   job = object(op, jobValue, "job");
@@ -112,6 +122,7 @@ uint64_t parseWindow(const char* op, Napi::Value jobValue, ParsedWindow& task, W
   g.firstElement = integer(op, job, "firstElement", 0);
   g.unitLength = integer(op, job, "unitLength", 1);
   parseRuntime(op, job, g);
+  g.abort = abortFlag(op, job, task);
   if (static_cast<double>(g.firstElement) + static_cast<double>(g.count) > kMaxSafeInteger)
     throw ArgumentError(std::string(op) + ": job.firstElement + job.count exceeds 2^53 − 1");
   Napi::Value modelsValue = job.Get("models");

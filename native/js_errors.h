@@ -2,7 +2,8 @@
 // ModelStockError constructor (setErrorConstructor, as better-sqlite3 does), so a native failure is a
 // `new ModelStockError(code, message)` — the same class and codes as every other backend. Codes:
 // 'INVALID_ARGUMENT' for a call that breaks the addon's contract (JS validates thoroughly first; the
-// addon re-checks cheaply), 'IO_ERROR' for file I/O, 'NATIVE_ERROR' for anything else.
+// addon re-checks cheaply), 'IO_ERROR' for file I/O, a CodedError's own code (CUDA), 'NATIVE_ERROR'
+// for anything else.
 #pragma once
 #include <napi.h>
 
@@ -18,6 +19,13 @@ struct ArgumentError : std::runtime_error {
 
 struct IoError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// A failure that names its own code (the CUDA backend's 'CUDA_OUT_OF_MEMORY', 'CUDA_ERROR',
+// 'BACKEND_UNAVAILABLE'); PromiseWorker rejects with that code.
+struct CodedError : std::runtime_error {
+  CodedError(const char* code, const std::string& message) : std::runtime_error(message), code(code) {}
+  const char* code;  // a string literal
 };
 
 // Per-environment state (one per Node worker thread that loads the addon).

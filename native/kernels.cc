@@ -38,6 +38,7 @@ void runGram(const GramWindow& w) {
   std::vector<double> partials(blocks * 2 * P, 0.0);
   const size_t scratchDoubles = (static_cast<size_t>(w.n) + 1) * (kTile + kTilePad);
   parallelFor(blocks, w.threads, [&](size_t b) {
+    if (aborted(w.abort)) return;
     GramBlock blk;
     blk.w = &w;
     blk.begin = b * kBlock;
@@ -47,6 +48,7 @@ void runGram(const GramWindow& w) {
     blk.scratch = scratch(scratchDoubles);
     kernels->gramBlock(blk);
   });
+  if (aborted(w.abort)) throw Cancelled();
   for (uint64_t b = 0; b < blocks; ++b) {
     const uint64_t begin = b * kBlock;
     const uint64_t end = std::min<uint64_t>(w.count, begin + kBlock);
@@ -64,6 +66,7 @@ void runInterpolate(const InterpolateWindow& w) {
   const KernelTable* kernels = w.kernels;
   const size_t scratchDoubles = (static_cast<size_t>(w.n) + 2) * (kTile + kTilePad);
   parallelFor(blocksOf(w), w.threads, [&](size_t b) {
+    if (aborted(w.abort)) return;
     InterpolateBlock blk;
     blk.w = &w;
     blk.begin = b * kBlock;
@@ -71,6 +74,7 @@ void runInterpolate(const InterpolateWindow& w) {
     blk.scratch = scratch(scratchDoubles);
     kernels->interpolateBlock(blk);
   });
+  if (aborted(w.abort)) throw Cancelled();
 }
 
 }  // namespace ms

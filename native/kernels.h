@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 
 #include "dtype.h"
 
@@ -18,9 +19,15 @@ struct Input {
 
 struct KernelTable;
 
+// A job whose abort flag was raised before it finished: its output is incomplete and must not be used.
+struct Cancelled : std::runtime_error {
+  Cancelled() : std::runtime_error("cancelled") {}
+};
+
 struct WindowGeometry {
   const KernelTable* kernels;  // the ISA this job runs on
   unsigned threads;            // parallelism of this job, the calling thread included (0 = all cores)
+  const int32_t* abort;        // non-zero once the merge is cancelled (checked between blocks); may be null
   const Input* inputs;  // inputs[0] = base w0, inputs[1..n] = the fine-tunes
   int n;                // N fine-tunes, ≥ 2
   uint64_t count;
@@ -71,9 +78,12 @@ const KernelTable* avx2Kernels();
 const KernelTable* avx512Kernels();
 
 inline int gramSize(int n) { return n * (n + 1) / 2; }
+// The flag JS sets (Atomics.store on a shared Int32Array) when the merge's AbortSignal fires.
+inline bool aborted(const int32_t* flag) { return flag != nullptr && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0; }
 inline uint64_t unitOf(const WindowGeometry& w, uint64_t k) { return (w.firstElement + k) / w.unitLength; }
 
-// Runs a whole window on its kernels over the pool. Throws std::runtime_error on misuse.
+// Runs a whole window on its kernels over the pool. Throws std::runtime_error on misuse, Cancelled
+// when the job's abort flag is raised (blocks not yet started are skipped).
 void runGram(const GramWindow& w);
 void runInterpolate(const InterpolateWindow& w);
 

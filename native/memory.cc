@@ -1,8 +1,9 @@
 // allocHost(bytes, alignment) / freeHost(view): aligned host memory for the buffers the engine fills
 // (the backend seam lets a backend own them: aligned here, pinned for a device). The memory is
-// reported to V8 as external, so the GC sees its weight; freeHost detaches the buffer so the bytes are
-// returned at once instead of at some later GC (a long-running service merges again and again).
+// reported to V8 as external, so the GC sees its weight; freeHost detaches the buffer and frees the
+// bytes at once instead of at some later GC (a long-running service merges again and again).
 #include <cstdlib>
+#include <unordered_map>
 #include <string>
 
 #include "exports.h"
@@ -16,11 +17,26 @@ constexpr double kMaxHost = 4294967295.0;  // Node 20 aborts on an external Arra
 struct HostBlock {
   void* data;
   int64_t bytes;
+  // Returns the memory; idempotent (freeHost, then the finalizer when the JS object is collected).
+  void release(Napi::Env env) {
+    if (data == nullptr) return;
+    std::free(data);
+    data = nullptr;
+    Napi::MemoryManagement::AdjustExternalMemory(env, -bytes);
+  }
 };
 
-void freeBlock(Napi::Env env, void*, HostBlock* block) {
-  std::free(block->data);
-  Napi::MemoryManagement::AdjustExternalMemory(env, -block->bytes);
+// Blocks not yet collected, by address: freeHost finds a buffer's block here. JS thread only.
+std::unordered_map<void*, HostBlock*>& live() {
+  static auto* blocks = new std::unordered_map<void*, HostBlock*>();
+  return *blocks;
+}
+
+void finalizeBlock(Napi::Env env, void* data, HostBlock* block) {
+  // freeHost already forgot it, and malloc may have handed the address to a newer block since.
+  const auto found = live().find(data);
+  if (found != live().end() && found->second == block) live().erase(found);
+  block->release(env);
   delete block;
 }
 
@@ -42,7 +58,8 @@ Napi::Value AllocHost(const Napi::CallbackInfo& info) {
     throw codedError(env, "allocHost: out of memory allocating " + std::to_string(size) + " bytes", "NATIVE_ERROR");
   auto* block = new HostBlock{data, static_cast<int64_t>(size)};
   Napi::MemoryManagement::AdjustExternalMemory(env, block->bytes);
-  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, data, size, freeBlock, block);
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, data, size, finalizeBlock, block);
+  live()[data] = block;
   return Napi::Uint8Array::New(env, size, buffer, 0);
 }
 
@@ -51,7 +68,14 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
   if (!info[0].IsTypedArray())
     throw codedError(env, "freeHost: expected a Uint8Array from allocHost", "INVALID_ARGUMENT");
   Napi::ArrayBuffer buffer = info[0].As<Napi::TypedArray>().ArrayBuffer();
-  if (!buffer.IsDetached()) buffer.Detach();
+  if (buffer.IsDetached()) return env.Undefined();
+  const auto found = live().find(buffer.Data());
+  if (found == live().end())
+    throw codedError(env, "freeHost: expected a Uint8Array from allocHost", "INVALID_ARGUMENT");
+  // Detached first, so no JS view can reach the bytes once they are freed.
+  buffer.Detach();
+  found->second->release(env);
+  live().erase(found);
   return env.Undefined();
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "js_errors.h"
+#include "kernels.h"
 
 namespace ms {
 
@@ -32,8 +33,14 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const IoError& e) {
       code_ = "IO_ERROR";
       SetError(e.what());
+    } catch (const Cancelled& e) {
+      code_ = "CANCELLED";
+      SetError(e.what());
     } catch (const ArgumentError& e) {
       code_ = "INVALID_ARGUMENT";
+      SetError(e.what());
+    } catch (const CodedError& e) {
+      code_ = e.code;
       SetError(e.what());
     } catch (const std::exception& e) {
       SetError(e.what());

@@ -6,6 +6,9 @@
 //              builds into ./build of its working directory, so it runs in build/gyp with a binding.gyp
 //              that includes the project's).
 //   --strict   (or MODEL_STOCK_REQUIRE_NATIVE=1) makes a failure fatal.
+// MODEL_STOCK_CUDA=auto|on|off (default auto) picks whether the cmake-js build compiles the CUDA
+// kernels in: auto when nvcc is found, on or fail, off never. A failed auto build is retried without
+// CUDA, saying so, so a broken CUDA toolchain never costs the CPU addon. node-gyp builds are CPU-only.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
@@ -91,9 +94,34 @@ if (gyp) {
     process.exit(0);
   }
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-  const r = spawnSync(process.execPath, [cmakeJs, 'compile', '--out', 'build'], {
-    cwd: root,
-    stdio: 'inherit',
-  });
-  finish(r.status, 'cmake-js');
+  const cuda = (process.env.MODEL_STOCK_CUDA || 'auto').toLowerCase();
+  if (!['auto', 'on', 'off'].includes(cuda)) {
+    console.error(
+      `model-stock: MODEL_STOCK_CUDA must be auto, on or off, not "${process.env.MODEL_STOCK_CUDA}"`,
+    );
+    process.exit(1);
+  }
+  // configure, then build: `compile` would keep a mode cached by an earlier configure.
+  const cmake = (mode) => {
+    const flags = ['--out', 'build', `--CDMODEL_STOCK_CUDA=${mode}`];
+    for (const step of ['configure', 'build']) {
+      const r = spawnSync(process.execPath, [cmakeJs, step, ...flags], { cwd: root, stdio: 'inherit' });
+      if (r.status !== 0) return r.status ?? 1;
+    }
+    return 0;
+  };
+  let status = cmake(cuda.toUpperCase());
+  if (status !== 0 && cuda === 'auto') {
+    console.warn(
+      'model-stock: the native build with CUDA failed (MODEL_STOCK_CUDA=auto; the compiler output is above); ' +
+        'building the CPU addon without CUDA. MODEL_STOCK_CUDA=on makes this an error, off skips CUDA.',
+    );
+    status = cmake('OFF');
+  }
+  // Asking for CUDA explicitly makes its absence an error, as --strict does for the addon itself.
+  if (status !== 0 && cuda === 'on' && !strict) {
+    console.error('model-stock: MODEL_STOCK_CUDA=on and the native build failed');
+    process.exit(1);
+  }
+  finish(status, 'cmake-js');
 }

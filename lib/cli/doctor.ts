@@ -1,5 +1,6 @@
 import * as os from 'node:os';
 import { backendEntries, createBackend } from '../engine/registry';
+import { loadCudaAddon } from '../engine/cuda/addon';
 import { hubSettings } from '../hub/settings';
 
 /** `model-stock doctor`: what this machine will merge with, and why. */
@@ -21,10 +22,30 @@ export async function doctor(): Promise<void> {
   } finally {
     await backend.dispose();
   }
+  lines.push(...cudaLines());
   const hub = hubSettings();
   lines.push(`Hugging Face cache: ${hub.cacheDir}`);
   lines.push(
     `Hub: ${hub.offline ? 'offline (HF_HUB_OFFLINE)' : hub.endpoint}, token ${hub.token !== undefined ? 'set' : 'none'}`,
   );
   process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** CUDA: compiled in or not, runtime and driver versions, each device, or why none can be used. */
+function cudaLines(): string[] {
+  const loaded = loadCudaAddon();
+  if (loaded.addon === undefined) return [`CUDA: unavailable (${loaded.reason})`];
+  const info = loaded.addon.cudaInfo();
+  if (!info.compiled) return [`CUDA compiled in: no (${info.reason ?? ''})`];
+  const lines = [
+    `CUDA compiled in: yes (runtime ${info.runtimeVersion ?? '?'}, driver ${info.driverVersion ?? 'none'})`,
+  ];
+  for (const d of info.devices) {
+    lines.push(
+      `CUDA device ${d.index}: ${d.name}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB, ` +
+        `compute capability ${d.computeCapability}, ${d.multiprocessors} SMs, PCI ${d.pciBusId}`,
+    );
+  }
+  if (info.reason !== undefined) lines.push(`CUDA device: none (${info.reason})`);
+  return lines;
 }

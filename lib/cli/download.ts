@@ -1,4 +1,5 @@
 import { SingleBar } from 'cli-progress';
+import { escapeControl } from '../errors';
 import type { DownloadProgress } from '../hub/settings';
 import { formatBytes } from './size';
 
@@ -9,17 +10,18 @@ import { formatBytes } from './size';
 export class DownloadProgressView {
   private bar: SingleBar | undefined;
   private lastFile = '';
+  private stopped = false;
 
   constructor(private readonly mode: 'bar' | 'lines' | 'off') {}
 
   update(p: DownloadProgress): void {
-    if (this.mode === 'off') return;
+    if (this.mode === 'off' || this.stopped) return;
     const key = `${p.repo}/${p.file}`;
     if (this.mode === 'lines') {
       if (key !== this.lastFile) {
         this.lastFile = key;
         process.stderr.write(
-          `downloading ${p.repo} ${p.file} (${formatBytes(p.fileBytesTotal)}; file ${p.filesDone + 1} of ${p.filesTotal})\n`,
+          `downloading ${escapeControl(`${p.repo} ${p.file}`)} (${formatBytes(p.fileBytesTotal)}; file ${p.filesDone + 1} of ${p.filesTotal})\n`,
         );
       }
       return;
@@ -39,13 +41,15 @@ export class DownloadProgressView {
     this.bar.update(p.bytesDone, this.payload(p));
   }
 
+  /** Clears the bar and restores the cursor (downloads are over, or the command was interrupted). */
   stop(): void {
+    this.stopped = true;
     this.bar?.stop();
     this.bar = undefined;
   }
 
   private payload(p: DownloadProgress): Record<string, string> {
-    const file = `${p.repo} ${p.file}`;
+    const file = escapeControl(`${p.repo} ${p.file}`);
     return {
       done: formatBytes(p.bytesDone),
       size: formatBytes(p.bytesTotal),

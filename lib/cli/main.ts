@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDtypeName, readMergekitYaml } from '../config/mergekit';
-import { ModelStockError, isModelStockError } from '../errors';
+import { ModelStockError, escapeControl, isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
 import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
 import { IO_MODES, type IoMode } from '../engine/io';
 import { WRITE_MODES, type WriteMode } from '../safetensors/shardFile';
 import { doctor } from './doctor';
+import { exitCodeFor, interruptedBy, interruptOnSignals } from './signals';
 import { DownloadProgressView } from './download';
 import { ProgressBar } from './progress';
 import { formatBytes, parseSize } from './size';
@@ -121,7 +122,7 @@ async function runMerge(
   f: MergeFlags,
 ): Promise<void> {
   const printWarning = (m: string): void => {
-    if (!f.quiet) process.stderr.write(`warning: ${m}\n`);
+    if (!f.quiet) process.stderr.write(`warning: ${escapeControl(m)}\n`);
   };
   // Config warnings come first, before any download or merge work.
   const options = resolveMerge(config, outArg, f, printWarning);
@@ -129,8 +130,13 @@ async function runMerge(
   const bar = new ProgressBar(tty);
   const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
   const warnings: string[] = [];
+  const interrupt = interruptOnSignals('the merge', () => {
+    downloads.stop();
+    bar.stop();
+  });
   const report = await mergeModelStock({
     ...options,
+    signal: interrupt.signal,
     hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
     onProgress: (p) => {
       downloads.stop();
@@ -138,16 +144,17 @@ async function runMerge(
     },
     onWarning: (m) => warnings.push(m),
   }).finally(() => {
+    interrupt.dispose();
     downloads.stop();
     bar.stop();
   });
   if (f.quiet) return;
-  for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+  for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);
   const merged = report.tensors.filter((t) => t.action === 'merge').length;
   const copied = report.tensors.filter((t) => t.action === 'copy').length;
   const rate = report.bytesRead / report.seconds / 1e9;
   process.stdout.write(
-    `merged ${merged} tensors (${copied} copied from the base) into ${report.out}: ` +
+    `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
       `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ${report.write.mode} writes)\n`,
   );
@@ -248,10 +255,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`model-stock: ${e.message}\n(run with --help for usage)\n`);
       return EXIT_USAGE;
     }
+    const interrupted = interruptedBy();
+    if (isModelStockError(e) && e.code === 'CANCELLED' && interrupted !== undefined) {
+      process.stderr.write(`model-stock: cancelled (${interrupted}); nothing was written\n`);
+      return exitCodeFor(interrupted);
+    }
     if (isModelStockError(e)) {
       process.stderr.write(`model-stock: error [${e.code}]: ${e.message}\n`);
     } else {
-      process.stderr.write(`model-stock: error: ${(e as Error)?.message ?? String(e)}\n`);
+      process.stderr.write(`model-stock: error: ${escapeControl((e as Error)?.message ?? String(e))}\n`);
       if (process.env.MODEL_STOCK_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
     }
     return EXIT_FAILURE;

@@ -1,4 +1,5 @@
 import { SingleBar } from 'cli-progress';
+import { escapeControl } from '../errors';
 import type { MergeProgress } from '../types';
 import { formatBytes } from './size';
 
@@ -6,11 +7,12 @@ import { formatBytes } from './size';
 export class ProgressBar {
   private bar: SingleBar | undefined;
   private readonly start = Date.now();
+  private stopped = false;
 
   constructor(private readonly enabled: boolean) {}
 
   update(p: MergeProgress): void {
-    if (!this.enabled) return;
+    if (!this.enabled || this.stopped) return;
     if (this.bar === undefined) {
       this.bar = new SingleBar({
         stream: process.stderr,
@@ -26,7 +28,9 @@ export class ProgressBar {
     this.bar.update(p.bytesDone, this.payload(p));
   }
 
+  /** Clears the bar and restores the cursor; later updates draw nothing. */
   stop(): void {
+    this.stopped = true;
     this.bar?.stop();
     this.bar = undefined;
   }
@@ -34,7 +38,7 @@ export class ProgressBar {
   private payload(p: MergeProgress): Record<string, string> {
     const seconds = (Date.now() - this.start) / 1000;
     const rate = seconds > 0 ? `${(p.bytesDone / seconds / 1e9).toFixed(2)} GB/s` : '';
-    const tensor = p.tensor ?? '';
+    const tensor = escapeControl(p.tensor ?? '');
     return {
       done: formatBytes(p.bytesDone),
       size: formatBytes(p.bytesTotal),

@@ -111,6 +111,11 @@ export interface BackendOptions {
   readonly threads?: number;
   /** Force an instruction set (native: 'avx512' | 'avx2' | 'scalar'; tests and benchmarks). */
   readonly isa?: string;
+  /**
+   * The merge's cancellation: once it fires, passes stop between blocks (native) or chunks (js) and
+   * reject with ModelStockError code CANCELLED.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface Backend {

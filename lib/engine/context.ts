@@ -28,6 +28,8 @@ export interface EngineOptions {
   readonly modelLabel: (i: number) => string;
   readonly onProgress?: (p: MergeProgress) => void;
   readonly onWarning?: (message: string) => void;
+  /** Cancellation: checked before every tensor, window and copied chunk (CANCELLED). */
+  readonly signal?: AbortSignal;
 }
 
 /** What the per-step paths (whole, windowed, copy) share during one merge. */
@@ -38,6 +40,8 @@ export interface StepContext {
   readonly warn: (message: string) => void;
   /** Tensors whose c < 0 (t < 0 kept): named in one warning at the end. */
   readonly negative: string[];
+  /** Throws CANCELLED once the signal fired: called before each piece of work starts. */
+  readonly checkCancelled: () => void;
 }
 
 /** The base and the fine-tunes of a merge step, in that order. */

@@ -4,6 +4,7 @@ import type { CopyStep, MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../safetensors/types';
 import type { Arena } from './arena';
 import { acquire, type StepContext, type TensorSink } from './context';
+import { mappedWriteError } from './io';
 
 /**
  * Copies from the base: whole tensors (docs/merge-contract.md's copy rows) and the base's rows after the merged
@@ -40,10 +41,14 @@ async function copyBytes(
   const sink = sinkOf(ctx);
   const chunk = chunkOf(1, arena, ctx);
   for (let at = start; at < end; at += chunk) {
+    ctx.checkCancelled();
     arena.reset();
     const view = await acquire(source, arena, from, at, Math.min(chunk, end - at));
     ctx.onRead(view.byteLength);
-    await sink.write(name, at, view);
+    // A mapped view goes straight to write(): if the input shrank, that fails with EFAULT, the input's fault.
+    await sink.write(name, at, view).catch((e: unknown) => {
+      throw mappedWriteError(e, from);
+    });
     source.release?.(from, at, view.byteLength);
     progress(name);
   }
@@ -69,6 +74,7 @@ async function convertElements(
   const chunk = Math.min(chunkOf(inSize + outSize, arena, ctx), 1 << 22);
   for (let k = first; k < first + count; k += chunk) {
     const n = Math.min(chunk, first + count - k);
+    ctx.checkCancelled();
     arena.reset();
     const view = await acquire(source, arena, from, k * inSize, n * inSize);
     ctx.onRead(view.byteLength);

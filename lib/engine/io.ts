@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
-import { ModelStockError } from '../errors';
+import { ModelStockError, throwIfCancelled } from '../errors';
+import { AbortFlag } from './abort';
 import { TensorReader } from '../safetensors/window';
 import type { TensorInfo } from '../safetensors/types';
 import type { NativeAddon, NativeMapping } from './native/addon-types';
@@ -19,13 +20,18 @@ export interface TensorSource {
   readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void>;
   /** A zero-copy view of tensor bytes, where the source maps files. */
   view?(tensor: TensorInfo, byteStart: number, length: number): Uint8Array;
-  /** Done with a range given by view(): its pages may leave the process. */
+  /**
+   * Done with a range given by view(): its pages may leave the process. Throws IO_ERROR naming the file
+   * when the mapping faulted (the file shrank or could not be read) while the range was in use.
+   */
   release?(tensor: TensorInfo, byteStart: number, length: number): void;
   /**
    * Read-ahead: tensor bytes [byteStart, byteStart + length) will be read soon, so the kernel may start
    * reading them now (cold inputs). Advice: settles once given, never rejects, never drops a page.
    */
   willNeed?(tensor: TensorInfo, byteStart: number, length: number): Promise<void>;
+  /** Throws IO_ERROR naming the file when any mapped input faulted: a last check before committing. */
+  check?(): void;
   close(): Promise<void>;
 }
 
@@ -51,13 +57,29 @@ class Hints {
   }
 }
 
+const FS_CHUNK = 16 << 20;
+
 class FsSource extends TensorReader implements TensorSource {
   readonly kind = 'fs' as const;
   private readonly hints = new Hints();
 
   /** Node has no fadvise: the addon gives it when it loads; without it the kernel's own read-ahead works alone. */
-  constructor(private readonly addon: NativeAddon | undefined) {
+  constructor(
+    private readonly addon: NativeAddon | undefined,
+    private readonly signal: AbortSignal | undefined,
+  ) {
     super();
+  }
+
+  /** In reads of ≤ 16 MiB, so a cancelled merge stops between them even mid-window. */
+  override async readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+    let done = 0;
+    do {
+      throwIfCancelled(this.signal, `reading ${tensor.file}`);
+      const part = into.subarray(done, Math.min(into.byteLength, done + FS_CHUNK));
+      await super.readInto(tensor, byteStart + done, part);
+      done += part.byteLength;
+    } while (done < into.byteLength);
   }
 
   willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
@@ -78,15 +100,47 @@ function ioError(e: unknown, t: TensorInfo): ModelStockError {
   return new ModelStockError('IO_ERROR', (e as Error).message, { file: t.file, tensor: t.name, cause: e });
 }
 
+const SHRANK = 'truncated by another program during the merge, or its storage failed';
+
+function mappedReadError(file: string, at: number, tensor: string | undefined): ModelStockError {
+  return new ModelStockError(
+    'IO_ERROR',
+    `could not be read through its mapping at byte ${at} (SIGBUS: ${SHRANK}); nothing was written`,
+    tensor === undefined ? { file } : { file, tensor },
+  );
+}
+
+/**
+ * A write() whose source is a mapped view of an input that shrank fails with EFAULT (the kernel's copy
+ * gets no SIGBUS): that is the input's fault, not the output's. Other errors are returned as they are.
+ */
+export function mappedWriteError(e: unknown, t: TensorInfo): unknown {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) {
+    if ((c as NodeJS.ErrnoException).code === 'EFAULT') {
+      return new ModelStockError('IO_ERROR', `could not be read through its mapping (EFAULT: ${SHRANK})`, {
+        file: t.file,
+        tensor: t.name,
+        cause: e,
+      });
+    }
+  }
+  return e;
+}
+
 class PreadSource implements TensorSource {
   readonly kind = 'pread' as const;
   private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
   private readonly hints = new Hints();
 
+  private readonly abort: AbortFlag;
+
   constructor(
     private readonly addon: NativeAddon,
     private readonly threads: number,
-  ) {}
+    signal: AbortSignal | undefined,
+  ) {
+    this.abort = new AbortFlag(signal);
+  }
 
   private file(t: TensorInfo): Promise<fs.promises.FileHandle> {
     let fh = this.files.get(t.file);
@@ -99,8 +153,15 @@ class PreadSource implements TensorSource {
 
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     try {
-      await this.addon.preadInto((await this.file(t)).fd, t.offset + byteStart, into, this.threads);
+      await this.addon.preadInto(
+        (await this.file(t)).fd,
+        t.offset + byteStart,
+        into,
+        this.threads,
+        this.abort.flag,
+      );
     } catch (e) {
+      if (e instanceof ModelStockError && e.code === 'CANCELLED') throw e;
       throw ioError(e, t);
     }
   }
@@ -113,6 +174,7 @@ class PreadSource implements TensorSource {
 
   async close(): Promise<void> {
     await this.hints.close();
+    this.abort.dispose();
     const all = [...this.files.values()];
     this.files.clear();
     await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => undefined)));
@@ -131,6 +193,10 @@ class MmapSource implements TensorSource {
   private readonly maps = new Map<string, NativeMapping>();
   private readonly hints = new Hints();
   private readonly segments = new Map<string, Uint8Array[]>();
+  /** Views of ranges across a segment boundary, per file: detached with the segments at close. */
+  private readonly strays = new Map<string, Uint8Array[]>();
+  /** The first fault a mapping reported, said the same way by every later check. */
+  private fault: ModelStockError | undefined;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -158,7 +224,11 @@ class MmapSource implements TensorSource {
       const segmentStart = segment * this.segmentBytes;
       const segmentEnd = Math.min(segmentStart + this.segmentBytes, m.size);
       // A range across a segment boundary (rare) gets a view of its own.
-      if (from + length > segmentEnd) return this.addon.mapView(m, from, length);
+      if (from + length > segmentEnd) {
+        const stray = this.addon.mapView(m, from, length);
+        this.strays.set(t.file, [...(this.strays.get(t.file) ?? []), stray]);
+        return stray;
+      }
       let views = this.segments.get(t.file);
       if (views === undefined) this.segments.set(t.file, (views = []));
       let v = views[segment];
@@ -172,7 +242,19 @@ class MmapSource implements TensorSource {
 
   release(t: TensorInfo, byteStart: number, length: number): void {
     const m = this.maps.get(t.file);
-    if (m !== undefined && length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+    if (m === undefined) return;
+    if (length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
+    this.checkMapping(t.file, m, t.name);
+  }
+
+  check(): void {
+    if (this.fault !== undefined) throw this.fault;
+    for (const [file, m] of this.maps) this.checkMapping(file, m, undefined);
+  }
+
+  private checkMapping(file: string, m: NativeMapping, tensor: string | undefined): void {
+    const at = this.addon.mapFault(m);
+    if (at !== undefined) throw (this.fault ??= mappedReadError(file, at, tensor));
   }
 
   willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
@@ -185,33 +267,45 @@ class MmapSource implements TensorSource {
     this.release(t, byteStart, into.byteLength);
   }
 
+  /**
+   * Unmaps every input now, detaching every view it handed out (they read as empty afterwards): no
+   * mapping of an input outlives the merge waiting for a GC. The engine has settled every read, kernel
+   * and write that used them before the source is closed.
+   */
   async close(): Promise<void> {
     await this.hints.close();
-    for (const m of this.maps.values()) this.addon.unmap(m);
+    for (const [file, m] of this.maps) {
+      const views = [...(this.segments.get(file) ?? []), ...(this.strays.get(file) ?? [])];
+      this.addon.mapClose(
+        m,
+        views.filter((v) => v !== undefined),
+      );
+    }
     this.maps.clear();
     this.segments.clear();
+    this.strays.clear();
   }
 }
 
 /**
  * The source for `mode`; `auto` → mmap when the addon loads, else fs. `threads` bounds the parallel
- * reads of `pread` (default 0: all cores); `segmentBytes` (tests) sets the size of the mmap source's
- * segment views.
+ * reads of `pread` (default 0: all cores); `signal` stops reads between chunks (CANCELLED);
+ * `segmentBytes` (tests) sets the size of the mmap source's segment views.
  */
 export function openTensorSource(
   mode: IoMode,
-  opts: { threads?: number; segmentBytes?: number } = {},
+  opts: { threads?: number; segmentBytes?: number; signal?: AbortSignal } = {},
 ): TensorSource {
   const loaded = loadNativeAddon();
-  if (mode === 'fs') return new FsSource(loaded.addon);
+  if (mode === 'fs') return new FsSource(loaded.addon, opts.signal);
   if (loaded.addon === undefined) {
-    if (mode === 'auto') return new FsSource(undefined);
+    if (mode === 'auto') return new FsSource(undefined, opts.signal);
     throw new ModelStockError(
       'BACKEND_UNAVAILABLE',
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,
     );
   }
   return mode === 'pread'
-    ? new PreadSource(loaded.addon, opts.threads ?? 0)
+    ? new PreadSource(loaded.addon, opts.threads ?? 0, opts.signal)
     : new MmapSource(loaded.addon, opts.segmentBytes);
 }

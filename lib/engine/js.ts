@@ -6,6 +6,7 @@ import {
   encodeF16FromF64,
   type FloatArray,
 } from '../math/codec';
+import { throwIfCancelled } from '../errors';
 import { gramSize } from '../math/gram';
 import { accumulateGram, interpolateUnits } from '../math/kernels';
 import {
@@ -14,6 +15,7 @@ import {
   type Backend,
   type BackendCapacity,
   type BackendInfo,
+  type BackendOptions,
   type TensorSession,
   type TensorSpec,
   type TensorWindow,
@@ -109,6 +111,7 @@ class JsSession implements TensorSession {
   constructor(
     readonly spec: TensorSpec,
     private readonly scratchPool: Scratch[],
+    private readonly signal: AbortSignal | undefined,
   ) {
     this.gram_ = new Float64Array(unitsOf(spec) * gramSize(spec.dtypes.length - 1));
     this.wide = spec.dtypes.includes('F64');
@@ -127,6 +130,7 @@ class JsSession implements TensorSession {
       const models: FloatArray[] = new Array<FloatArray>(inputs.length - 1);
       let sinceYield = 0;
       for (let start = 0; start < window.count; start += CHUNK) {
+        throwIfCancelled(this.signal, `tensor "${this.spec.name}"`);
         const n = Math.min(CHUNK, window.count - start);
         const base = scratch.decode(inputs[0]!, dtypes[0]!, start, n, this.wide, 0);
         for (let i = 0; i < models.length; i++)
@@ -180,6 +184,8 @@ export class JsBackend implements Backend {
   readonly name = 'js' as const;
   private readonly scratchPool: Scratch[] = [];
 
+  constructor(private readonly options: BackendOptions = {}) {}
+
   info(): BackendInfo {
     return { name: 'js', isa: 'js', threads: 1, device: cpuDevice() };
   }
@@ -199,7 +205,7 @@ export class JsBackend implements Backend {
   }
 
   openTensor(spec: TensorSpec): TensorSession {
-    return new JsSession(spec, this.scratchPool);
+    return new JsSession(spec, this.scratchPool, this.options.signal);
   }
 
   async dispose(): Promise<void> {

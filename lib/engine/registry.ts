@@ -2,6 +2,7 @@ import { ModelStockError } from '../errors';
 import type { BackendChoice } from '../types';
 import type { Backend, BackendName, BackendOptions } from './backend';
 import { checked } from './checked';
+import { CudaBackend, cudaUnavailable } from './cuda/backend';
 import { JsBackend } from './js';
 import { NativeBackend } from './native/backend';
 import { loadNativeAddon } from './native/loader';
@@ -38,15 +39,11 @@ registerBackend({
   },
   create: (options) => new NativeBackend(options),
 });
-registerBackend({ name: 'js', unavailable: () => [], create: () => new JsBackend() });
+registerBackend({ name: 'js', unavailable: () => [], create: (options) => new JsBackend(options) });
 registerBackend({
   name: 'cuda',
-  unavailable: () => [
-    'the CUDA backend is not built in this version of model-stock; use --backend native or js',
-  ],
-  create: () => {
-    throw new ModelStockError('BACKEND_UNAVAILABLE', 'the CUDA backend is not built in this version');
-  },
+  unavailable: cudaUnavailable,
+  create: (options) => new CudaBackend(options),
 });
 
 /**

@@ -2,6 +2,7 @@ import type { MergeStep, Plan, PlanStep } from '../plan/plan';
 import type { TensorReport } from '../types';
 import { Arena } from './arena';
 import { floatSize } from '../dtype';
+import { throwIfCancelled } from '../errors';
 import { inputsOf, mergedBytes, settleAll, type EngineOptions, type StepContext } from './context';
 import { copyBaseTail, copyTensor } from './copy';
 import { mergeWhole } from './whole';
@@ -102,6 +103,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
       opts.onWarning?.(m);
     },
     negative: [],
+    checkCancelled: () => throwIfCancelled(opts.signal, 'the merge'),
   };
 
   /** Starts reading step `index`'s inputs into `slot` (or cuts views of mapped files: no copy). */
@@ -135,6 +137,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
       const step = steps[k]!;
       const slot = slots[k % 2]!;
       const other = slots[(k + 1) % 2]!;
+      ctx.checkCancelled();
       progress(step.name);
       if (step.action === 'copy') {
         await slot.writing;

@@ -34,6 +34,7 @@ export async function mergeWindowed(
 
   /** The inputs' bytes of elements [first, first + count), and a release for when they are used. */
   const read = async (first: number, count: number): Promise<Uint8Array[]> => {
+    ctx.checkCancelled();
     arena.reset();
     const views = await settleAll(
       tensors.map((t, i) => acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!)),
@@ -53,12 +54,14 @@ export async function mergeWindowed(
       const inputs = await read(first, count);
       await session.gram({ firstElement: first, count, inputs });
       release(first, inputs);
+      progress(step.name);
     }
     const gram = await session.gramResult();
     await checkFinite(step, gram, modelLabel, async (visit) => {
       for (let first = 0; first < step.mergedNumel; first += w) {
         const count = Math.min(w, step.mergedNumel - first);
         for (let i = 0; i < tensors.length; i++) {
+          ctx.checkCancelled();
           arena.reset();
           const t = tensors[i]!;
           const view = await acquire(source, arena, t, first * sizes[i]!, count * sizes[i]!);
@@ -71,6 +74,7 @@ export async function mergeWindowed(
     if (sink === undefined) return report;
     for (let first = 0; first < step.mergedNumel; first += w) {
       const count = Math.min(w, step.mergedNumel - first);
+      ctx.checkCancelled();
       const held = session.holds(first, count);
       arena.reset();
       const inputs = held ? undefined : await read(first, count);
@@ -78,6 +82,7 @@ export async function mergeWindowed(
       await session.interpolate({ firstElement: first, count, inputs }, t, out);
       if (inputs !== undefined) release(first, inputs);
       await sink.write(step.name, first * outSize, out);
+      progress(step.name);
     }
   } finally {
     await session.close();

@@ -14,7 +14,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { ModelStockError } from '../errors';
-import { cancelled } from './lock';
+import { cancelledError as cancelled } from '../errors';
 import type { HubSettings } from './settings';
 
 export interface RepoFile {

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadNativeAddon } from '../engine/native/loader';
-import { ModelStockError } from '../errors';
+import { cancelledError as cancelled } from '../errors';
 
 /** Python's filelock logs every 10 s while it waits; we warn once at that point. */
 const WAIT_WARNING_MS = 10_000;
@@ -17,11 +17,6 @@ const POLL_MS = 100;
 function lockFunction(): ((fd: number) => boolean) | undefined {
   const addon = loadNativeAddon().addon;
   return addon === undefined ? undefined : (fd) => addon.lockFile(fd);
-}
-
-export function cancelled(signal: AbortSignal | undefined, what: string): ModelStockError {
-  const reason: unknown = signal?.reason;
-  return new ModelStockError('CANCELLED', `${what}: cancelled`, { cause: reason });
 }
 
 /**

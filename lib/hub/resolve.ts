@@ -12,7 +12,8 @@ import { INDEX_FILE } from '../safetensors/checkpoint';
 import { findCachedSnapshot, linkPointer, lockPath, storageFolder, writeRef } from './cache';
 import { HubClient, HubRequestError, type RepoFile, type RevisionInfo } from './client';
 import { SIDE_FILES, chooseWeights, indexShards } from './files';
-import { cancelled, withFileLock } from './lock';
+import { withFileLock } from './lock';
+import { cancelledError as cancelled } from '../errors';
 import { classifyRef, loraError, type HubModelId } from './reference';
 import { hubSettings, type HubOptions, type HubSettings } from './settings';
 

@@ -1,8 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FloatDType, TORCH_DTYPE } from '../dtype';
-import type { MergeReport } from '../types';
-import { syncPath, writeFileSynced } from './atomic';
+import type { MergeReport, TensorReport } from '../types';
+import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
+import { copyFileSynced, writeFileSynced } from './atomic';
+import { onPath } from './fsops';
 
 /** Files that hold weights (in any format) or that we write ourselves: never copied from the base. */
 const SKIP = [
@@ -41,7 +43,7 @@ export async function copyBaseFiles(
     if (!isFile) continue;
     const to = path.join(outDir, e.name);
     if (e.name === 'config.json' && outDtype !== undefined) {
-      const text = await fs.promises.readFile(from, 'utf8');
+      const text = await onPath(from, 'cannot read', () => fs.promises.readFile(from, 'utf8'));
       let config: unknown;
       try {
         config = JSON.parse(text);
@@ -55,8 +57,7 @@ export async function copyBaseFiles(
         continue;
       }
     }
-    await fs.promises.copyFile(from, to, fs.constants.COPYFILE_EXCL);
-    if (fsync) await syncPath(to);
+    await copyFileSynced(from, to, fsync);
     copied.push(e.name);
   }
   return copied;
@@ -66,12 +67,36 @@ const fmt = (x: number | undefined): string => (x === undefined ? '–' : x.toFi
 
 /** A short model card: what was merged, how, and where the per-tensor numbers are. */
 export function modelCard(report: MergeReport, configYaml: string): string {
-  const merged = report.tensors.filter((t) => t.action === 'merge');
-  const copied = report.tensors.filter((t) => t.action === 'copy');
-  const ts = merged.map((t) => t.t ?? t.tStats?.mean).filter((x): x is number => x !== undefined);
-  const min = ts.length > 0 ? Math.min(...ts) : undefined;
-  const max = ts.length > 0 ? Math.max(...ts) : undefined;
-  const mean = ts.length > 0 ? ts.reduce((a, b) => a + b, 0) / ts.length : undefined;
+  return runSync(modelCardSteps(report, configYaml));
+}
+
+/** `modelCard` in slices of a few ms: it walks every tensor of the report. */
+export function modelCardSliced(report: MergeReport, configYaml: string): Promise<string> {
+  return runSliced(modelCardSteps(report, configYaml));
+}
+
+function* modelCardSteps(report: MergeReport, configYaml: string): Sliced<string> {
+  // A loop, not Math.min(...ts): spreading a million arguments overflows the stack.
+  let merged = 0;
+  let copied = 0;
+  let count = 0;
+  let sum = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < report.tensors.length; i++) {
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const tensor = report.tensors[i] as TensorReport;
+    if (tensor.action === 'copy') copied++;
+    if (tensor.action !== 'merge') continue;
+    merged++;
+    const t = tensor.t ?? tensor.tStats?.mean;
+    if (t === undefined) continue;
+    count++;
+    sum += t;
+    min = Math.min(min, t);
+    max = Math.max(max, t);
+  }
+  const mean = count > 0 ? sum / count : undefined;
   return `---
 tags:
 - merge
@@ -85,8 +110,8 @@ combining the pairwise cosines by \`${report.theta}\`.
 
 - base: \`${report.base}\`
 - fine-tuned: ${report.models.map((m) => `\`${m}\``).join(', ')}
-- tensors: ${merged.length} merged, ${copied.length} copied from the base
-- interpolation ratio t over merged tensors: min ${fmt(min)}, mean ${fmt(mean)}, max ${fmt(max)}
+- tensors: ${merged} merged, ${copied} copied from the base
+- interpolation ratio t over merged tensors: min ${fmt(count > 0 ? min : undefined)}, mean ${fmt(mean)}, max ${fmt(count > 0 ? max : undefined)}
 - backend: ${report.backend.name} (${report.backend.isa})
 
 Per-tensor cosines and ratios are in \`model_stock_report.json\`.

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
 import type { Checkpoint } from '../safetensors/types';
-import { syncPath, writeFileSynced } from './atomic';
+import { copyFileSynced, writeFileSynced } from './atomic';
+import { onPath } from './fsops';
 
 /** The files that make up a Hugging Face tokenizer (transformers' names, mergekit's copy list). */
 export const TOKENIZER_FILES: readonly string[] = [
@@ -186,12 +187,12 @@ export function checkTokenizerSource(o: {
 export async function copyTokenizer(sourceDir: string, outDir: string, fsync: boolean): Promise<string[]> {
   const copied: string[] = [];
   for (const name of TOKENIZER_FILES) {
-    await fs.promises.rm(path.join(outDir, name), { force: true });
+    const to = path.join(outDir, name);
+    await onPath(to, 'cannot remove', () => fs.promises.rm(to, { force: true }));
     const from = path.join(sourceDir, name);
     const st = await fs.promises.stat(from).catch(() => undefined);
     if (st === undefined || !st.isFile()) continue;
-    await fs.promises.copyFile(from, path.join(outDir, name), fs.constants.COPYFILE_EXCL);
-    if (fsync) await syncPath(path.join(outDir, name));
+    await copyFileSynced(from, to, fsync);
     copied.push(name);
   }
   return copied;
@@ -237,7 +238,7 @@ export async function writeChatTemplate(
     }
     const updated = { ...(doc as Record<string, unknown>), chat_template: template };
     // writeFileSynced writes in place: the file is our own copy in the staging folder.
-    await fs.promises.rm(file);
+    await onPath(file, 'cannot remove', () => fs.promises.rm(file));
     await writeFileSynced(file, JSON.stringify(updated, null, 2) + '\n', fsync);
     return true;
   };
@@ -250,7 +251,7 @@ export async function writeChatTemplate(
       () => false,
     )
   ) {
-    await fs.promises.rm(jinja);
+    await onPath(jinja, 'cannot remove', () => fs.promises.rm(jinja));
     await writeFileSynced(jinja, template, fsync);
   }
   return wrote

@@ -2,6 +2,8 @@ import { DType, FloatDType, dtypeBits, isCopyDType, isMergeableDType } from '../
 import { ModelStockError } from '../errors';
 import type { Checkpoint, TensorInfo } from '../safetensors/types';
 import { embeddingRole, type ModelConfig } from './embeddings';
+import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
 
 /**
  * Layer traversal: one decision per base tensor, made before any byte is written, so a bad input
@@ -108,6 +110,19 @@ const TIED = 'a model that saves no output head ties it to its input embedding (
 const fmtShape = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
 export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: PlanOptions): Plan {
+  return runSync(planSteps(base, models, opts));
+}
+
+/** `makePlan` in slices of a few ms: a million-tensor plan would otherwise hold the event loop. */
+export function makePlanSliced(
+  base: Checkpoint,
+  models: readonly Checkpoint[],
+  opts: PlanOptions,
+): Promise<Plan> {
+  return runSliced(planSteps(base, models, opts));
+}
+
+function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanOptions): Sliced<Plan> {
   const label = opts.modelLabel ?? ((i: number) => models[i]?.path ?? `model ${i + 1}`);
   if (models.length < 2) {
     throw new ModelStockError(
@@ -115,12 +130,14 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       `Model Stock needs at least 2 fine-tuned models, got ${models.length}`,
     );
   }
-  const steps: PlanStep[] = [];
-  const warnings: string[] = [];
+  const steps = new ChunkedList<PlanStep>();
+  const warnings = new ChunkedList<string>();
   let inputBytes = 0;
   let outputBytes = 0;
 
-  for (const name of base.order) {
+  for (let k = 0; k < base.order.length; k++) {
+    if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const name = base.order[k] as string;
     const b = base.tensors.get(name) as TensorInfo;
     if (isCopyDType(b.dtype)) {
       steps.push({
@@ -145,11 +162,11 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
     const inputs: TensorInfo[] = [];
     const modelIndices: number[] = [];
     const missing: number[] = [];
-    models.forEach((m, i) => {
-      const t = m.tensors.get(name);
+    for (let i = 0; i < models.length; i++) {
+      const t = (models[i] as Checkpoint).tensors.get(name);
       if (t === undefined) {
         missing.push(i);
-        return;
+        continue;
       }
       const vocabOnly = sameButFirst(t.shape, b.shape) && embeddingRole(name, opts.config) !== undefined;
       if (!sameShape(t.shape, b.shape) && !vocabOnly) {
@@ -168,7 +185,7 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
       }
       inputs.push(t);
       modelIndices.push(i);
-    });
+    }
     const numel = numelOf(b.shape);
     const vocab = [b, ...inputs].map((t) => t.shape[0] ?? 1);
     const mergedRows = Math.min(...vocab);
@@ -245,27 +262,36 @@ export function makePlan(base: Checkpoint, models: readonly Checkpoint[], opts: 
     outputBytes += outByteLength;
   }
 
-  const droppedMap = new Map<string, number[]>();
-  models.forEach((m, i) => {
-    for (const name of m.order) {
+  const droppedMap = new ChunkedMap<number[]>();
+  for (let i = 0; i < models.length; i++) {
+    const order = (models[i] as Checkpoint).order;
+    for (let k = 0; k < order.length; k++) {
+      if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      const name = order[k] as string;
       if (base.tensors.has(name)) continue;
-      const list = droppedMap.get(name) ?? [];
-      list.push(i);
-      droppedMap.set(name, list);
+      const list = droppedMap.get(name);
+      if (list === undefined) droppedMap.set(name, [i]);
+      else list.push(i);
     }
-  });
-  const dropped: DroppedTensor[] = [...droppedMap].map(([name, idx]) => {
-    const first = models[idx[0] as number]!.tensors.get(name) as TensorInfo;
-    const tiedHead = embeddingRole(name, opts.config) === 'output-head';
-    const declared =
-      opts.config?.tieWordEmbeddings === true ? ', its config.json sets tie_word_embeddings' : '';
-    const reason = tiedHead
-      ? `the base has no ${name} (${TIED}${declared}): the output follows the base`
-      : 'not in the base';
-    return { name, models: idx, reason, dtype: first.dtype, shape: first.shape };
-  });
-  for (const d of dropped) {
-    warnings.push(`${d.name}: ${d.reason}, left out (present in ${d.models.map(label).join(', ')})`);
   }
-  return { steps, dropped, warnings, inputBytes, outputBytes };
+  const dropped = new ChunkedList<DroppedTensor>();
+  const declared =
+    opts.config?.tieWordEmbeddings === true ? ', its config.json sets tie_word_embeddings' : '';
+  for (const [name, idx] of droppedMap) {
+    if (dropped.length % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const first = models[idx[0] as number]!.tensors.get(name) as TensorInfo;
+    const reason =
+      embeddingRole(name, opts.config) === 'output-head'
+        ? `the base has no ${name} (${TIED}${declared}): the output follows the base`
+        : 'not in the base';
+    dropped.push({ name, models: idx, reason, dtype: first.dtype, shape: first.shape });
+    warnings.push(`${name}: ${reason}, left out (present in ${idx.map(label).join(', ')})`);
+  }
+  return {
+    steps: yield* steps.toArray(),
+    dropped: yield* dropped.toArray(),
+    warnings: yield* warnings.toArray(),
+    inputBytes,
+    outputBytes,
+  };
 }

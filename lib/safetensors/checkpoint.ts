@@ -3,11 +3,13 @@
  * or a lone `*.safetensors` file) or a single `.safetensors` file. Every shard's header is validated
  * and cross-checked against the index before any tensor is read.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
 import { readSafetensorsFile } from './file';
-import { scanKeys } from './header';
+import { readIndexFile } from './indexFile';
+import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, sortIndices, type Sliced } from '../util/sliced';
 import type { Checkpoint, SafetensorsFile, TensorInfo } from './types';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -70,49 +72,7 @@ async function openSharded(dir: string, indexFile: string): Promise<Checkpoint> 
       tensor === undefined ? { file: indexFile } : { file: indexFile, tensor },
     );
 
-  let text: string;
-  try {
-    text = await readFile(indexFile, 'utf8');
-  } catch (cause) {
-    throw new ModelStockError('IO_ERROR', `cannot read: ${(cause as Error).message}`, {
-      file: indexFile,
-      cause,
-    });
-  }
-  let root: unknown;
-  try {
-    root = JSON.parse(text);
-  } catch (cause) {
-    throw new ModelStockError('INVALID_INDEX', `not valid JSON (${(cause as Error).message})`, {
-      file: indexFile,
-      cause,
-    });
-  }
-  const dup = scanKeys(text).duplicate;
-  if (dup !== undefined) {
-    throw new ModelStockError('DUPLICATE_KEY', `key "${dup.key}" appears more than once in the index`, {
-      file: indexFile,
-    });
-  }
-  if (!isPlainObject(root) || !isPlainObject(root['weight_map'])) {
-    throw fail('must be a JSON object with a "weight_map" object');
-  }
-
-  const weightMap = new Map<string, string>();
-  // shard → the first tensor the index puts there, to name in errors about the shard.
-  const shardNames = new Map<string, string>();
-  for (const [tensor, shard] of Object.entries(root['weight_map'])) {
-    if (typeof shard !== 'string')
-      throw fail(`weight_map value must be a file name, found ${typeof shard}`, tensor);
-    // Shards must be plain file names inside the folder: an index must not reach elsewhere on disk.
-    if (shard === '' || shard === '.' || shard === '..' || /[/\\]/.test(shard) || shard.includes('..')) {
-      throw fail(`shard name ${JSON.stringify(shard)} is not a plain file name inside the folder`, tensor);
-    }
-    weightMap.set(tensor, shard);
-    if (!shardNames.has(shard)) shardNames.set(shard, tensor);
-  }
-  if (shardNames.size === 0) throw fail('weight_map names no tensor');
-
+  const { weightMap, shards: shardNames } = await readIndexFile(indexFile);
   // Sorted names: HF's model-0000i-of-0000n names then sort in shard order.
   const shards = [...shardNames.keys()].sort();
   const files: SafetensorsFile[] = [];
@@ -124,8 +84,19 @@ async function openSharded(dir: string, indexFile: string): Promise<Checkpoint> 
     files.push(await readSafetensorsFile(file));
   }
 
-  const checkpoint = assemble(dir, dir, files, indexFile);
+  const checkpoint = await assemble(dir, dir, files, indexFile);
+  await runSliced(crossCheck(checkpoint, weightMap, fail));
+  return checkpoint;
+}
+
+function* crossCheck(
+  checkpoint: Checkpoint,
+  weightMap: ReadonlyMap<string, string>,
+  fail: (message: string, tensor?: string) => ModelStockError,
+): Sliced<void> {
+  let i = 0;
   for (const [tensor, shard] of weightMap) {
+    if (++i % CHECK_EVERY === 0) yield;
     const info = checkpoint.tensors.get(tensor);
     if (info === undefined) throw fail(`weight_map puts it in "${shard}", which does not hold it`, tensor);
     if (path.basename(info.file) !== shard) {
@@ -133,11 +104,11 @@ async function openSharded(dir: string, indexFile: string): Promise<Checkpoint> 
     }
   }
   for (const info of checkpoint.tensors.values()) {
+    if (++i % CHECK_EVERY === 0) yield;
     if (!weightMap.has(info.name)) {
       throw fail(`is in "${path.basename(info.file)}" but not in weight_map`, info.name);
     }
   }
-  return checkpoint;
 }
 
 /** Files in shard order; each file's tensors are put in data-offset order. */
@@ -146,11 +117,29 @@ function assemble(
   dir: string,
   files: readonly SafetensorsFile[],
   indexFile: string | undefined,
-): Checkpoint {
-  const tensors = new Map<string, TensorInfo>();
-  const order: string[] = [];
+): Promise<Checkpoint> {
+  return runSliced(assembleSteps(target, dir, files, indexFile));
+}
+
+function* assembleSteps(
+  target: string,
+  dir: string,
+  files: readonly SafetensorsFile[],
+  indexFile: string | undefined,
+): Sliced<Checkpoint> {
+  const tensors = new ChunkedMap<TensorInfo>();
+  const order = new ChunkedList<string>();
   for (const f of files) {
-    for (const t of [...f.tensors].sort((a, b) => a.offset - b.offset)) {
+    const offsets = new Float64Array(f.tensors.length);
+    f.tensors.forEach((t, i) => (offsets[i] = t.offset));
+    yield;
+    const byOffset = yield* sortIndices(
+      offsets.length,
+      (a, b) => (offsets[a] as number) - (offsets[b] as number),
+    );
+    for (let k = 0; k < byOffset.length; k++) {
+      if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      const t = f.tensors[byOffset[k] as number] as TensorInfo;
       const other = tensors.get(t.name);
       if (other !== undefined) {
         throw new ModelStockError('DUPLICATE_KEY', `is in both ${other.file} and ${t.file}`, {
@@ -166,9 +155,10 @@ function assemble(
     path: target,
     dir,
     files: files.map((f) => f.file),
+    identities: new Map(files.map((f) => [f.file, f.identity])),
     indexFile,
     tensors,
-    order,
+    order: yield* order.toArray(),
     // HF writes the same __metadata__ into every shard; the first shard's speaks for the model.
     metadata: files[0]?.metadata,
   };
@@ -180,8 +170,4 @@ async function isFile(p: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

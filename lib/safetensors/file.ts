@@ -5,7 +5,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { parseHeader } from './header';
+import { parseHeaderSliced } from './header';
+import { identityOf } from './identity';
 import type { SafetensorsFile } from './types';
 
 /** The reference crate's MAX_HEADER_SIZE: a bigger header is refused before it is read. */
@@ -21,7 +22,10 @@ export async function readSafetensorsFile(file: string): Promise<SafetensorsFile
     throw ioError(abs, 'cannot open', cause);
   }
   try {
-    const fileSize = await stage(abs, 'cannot stat', async () => (await handle.stat()).size);
+    const identity = await stage(abs, 'cannot stat', async () =>
+      identityOf(await handle.stat({ bigint: true })),
+    );
+    const fileSize = Number(identity.size);
     if (fileSize < LENGTH_PREFIX) {
       throw new ModelStockError(
         'HEADER_TOO_SMALL',
@@ -53,8 +57,8 @@ export async function readSafetensorsFile(file: string): Promise<SafetensorsFile
 
     const header = new Uint8Array(headerLength);
     await stage(abs, 'cannot read the header', () => readFully(handle, header, LENGTH_PREFIX));
-    const { tensors, metadata } = parseHeader(header, abs, fileSize, dataStart);
-    return { file: abs, fileSize, dataStart, tensors, metadata };
+    const { tensors, metadata } = await parseHeaderSliced(header, abs, fileSize, dataStart);
+    return { file: abs, fileSize, identity, dataStart, tensors, metadata };
   } finally {
     await handle.close().catch(() => undefined);
   }

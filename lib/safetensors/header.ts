@@ -8,9 +8,19 @@
  * - extra keys in a tensor entry: the crate's `TensorInfo` does not deny unknown fields; we do
  *   (INVALID_HEADER), so a typo such as `data_offset` cannot pass unnoticed;
  * - a UTF-8 byte-order mark is kept (not stripped) so it fails JSON parsing, as in serde_json.
+ *
+ * A header may be 100 MB (1.5M tensors): it is parsed by lib/safetensors/json.ts and checked in
+ * slices, entries as they are parsed, so the event loop keeps turning (JSON.parse of such a header
+ * held it for 12 s). The order in which rules speak is the whole-text order of the reference: a
+ * syntax error anywhere, then a non-object, then a duplicate key anywhere, then the first entry (in
+ * text order) that breaks a rule, then offsets and sizes in data order.
  */
+import { isUtf8 } from 'node:buffer';
 import { ModelStockError, type ErrorCode } from '../errors';
-import { dtypeBits, isKnownDType, type DType } from '../dtype';
+import { DTYPE_BITS, DTYPE_SIZES, dtypeBits, isKnownDType, type DType } from '../dtype';
+import { ChunkedList } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, runSync, sortIndices, type Sliced } from '../util/sliced';
+import { JsonObject, JsonSyntaxError, parseJson, type JsonValue } from './json';
 import type { TensorInfo } from './types';
 
 export interface ParsedHeader {
@@ -21,10 +31,13 @@ export interface ParsedHeader {
 
 const METADATA_KEY = '__metadata__';
 const ENTRY_KEYS = ['dtype', 'shape', 'data_offsets'] as const;
+/** Strings a header repeats for every tensor: shared rather than held once per tensor. */
+const HEADER_WORDS = [METADATA_KEY, ...ENTRY_KEYS, ...Object.keys(DTYPE_SIZES), ...Object.keys(DTYPE_BITS)];
 
 /**
  * Validates the header bytes of `file` (the N bytes after the length prefix). `fileSize` and
  * `dataStart` (8 + N) let it check that the data section ends exactly at the end of the file.
+ * Synchronous: for headers read from disk, `parseHeaderSliced` gives the event loop turns.
  */
 export function parseHeader(
   json: Uint8Array,
@@ -32,32 +45,84 @@ export function parseHeader(
   fileSize: number,
   dataStart: number,
 ): ParsedHeader {
+  return runSync(headerSteps(json, file, fileSize, dataStart));
+}
+
+/** `parseHeader` in slices of a few ms, so that a 100 MB header does not stall the event loop. */
+export function parseHeaderSliced(
+  json: Uint8Array,
+  file: string,
+  fileSize: number,
+  dataStart: number,
+): Promise<ParsedHeader> {
+  return runSliced(headerSteps(json, file, fileSize, dataStart));
+}
+
+function* headerSteps(
+  json: Uint8Array,
+  file: string,
+  fileSize: number,
+  dataStart: number,
+): Sliced<ParsedHeader> {
   const fail = (code: ErrorCode, message: string, tensor?: string) =>
     new ModelStockError(code, message, tensor === undefined ? { file } : { file, tensor });
 
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(json);
-  } catch (cause) {
-    throw new ModelStockError('INVALID_HEADER_UTF8', 'header is not valid UTF-8', { file, cause });
+  if (!(yield* isValidUtf8(json))) {
+    throw new ModelStockError('INVALID_HEADER_UTF8', 'header is not valid UTF-8', { file });
   }
 
-  let root: unknown;
+  // Entries are validated as the parser hands them over, but their errors wait: a syntax error or a
+  // duplicate key anywhere in the text outranks them, as when the whole text was parsed first.
+  // Of the member errors, the first in text order wins.
+  const tensors = new ChunkedList<TensorInfo>();
+  let members = 0;
+  let entryError: { member: number; error: ModelStockError } | undefined;
+  let metadataMember: { member: number; value: JsonValue } | undefined;
+  const record = (member: number, name: string, checked: CheckedEntry | ModelStockError): void => {
+    if (checked instanceof ModelStockError) {
+      entryError = { member, error: checked };
+      return;
+    }
+    tensors.push({
+      name,
+      dtype: checked.dtype,
+      shape: checked.shape,
+      offset: dataStart + checked.begin,
+      byteLength: checked.end - checked.begin,
+      file,
+    });
+  };
+  const onMember = (name: string, value: JsonValue): Sliced<void> | void => {
+    const member = members++;
+    if (entryError !== undefined) return;
+    if (name === METADATA_KEY) {
+      // Checked after the parse, in slices: __metadata__ may hold a million strings.
+      metadataMember ??= { member, value };
+      return;
+    }
+    const shape = value instanceof JsonObject ? value.get('shape') : undefined;
+    if (Array.isArray(shape) && shape.length > LONG_SHAPE) {
+      return (function* () {
+        record(member, name, yield* checkLongEntry(name, value, shape, fail));
+      })();
+    }
+    record(member, name, checkEntry(name, value, fail, true));
+  };
+
+  let parsed;
   try {
-    root = JSON.parse(text);
+    parsed = yield* parseJson(json, { onTopLevelMember: onMember, intern: HEADER_WORDS });
   } catch (cause) {
-    throw new ModelStockError('INVALID_HEADER', `header is not valid JSON (${(cause as Error).message})`, {
+    if (!(cause instanceof JsonSyntaxError)) throw cause;
+    throw new ModelStockError('INVALID_HEADER', `header is not valid JSON (${cause.message})`, {
       file,
       cause,
     });
   }
-  if (!isPlainObject(root)) {
+  const { root, duplicate: dup } = parsed;
+  if (!(root instanceof JsonObject)) {
     throw fail('INVALID_HEADER', `header must be a JSON object, found ${describe(root)}`);
   }
-
-  // JSON.parse keeps the last of duplicate keys without a word; look at the text itself.
-  const scan = scanKeys(text);
-  const dup = scan.duplicate;
   if (dup !== undefined) {
     const [first] = dup.within;
     if (first === undefined) {
@@ -69,111 +134,55 @@ export function parseHeader(
   }
 
   let metadata: Record<string, string> | undefined;
-  const entries: { name: string; dtype: DType; shape: number[]; begin: number; end: number }[] = [];
-  for (const name of scan.topLevel) {
-    const value = root[name];
-    if (name === METADATA_KEY) {
-      metadata = parseMetadata(value, fail);
-      continue;
-    }
-    if (!isPlainObject(value)) {
-      throw fail('INVALID_HEADER', `entry must be an object, found ${describe(value)}`, name);
-    }
-    for (const key of ENTRY_KEYS) {
-      if (!Object.prototype.hasOwnProperty.call(value, key)) {
-        throw fail('INVALID_HEADER', `entry has no "${key}"`, name);
-      }
-    }
-    const extra = Object.keys(value).filter((k) => !(ENTRY_KEYS as readonly string[]).includes(k));
-    if (extra.length > 0) {
-      throw fail(
-        'INVALID_HEADER',
-        `unexpected key(s) ${extra.map((k) => `"${k}"`).join(', ')} in entry`,
-        name,
-      );
-    }
-
-    const dtype = value['dtype'];
-    if (typeof dtype !== 'string') {
-      throw fail('INVALID_HEADER', `dtype must be a string, found ${describe(dtype)}`, name);
-    }
-    if (!isKnownDType(dtype)) {
-      throw fail('UNKNOWN_DTYPE', `unknown dtype ${JSON.stringify(dtype)}`, name);
-    }
-
-    const shape = value['shape'];
-    if (!Array.isArray(shape) || !shape.every(isNonNegativeSafeInteger)) {
-      throw fail(
-        'INVALID_SHAPE',
-        `shape must be an array of non-negative integers, found ${clip(shape)}`,
-        name,
-      );
-    }
-
-    const offsets = value['data_offsets'];
-    if (
-      !Array.isArray(offsets) ||
-      offsets.length !== 2 ||
-      !offsets.every(isNonNegativeSafeInteger) ||
-      (offsets[0] as number) > (offsets[1] as number)
-    ) {
-      throw fail(
-        'INVALID_OFFSETS',
-        `data_offsets must be [begin, end] with 0 <= begin <= end, found ${clip(offsets)}`,
-        name,
-      );
-    }
-    entries.push({
-      name,
-      dtype,
-      shape: shape as number[],
-      begin: offsets[0] as number,
-      end: offsets[1] as number,
-    });
+  if (
+    metadataMember !== undefined &&
+    (entryError === undefined || metadataMember.member < entryError.member)
+  ) {
+    metadata = yield* parseMetadata(metadataMember.value, fail);
   }
+  if (entryError !== undefined) throw entryError.error;
 
   // The crate sorts by (begin, end) and requires each tensor to start where the previous one ended,
   // starting at 0: this rules out gaps (hidden bytes) and overlaps (aliased tensors) alike.
-  const byOffset = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  const count = tensors.length;
+  const begins = new Float64Array(count);
+  const ends = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const t = tensors.get(i);
+    const begin = t.offset - dataStart;
+    begins[i] = begin;
+    ends[i] = begin + t.byteLength;
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+  }
+  const byOffset = yield* sortIndices(
+    count,
+    (a, b) => (begins[a] as number) - (begins[b] as number) || (ends[a] as number) - (ends[b] as number),
+  );
   let expected = 0;
   let previous: string | undefined;
-  for (const e of byOffset) {
-    if (e.begin !== expected) {
+  for (let k = 0; k < byOffset.length; k++) {
+    if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const i = byOffset[k] as number;
+    const t = tensors.get(i);
+    const begin = begins[i] as number;
+    const end = ends[i] as number;
+    if (begin !== expected) {
       const after =
         previous === undefined ? 'the data section starts at 0' : `"${previous}" ends at ${expected}`;
-      const kind = e.begin > expected ? 'gap' : 'overlap';
+      const kind = begin > expected ? 'gap' : 'overlap';
       throw fail(
         'INVALID_OFFSET',
-        `data_offsets [${e.begin}, ${e.end}] begin at ${e.begin} but ${after} (${kind})`,
-        e.name,
+        `data_offsets [${begin}, ${end}] begin at ${begin} but ${after} (${kind})`,
+        t.name,
       );
     }
-    expected = e.end;
-    previous = e.name;
-
-    // BigInt: a shape such as [2**40, 2**40] overflows doubles silently (the crate: ValidationOverflow).
-    const elements = e.shape.reduce((n, d) => n * BigInt(d), 1n);
-    const bits = elements * BigInt(dtypeBits(e.dtype));
-    const held = e.end - e.begin;
-    const shapeText = `${e.dtype} [${e.shape.join(', ')}]`;
-    if (bits % 8n !== 0n) {
-      throw fail(
-        'TENSOR_INVALID_INFO',
-        `${shapeText} is ${elements} elements × ${dtypeBits(e.dtype)} bits, not a whole number of bytes`,
-        e.name,
-      );
-    }
-    const needed = bits / 8n;
-    if (needed > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw fail('TENSOR_INVALID_INFO', `${shapeText} needs ${needed} bytes: the size overflows`, e.name);
-    }
-    if (BigInt(held) !== needed) {
-      throw fail(
-        'TENSOR_INVALID_INFO',
-        `data_offsets [${e.begin}, ${e.end}] hold ${held} bytes but ${shapeText} needs ${needed}`,
-        e.name,
-      );
-    }
+    expected = end;
+    previous = t.name;
+    const sizeError =
+      t.shape.length > LONG_SHAPE
+        ? yield* checkLongSize(t.dtype, t.shape, begin, end)
+        : checkSize(t.dtype, t.shape, begin, end);
+    if (sizeError !== undefined) throw fail('TENSOR_INVALID_INFO', sizeError, t.name);
   }
 
   // The last tensor must end exactly at the end of the file: no trailing bytes, no truncation.
@@ -185,37 +194,255 @@ export function parseHeader(
       `tensors end at data offset ${expected} but the data section holds ${dataBytes} bytes (${why})`,
     );
   }
-
-  return {
-    tensors: entries.map((e) => ({
-      name: e.name,
-      dtype: e.dtype,
-      shape: e.shape,
-      offset: dataStart + e.begin,
-      byteLength: e.end - e.begin,
-      file,
-    })),
-    metadata,
-  };
+  return { tensors: yield* tensors.toArray(), metadata };
 }
 
-function parseMetadata(
-  value: unknown,
-  fail: (code: 'INVALID_METADATA', message: string) => ModelStockError,
-): Record<string, string> | undefined {
+type Fail = (code: ErrorCode, message: string, tensor?: string) => ModelStockError;
+
+/** Shapes with more dimensions than this are checked in pieces, with checkpoints. */
+const LONG_SHAPE = 1 << 16;
+
+interface CheckedEntry {
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * One tensor entry's own rules, in the order the reference checks them; the error is returned.
+ * `checkDims` false leaves out the scan of the shape's dimensions (done in pieces for long shapes).
+ */
+function checkEntry(
+  name: string,
+  value: JsonValue,
+  fail: Fail,
+  checkDims: boolean,
+): CheckedEntry | ModelStockError {
+  if (!(value instanceof JsonObject)) {
+    return fail('INVALID_HEADER', `entry must be an object, found ${describe(value)}`, name);
+  }
+  for (const key of ENTRY_KEYS) {
+    if (!value.has(key)) return fail('INVALID_HEADER', `entry has no "${key}"`, name);
+  }
+  if (value.keys.length > ENTRY_KEYS.length) {
+    const extra = value.keys.filter((k) => !(ENTRY_KEYS as readonly string[]).includes(k));
+    return fail(
+      'INVALID_HEADER',
+      `unexpected key(s) ${extra
+        .slice(0, 8)
+        .map((k) => `"${clipText(k)}"`)
+        .join(', ')}${extra.length > 8 ? `, … (${extra.length})` : ''} in entry`,
+      name,
+    );
+  }
+
+  const dtype = value.get('dtype');
+  if (typeof dtype !== 'string') {
+    return fail('INVALID_HEADER', `dtype must be a string, found ${describe(dtype)}`, name);
+  }
+  if (!isKnownDType(dtype)) {
+    return fail('UNKNOWN_DTYPE', `unknown dtype ${clip(dtype)}`, name);
+  }
+
+  const shape = value.get('shape');
+  if (!Array.isArray(shape) || (checkDims && !shape.every(isNonNegativeSafeInteger))) {
+    return invalidShape(name, shape, fail);
+  }
+
+  const offsets = value.get('data_offsets');
+  if (
+    !Array.isArray(offsets) ||
+    offsets.length !== 2 ||
+    !offsets.every(isNonNegativeSafeInteger) ||
+    (offsets[0] as number) > (offsets[1] as number)
+  ) {
+    return fail(
+      'INVALID_OFFSETS',
+      `data_offsets must be [begin, end] with 0 <= begin <= end, found ${clip(offsets)}`,
+      name,
+    );
+  }
+  return { dtype, shape: shape as number[], begin: offsets[0] as number, end: offsets[1] as number };
+}
+
+/** checkEntry for a shape of millions of dimensions: the same rules in the same order. */
+function* checkLongEntry(
+  name: string,
+  value: JsonValue,
+  shape: JsonValue[],
+  fail: Fail,
+): Sliced<CheckedEntry | ModelStockError> {
+  const early = checkEntry(name, value, fail, false);
+  // Only the rule checked after the shape's can have spoken before the dimensions are scanned.
+  if (early instanceof ModelStockError && early.code !== 'INVALID_OFFSETS') return early;
+  for (let i = 0; i < shape.length; i++) {
+    if (!isNonNegativeSafeInteger(shape[i])) return invalidShape(name, shape, fail);
+    if (i % LONG_SHAPE === LONG_SHAPE - 1) yield;
+  }
+  return early;
+}
+
+function invalidShape(name: string, shape: JsonValue | undefined, fail: Fail): ModelStockError {
+  return fail('INVALID_SHAPE', `shape must be an array of non-negative integers, found ${clip(shape)}`, name);
+}
+
+/** Elements × bits must be whole bytes and exactly end − begin; the message when not. */
+function checkSize(dtype: DType, shape: readonly number[], begin: number, end: number): string | undefined {
+  const bits = dtypeBits(dtype);
+  // Doubles while the product stays exact, the usual case; exact integers past that.
+  let elements = 1;
+  for (const d of shape) {
+    elements *= d;
+    if (elements > Number.MAX_SAFE_INTEGER)
+      return sizeVerdict(dtype, shape, begin, end, exactElements(shape));
+  }
+  if (elements * bits > Number.MAX_SAFE_INTEGER) {
+    return sizeVerdict(dtype, shape, begin, end, exactElements(shape));
+  }
+  const total = elements * bits;
+  if (total % 8 !== 0) {
+    return `${shapeText(dtype, shape)} is ${elements} elements × ${bits} bits, not a whole number of bytes`;
+  }
+  if (end - begin !== total / 8) {
+    return `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${shapeText(dtype, shape)} needs ${total / 8}`;
+  }
+  return undefined;
+}
+
+function* checkLongSize(
+  dtype: DType,
+  shape: readonly number[],
+  begin: number,
+  end: number,
+): Sliced<string | undefined> {
+  const acc = newProduct();
+  for (let from = 0; from < shape.length; from += LONG_SHAPE) {
+    multiply(acc, shape, from, Math.min(shape.length, from + LONG_SHAPE));
+    yield;
+  }
+  return sizeVerdict(dtype, shape, begin, end, acc);
+}
+
+/**
+ * The element count as an exact integer, without BigInt products of thousands of factors (a shape of
+ * 10M twos would take minutes): dimensions of 1 change nothing, a 0 makes it 0, and past 64 factors
+ * of 2 or more the count is over 2^64, so only how many factors of 2 it has still matters (for
+ * sub-byte dtypes, whose sizes must come out in whole bytes).
+ */
+interface Product {
+  zero: boolean;
+  /** The product of the first MAX_FACTORS dimensions ≥ 2. */
+  value: bigint;
+  factors: number;
+  /** Factors of 2 in the whole product (capped: only ≥ 3 matters). */
+  twos: number;
+}
+
+const MAX_FACTORS = 64;
+
+function newProduct(): Product {
+  return { zero: false, value: 1n, factors: 0, twos: 0 };
+}
+
+function multiply(acc: Product, shape: readonly number[], from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const d = shape[i] as number;
+    if (d === 1) continue;
+    if (d === 0) {
+      acc.zero = true;
+      continue;
+    }
+    if (acc.factors < MAX_FACTORS) acc.value *= BigInt(d);
+    acc.factors++;
+    if (acc.twos < 8) for (let x = d; x % 2 === 0 && acc.twos < 8; x /= 2) acc.twos++;
+  }
+}
+
+function exactElements(shape: readonly number[]): Product {
+  const acc = newProduct();
+  multiply(acc, shape, 0, shape.length);
+  return acc;
+}
+
+/** The reference's three size rules, in its order, on an exact element count. */
+function sizeVerdict(
+  dtype: DType,
+  shape: readonly number[],
+  begin: number,
+  end: number,
+  p: Product,
+): string | undefined {
+  const bitsPer = dtypeBits(dtype);
+  const held = end - begin;
+  if (p.factors > MAX_FACTORS && !p.zero) {
+    // Over 2^64 elements: too many to print, and far over 2^53 bytes whatever the dtype.
+    const twosOfBits = p.twos + Math.log2(bitsPer & -bitsPer);
+    if (twosOfBits < 3) {
+      return `${shapeText(dtype, shape)} is over 2^64 elements × ${bitsPer} bits, not a whole number of bytes`;
+    }
+    return `${shapeText(dtype, shape)} needs over 2^53 bytes: the size overflows`;
+  }
+  const elements = p.zero ? 0n : p.value;
+  const bits = elements * BigInt(bitsPer);
+  if (bits % 8n !== 0n) {
+    return `${shapeText(dtype, shape)} is ${elements} elements × ${bitsPer} bits, not a whole number of bytes`;
+  }
+  const needed = bits / 8n;
+  if (needed > BigInt(Number.MAX_SAFE_INTEGER)) {
+    return `${shapeText(dtype, shape)} needs ${needed} bytes: the size overflows`;
+  }
+  if (BigInt(held) !== needed) {
+    return `data_offsets [${begin}, ${end}] hold ${held} bytes but ${shapeText(dtype, shape)} needs ${needed}`;
+  }
+  return undefined;
+}
+
+/** "F32 [2, 3]"; a shape of thousands of dimensions is shortened. */
+function shapeText(dtype: DType, shape: readonly number[]): string {
+  const dims =
+    shape.length > 16 ? `${shape.slice(0, 16).join(', ')}, … (${shape.length} dimensions)` : shape.join(', ');
+  return `${dtype} [${dims}]`;
+}
+
+function* parseMetadata(value: JsonValue, fail: Fail): Sliced<Record<string, string> | undefined> {
   // The crate's `Option<HashMap<String, String>>` reads `null` as absent.
   if (value === null) return undefined;
-  if (!isPlainObject(value)) {
+  if (!(value instanceof JsonObject)) {
     throw fail('INVALID_METADATA', `__metadata__ must be an object of strings, found ${describe(value)}`);
   }
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(value)) {
+  for (let i = 0; i < value.keys.length; i++) {
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const k = value.keys[i] as string;
+    const v = value.values[i];
     if (typeof v !== 'string') {
-      throw fail('INVALID_METADATA', `__metadata__ value for "${k}" must be a string, found ${describe(v)}`);
+      throw fail(
+        'INVALID_METADATA',
+        `__metadata__ value for "${clipText(k)}" must be a string, found ${describe(v)}`,
+      );
     }
-    out[k] = v;
+    // defineProperty: a key "__proto__" is data like any other, not the object's prototype.
+    Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
   return out;
+}
+
+/**
+ * UTF-8 checked in chunks cut at character starts: each chunk is then valid on its own exactly when
+ * the whole is. (A UTF-8 byte-order mark is valid here and then fails JSON parsing, as in serde_json.)
+ */
+export function* isValidUtf8(bytes: Uint8Array): Sliced<boolean> {
+  const chunk = 8 << 20;
+  for (let from = 0; from < bytes.length;) {
+    let to = Math.min(bytes.length, from + chunk);
+    // At most 3 continuation bytes follow a lead byte; a longer run is invalid wherever it is cut.
+    for (let back = 0; back < 3 && to < bytes.length && ((bytes[to] as number) & 0xc0) === 0x80; back++) to--;
+    if (!isUtf8(bytes.subarray(from, to))) return false;
+    from = to;
+    yield;
+  }
+  return true;
 }
 
 export interface KeyScan {
@@ -290,23 +517,54 @@ function isJsonWhitespace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 function isNonNegativeSafeInteger(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-function describe(v: unknown): string {
+function describe(v: JsonValue | undefined): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'object') return 'an object';
+  if (v instanceof JsonObject) return 'an object';
   return `${typeof v} ${clip(v)}`;
 }
 
-/** JSON of a value, shortened: a hostile header can make any field huge. */
-function clip(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+const CLIP = 80;
+
+/**
+ * JSON of a value, shortened to CLIP characters: a hostile header can make any field huge, or nest
+ * arrays 200k deep (JSON.stringify would then overflow the stack). Each level of nesting writes a
+ * character, so the walk never goes deeper than CLIP levels.
+ */
+export function clip(v: JsonValue | undefined): string {
+  let out = '';
+  const emit = (x: JsonValue): void => {
+    if (Array.isArray(x)) {
+      out += '[';
+      for (let i = 0; i < x.length && out.length <= CLIP; i++) {
+        if (i > 0) out += ',';
+        emit(x[i] as JsonValue);
+      }
+      out += ']';
+    } else if (x instanceof JsonObject) {
+      out += '{';
+      for (let i = 0; i < x.keys.length && out.length <= CLIP; i++) {
+        if (i > 0) out += ',';
+        out += `${JSON.stringify(clipText(x.keys[i] as string))}:`;
+        if (out.length <= CLIP) emit(x.values[i] as JsonValue);
+      }
+      out += '}';
+    } else if (typeof x === 'string') {
+      out += JSON.stringify(clipText(x));
+    } else {
+      out += JSON.stringify(x);
+    }
+  };
+  if (v === undefined) return 'undefined';
+  emit(v);
+  return out.length > CLIP ? `${out.slice(0, CLIP - 3)}...` : out;
+}
+
+/** A string cut to a little over CLIP characters: enough for any message that shows it. */
+function clipText(s: string): string {
+  return s.length > CLIP + 1 ? s.slice(0, CLIP + 1) : s;
 }

@@ -6,6 +6,8 @@
 import { ModelStockError } from '../errors';
 import { dtypeBits } from '../dtype';
 import type { ShardLayout, TensorLayoutEntry } from './types';
+import { ChunkedMap, ChunkedSet } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, runSync, sortIndices, type Sliced } from '../util/sliced';
 
 export const DEFAULT_FORMAT_METADATA: Readonly<Record<string, string>> = { format: 'pt' };
 
@@ -17,12 +19,25 @@ export interface PlanOptions {
 }
 
 export function planShards(entries: readonly TensorLayoutEntry[], opts: PlanOptions): ShardLayout {
+  return runSync(layoutSteps(entries, opts));
+}
+
+/** `planShards` in slices of a few ms, for millions of tensors. */
+export function planShardsSliced(
+  entries: readonly TensorLayoutEntry[],
+  opts: PlanOptions,
+): Promise<ShardLayout> {
+  return runSliced(layoutSteps(entries, opts));
+}
+
+function* layoutSteps(entries: readonly TensorLayoutEntry[], opts: PlanOptions): Sliced<ShardLayout> {
   if (!(opts.shardSize > 0)) throw new RangeError(`shardSize must be positive, got ${opts.shardSize}`);
-  const names = new Set<string>();
-  for (const e of entries) {
-    if (names.has(e.name))
+  const names = new ChunkedSet();
+  for (let i = 0; i < entries.length; i++) {
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const e = entries[i] as TensorLayoutEntry;
+    if (!names.add(e.name))
       throw new ModelStockError('DUPLICATE_KEY', 'output has this tensor twice', { tensor: e.name });
-    names.add(e.name);
     checkEntry(e);
   }
 
@@ -31,7 +46,9 @@ export function planShards(entries: readonly TensorLayoutEntry[], opts: PlanOpti
   const groups: TensorLayoutEntry[][] = [];
   let current: TensorLayoutEntry[] = [];
   let currentBytes = 0;
-  for (const e of entries) {
+  for (let i = 0; i < entries.length; i++) {
+    if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+    const e = entries[i] as TensorLayoutEntry;
     if (current.length > 0 && currentBytes + e.byteLength > opts.shardSize) {
       groups.push(current);
       current = [];
@@ -43,19 +60,25 @@ export function planShards(entries: readonly TensorLayoutEntry[], opts: PlanOpti
   groups.push(current);
 
   const metadata = { ...DEFAULT_FORMAT_METADATA, ...opts.metadata };
-  const placement = new Map<string, { shard: number; offset: number }>();
+  const placement = new ChunkedMap<{ shard: number; offset: number }>();
   let totalSize = 0;
-  const shards = groups.map((group, shard) => {
+  const shards: ShardLayout['shards'][number][] = [];
+  for (let shard = 0; shard < groups.length; shard++) {
+    const group = groups[shard] as TensorLayoutEntry[];
     const fileName = groups.length === 1 ? 'model.safetensors' : shardFileName(shard + 1, groups.length);
-    const header = encodeHeader(group, metadata);
+    const header = yield* encodeHeader(group, metadata);
+    const tensors = new Array<string>(group.length);
     let begin = 0;
-    for (const e of group) {
+    for (let i = 0; i < group.length; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      const e = group[i] as TensorLayoutEntry;
       placement.set(e.name, { shard, offset: header.byteLength + begin });
+      tensors[i] = e.name;
       begin += e.byteLength;
     }
     totalSize += begin;
-    return { fileName, header, tensors: group.map((e) => e.name), size: header.byteLength + begin };
-  });
+    shards.push({ fileName, header, tensors, size: header.byteLength + begin });
+  }
   return { shards, placement, totalSize };
 }
 
@@ -67,16 +90,46 @@ export function shardFileName(index: number, count: number): string {
 
 /** `model.safetensors.index.json` as transformers writes it: indent 2, weight_map keys sorted. */
 export function indexJson(layout: ShardLayout): string {
-  const names = [...layout.placement.keys()].sort();
-  const lines = names.map((name) => {
+  return runSync(indexJsonSteps(layout)).join('');
+}
+
+/** `indexJson` in pieces of a few thousand lines, made in slices of a few ms. */
+export function indexJsonPieces(layout: ShardLayout): Promise<string[]> {
+  return runSliced(indexJsonSteps(layout));
+}
+
+function* indexJsonSteps(layout: ShardLayout): Sliced<string[]> {
+  const names: string[] = [];
+  for (const shard of layout.shards) {
+    for (let i = 0; i < shard.tensors.length; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      names.push(shard.tensors[i] as string);
+    }
+  }
+  // Code-unit order, as Array.prototype.sort() without a comparator sorts strings.
+  const sorted = yield* sortIndices(names.length, (a, b) => {
+    const x = names[a] as string;
+    const y = names[b] as string;
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+  // Written by hand: a JS object would move integer-like names ("10") ahead of the sorted order.
+  const pieces = [`{\n  "metadata": {\n    "total_size": ${layout.totalSize}\n  },\n  "weight_map": {`];
+  if (names.length === 0) pieces[0] += '}';
+  let lines: string[] = [];
+  for (let k = 0; k < sorted.length; k++) {
+    const name = names[sorted[k] as number] as string;
     const place = layout.placement.get(name);
     const shard = place === undefined ? undefined : layout.shards[place.shard];
     if (shard === undefined) throw new Error(`layout has no shard for tensor "${name}"`);
-    return `    ${JSON.stringify(name)}: ${JSON.stringify(shard.fileName)}`;
-  });
-  // Written by hand: a JS object would move integer-like names ("10") ahead of the sorted order.
-  const weightMap = lines.length === 0 ? '{}' : `{\n${lines.join(',\n')}\n  }`;
-  return `{\n  "metadata": {\n    "total_size": ${layout.totalSize}\n  },\n  "weight_map": ${weightMap}\n}\n`;
+    lines.push(`\n    ${JSON.stringify(name)}: ${JSON.stringify(shard.fileName)}`);
+    if (lines.length === CHECK_EVERY || k === sorted.length - 1) {
+      pieces.push(lines.join(',') + (k === sorted.length - 1 ? '\n  }' : ','));
+      lines = [];
+      yield;
+    }
+  }
+  pieces.push('\n}\n');
+  return pieces;
 }
 
 /**
@@ -84,23 +137,44 @@ export function indexJson(layout: ShardLayout): string {
  * spaces so that the data starts at a multiple of 8, as the reference crate does: that keeps every
  * tensor aligned for zero-copy readers that cast the mapped bytes.
  */
-function encodeHeader(group: readonly TensorLayoutEntry[], metadata: Record<string, string>): Uint8Array {
+function* encodeHeader(
+  group: readonly TensorLayoutEntry[],
+  metadata: Record<string, string>,
+): Sliced<Uint8Array> {
   // Built by hand rather than from one object so that the key order is exactly the tensor order
   // (objects enumerate integer-like keys first) and a tensor named "__proto__" stays a plain key.
-  const parts = [`"__metadata__":${JSON.stringify(metadata)}`];
+  // Encoded in pieces of a few thousand entries: one 90 MB string would be built and encoded in one go.
+  const pieces: Buffer[] = [];
+  let parts = [`{"__metadata__":${JSON.stringify(metadata)}`];
   let begin = 0;
-  for (const e of group) {
-    const info = { dtype: e.dtype, shape: e.shape, data_offsets: [begin, begin + e.byteLength] };
-    parts.push(`${JSON.stringify(e.name)}:${JSON.stringify(info)}`);
-    begin += e.byteLength;
+  for (let i = 0; i < group.length; i++) {
+    const e = group[i] as TensorLayoutEntry;
+    // What JSON.stringify({ dtype, shape, data_offsets }) writes, without an object per tensor.
+    const end = begin + e.byteLength;
+    parts.push(
+      `${JSON.stringify(e.name)}:{"dtype":"${e.dtype}","shape":[${e.shape.join(',')}],"data_offsets":[${begin},${end}]}`,
+    );
+    begin = end;
+    if (parts.length === CHECK_EVERY) {
+      pieces.push(Buffer.from(parts.join(',') + ','));
+      parts = [];
+      yield;
+    }
   }
-  const text = new TextEncoder().encode(`{${parts.join(',')}}`);
-  const padded = Math.ceil(text.byteLength / 8) * 8;
-  const header = new Uint8Array(8 + padded);
-  new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
-  header.set(text, 8);
-  header.fill(0x20, 8 + text.byteLength);
-  return header;
+  pieces.push(Buffer.from(`${parts.join(',')}}`));
+  const length = pieces.reduce((n, p) => n + p.byteLength, 0);
+  const padded = Math.ceil(length / 8) * 8;
+  // Not zeroed: every byte is written below (a 60 MB header is zeroed, then copied, in one go otherwise).
+  const header = Buffer.allocUnsafeSlow(8 + padded);
+  header.writeBigUInt64LE(BigInt(padded), 0);
+  let at = 8;
+  for (let k = 0; k < pieces.length; k++) {
+    header.set(pieces[k] as Buffer, at);
+    at += (pieces[k] as Buffer).byteLength;
+    if (k % 16 === 15) yield;
+  }
+  header.fill(0x20, 8 + length);
+  return new Uint8Array(header.buffer, header.byteOffset, header.byteLength);
 }
 
 /** The writer's inputs are ours; a size that disagrees with shape and dtype is a bug upstream. */

@@ -1,4 +1,5 @@
 import type { DType } from '../dtype';
+import type { FileIdentity } from './identity';
 
 /** One tensor as a safetensors header describes it, located in its file. */
 export interface TensorInfo {
@@ -18,6 +19,8 @@ export interface TensorInfo {
 export interface SafetensorsFile {
   readonly file: string;
   readonly fileSize: number;
+  /** The version of the file whose header this is (inode, size, mtime). */
+  readonly identity: FileIdentity;
   /** 8 + header length: where data_offsets count from. */
   readonly dataStart: number;
   /** In header (JSON) order. */
@@ -33,6 +36,8 @@ export interface Checkpoint {
   readonly dir: string;
   /** Absolute paths of the weight files, in shard order. */
   readonly files: readonly string[];
+  /** Each weight file's version when its header was read: a merge checks they are unchanged at the end. */
+  readonly identities: ReadonlyMap<string, FileIdentity>;
   /** Absolute path of model.safetensors.index.json when sharded. */
   readonly indexFile: string | undefined;
   readonly tensors: ReadonlyMap<string, TensorInfo>;

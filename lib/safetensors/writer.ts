@@ -7,7 +7,9 @@
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { isModelStockError, ModelStockError } from '../errors';
-import { indexJson } from './layout';
+import { indexJsonPieces } from './layout';
+import { ChunkedMap } from '../util/chunkedMap';
+import { CHECK_EVERY, runSliced, type Sliced } from '../util/sliced';
 import { INDEX_FILE } from './checkpoint';
 import { createShardFile, weakerMode, type ShardFile, type WriteMode, type WriteReport } from './shardFile';
 import type { ShardLayout } from './types';
@@ -27,7 +29,6 @@ interface Target {
 }
 
 export class SafetensorsWriter {
-  private readonly targets: Map<string, Target>;
   private readonly pending = new Set<Promise<void>>();
   private state: 'open' | 'finishing' | 'done' = 'open';
 
@@ -37,29 +38,8 @@ export class SafetensorsWriter {
     private readonly files: ShardFile[],
     private readonly paths: string[],
     private readonly requested: WriteMode,
-  ) {
-    this.targets = new Map();
-    layout.shards.forEach((s, shard) => {
-      let end = s.header.byteLength;
-      // Tensors are contiguous in plan order, so each byteLength is the gap to the next offset.
-      s.tensors.forEach((name, i) => {
-        const next = s.tensors[i + 1];
-        const nextOffset = next === undefined ? s.size : layout.placement.get(next)?.offset;
-        const here = layout.placement.get(name)?.offset;
-        if (here === undefined || nextOffset === undefined)
-          throw new Error(`layout has no placement for "${name}"`);
-        end = nextOffset;
-        this.targets.set(name, {
-          shard,
-          offset: here,
-          byteLength: nextOffset - here,
-          claimed: [],
-          written: [],
-        });
-      });
-      if (end !== s.size) throw new Error(`layout of ${s.fileName} is inconsistent`);
-    });
-  }
+    private readonly targets: ReadonlyMap<string, Target>,
+  ) {}
 
   /**
    * Creates every shard file in `dir` (which must exist; files must not) and writes its header. `mode`
@@ -71,6 +51,7 @@ export class SafetensorsWriter {
     opts: { mode?: WriteMode } = {},
   ): Promise<SafetensorsWriter> {
     const requested = opts.mode ?? 'auto';
+    const targets = await runSliced(targetsOf(layout));
     const files: ShardFile[] = [];
     const paths: string[] = [];
     try {
@@ -92,7 +73,7 @@ export class SafetensorsWriter {
       await Promise.all(paths.map((p) => unlink(p).catch(() => undefined)));
       throw e;
     }
-    return new SafetensorsWriter(dir, layout, files, paths, requested);
+    return new SafetensorsWriter(dir, layout, files, paths, requested, targets);
   }
 
   /** Writes `data` at `byteOffsetInTensor` within tensor `name`. Calls may overlap in time. */
@@ -159,13 +140,7 @@ export class SafetensorsWriter {
     const fsync = opts.fsync ?? true;
     try {
       await Promise.allSettled([...this.pending]);
-      const incomplete: string[] = [];
-      for (const [name, t] of this.targets) {
-        const [first] = t.written;
-        const complete =
-          t.byteLength === 0 || (t.written.length === 1 && first?.[0] === 0 && first[1] === t.byteLength);
-        if (!complete) incomplete.push(name);
-      }
+      const incomplete = await runSliced(unwritten(this.targets));
       if (incomplete.length > 0) {
         // The engine skipped a window: writing a file with holes of zeros would be silent corruption.
         const shown = incomplete
@@ -205,10 +180,16 @@ export class SafetensorsWriter {
 
   private async writeIndex(fsync: boolean): Promise<void> {
     const file = path.join(this.dir, INDEX_FILE);
-    const bytes = new TextEncoder().encode(indexJson(this.layout));
+    const pieces = await indexJsonPieces(this.layout);
     const handle = await open(file, 'wx').catch((cause: unknown) => rethrowIo(file, 'cannot create', cause));
     try {
-      await writeFully(handle, bytes, file);
+      // Written piece by piece: a million-tensor index is ~60 MB, too much to encode in one go.
+      let position = 0;
+      for (const piece of pieces) {
+        const bytes = Buffer.from(piece);
+        await writeFully(handle, bytes, position, file);
+        position += bytes.byteLength;
+      }
       if (fsync) await handle.sync().catch((cause: unknown) => rethrowIo(file, 'fsync failed', cause));
     } finally {
       await handle.close().catch(() => undefined);
@@ -216,15 +197,56 @@ export class SafetensorsWriter {
   }
 }
 
-async function writeFully(handle: FileHandle, data: Uint8Array, file: string): Promise<void> {
+/** Where each tensor goes. Tensors are contiguous in plan order, so each byteLength is the gap to the next offset. */
+function* targetsOf(layout: ShardLayout): Sliced<ReadonlyMap<string, Target>> {
+  const targets = new ChunkedMap<Target>();
+  for (let shard = 0; shard < layout.shards.length; shard++) {
+    const s = layout.shards[shard] as ShardLayout['shards'][number];
+    let end = s.header.byteLength;
+    for (let i = 0; i < s.tensors.length; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) yield;
+      const name = s.tensors[i] as string;
+      const next = s.tensors[i + 1];
+      const nextOffset = next === undefined ? s.size : layout.placement.get(next)?.offset;
+      const here = layout.placement.get(name)?.offset;
+      if (here === undefined || nextOffset === undefined)
+        throw new Error(`layout has no placement for "${name}"`);
+      end = nextOffset;
+      targets.set(name, { shard, offset: here, byteLength: nextOffset - here, claimed: [], written: [] });
+    }
+    if (end !== s.size) throw new Error(`layout of ${s.fileName} is inconsistent`);
+  }
+  return targets;
+}
+
+/** Tensors with bytes never written. */
+function* unwritten(targets: ReadonlyMap<string, Target>): Sliced<string[]> {
+  const incomplete: string[] = [];
+  let i = 0;
+  for (const [name, t] of targets) {
+    if (++i % CHECK_EVERY === 0) yield;
+    const [first] = t.written;
+    const complete =
+      t.byteLength === 0 || (t.written.length === 1 && first?.[0] === 0 && first[1] === t.byteLength);
+    if (!complete) incomplete.push(name);
+  }
+  return incomplete;
+}
+
+async function writeFully(
+  handle: FileHandle,
+  data: Uint8Array,
+  position: number,
+  file: string,
+): Promise<void> {
   let done = 0;
   while (done < data.byteLength) {
     const length = Math.min(data.byteLength - done, MAX_WRITE_CALL);
     let bytesWritten: number;
     try {
-      ({ bytesWritten } = await handle.write(data, done, length, done));
+      ({ bytesWritten } = await handle.write(data, done, length, position + done));
     } catch (cause) {
-      throw ioFailure(file, undefined, `write failed at byte ${done}`, cause);
+      throw ioFailure(file, undefined, `write failed at byte ${position + done}`, cause);
     }
     done += bytesWritten;
   }

@@ -410,6 +410,47 @@ describe('backend contract', function () {
         assert.throws(() => backend.allocHost(0), invalid(/bytes/));
       });
 
+      it('a signal stops a long pass between blocks: CANCELLED, long before the pass would end', async () => {
+        const count = 1 << 24; // 3 × 64 MiB of F32
+        const c = makeCase(mulberry32(31), 1 << 10, 1 << 10, ['F32', 'F32', 'F32']);
+        const big: Case = {
+          ...c,
+          inputs: c.inputs.map(() => new Uint8Array(count * 4)),
+          base: new Float64Array(0),
+          unitLength: count,
+          units: 1,
+        };
+        const spec: TensorSpec = { ...specOf(big, 'F32'), numel: count };
+        const window = { firstElement: 0, count, inputs: big.inputs };
+        const timed = async (b: Backend): Promise<number> => {
+          const started = performance.now();
+          const session = b.openTensor(spec);
+          try {
+            await session.gram(window);
+          } finally {
+            await session.close();
+          }
+          return performance.now() - started;
+        };
+        const slow = variant.create({ threads: 1 });
+        const whole = await timed(slow);
+        await slow.dispose();
+        const controller = new AbortController();
+        const reason = new Error('stop');
+        const cancellable = variant.create({ threads: 1, signal: controller.signal });
+        const started = performance.now();
+        const pass = timed(cancellable);
+        // The job is under way (queued to the pool, or in its first chunk) when the signal fires.
+        queueMicrotask(() => controller.abort(reason));
+        await assert.rejects(pass, (e: unknown) => isModelStockError(e) && e.code === 'CANCELLED');
+        const stopped = performance.now() - started;
+        await cancellable.dispose();
+        assert.ok(
+          stopped < whole * 0.6,
+          `stopped after ${stopped.toFixed(0)} ms of a ${whole.toFixed(0)} ms pass`,
+        );
+      });
+
       it('allocHost gives aligned, writable memory; info and capacity describe the backend', () => {
         const { alignment, sessionBytes } = backend.capacity();
         assert.ok(Number.isInteger(Math.log2(alignment)) && alignment >= 64, `alignment ${alignment}`);

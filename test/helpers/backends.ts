@@ -1,4 +1,4 @@
-import type { Backend, BackendName } from '../../lib/engine/backend';
+import type { Backend, BackendName, BackendOptions } from '../../lib/engine/backend';
 import { loadNativeAddon } from '../../lib/engine/native/loader';
 import { backendEntries, createBackend } from '../../lib/engine/registry';
 
@@ -44,7 +44,8 @@ function cudaRuns(): boolean {
 export interface BackendVariant {
   readonly label: string;
   readonly name: BackendName;
-  create(): Backend;
+  /** A fresh backend of this configuration; `extra` adds per-merge options (a signal). */
+  create(extra?: BackendOptions): Backend;
 }
 
 /**
@@ -57,15 +58,19 @@ export function backendVariants(): BackendVariant[] {
     if (name === 'native') {
       const info = loadNativeAddon().addon!.info();
       for (const isa of info.availableIsas) {
-        variants.push({ label: `native ${isa}`, name, create: () => createBackend('native', { isa }) });
+        variants.push({
+          label: `native ${isa}`,
+          name,
+          create: (extra) => createBackend('native', { ...extra, isa }),
+        });
       }
       variants.push({
         label: `native ${info.isa}, 1 thread`,
         name,
-        create: () => createBackend('native', { threads: 1 }),
+        create: (extra) => createBackend('native', { ...extra, threads: 1 }),
       });
     } else {
-      variants.push({ label: name, name, create: () => createBackend(name) });
+      variants.push({ label: name, name, create: (extra) => createBackend(name, extra) });
     }
   }
   return variants;

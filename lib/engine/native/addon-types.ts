@@ -32,9 +32,15 @@ export interface NativeAddon {
   /**
    * Reads exactly `target.byteLength` bytes of `fd` from `position`, split into chunks read in
    * parallel on up to `threads` threads (default 0: all cores). Rejects with code IO_ERROR on a failed
-   * or short read (EOF). native/io.cc
+   * or short read (EOF), CANCELLED when `abort` is set (between chunks of ≤ 16 MiB). native/io.cc
    */
-  preadInto(fd: number, position: number, target: Uint8Array, threads?: number): Promise<void>;
+  preadInto(
+    fd: number,
+    position: number,
+    target: Uint8Array,
+    threads?: number,
+    abort?: Int32Array,
+  ): Promise<void>;
   /** Maps a whole file read-only. The mapping lives until `unmap` and every view is collected. */
   mapFile(path: string): NativeMapping;
   /**
@@ -47,6 +53,13 @@ export interface NativeAddon {
    * count in RSS. Views stay valid: a later access faults the file's bytes back in. native/io.cc
    */
   mapRelease(mapping: NativeMapping, offset: number, length: number): void;
+  /**
+   * Where the mapped file first failed to read, as an offset into the file, or undefined: a SIGBUS on
+   * the mapping (file truncated by another program, storage gone) on any thread is absorbed by mapping
+   * zero pages over the rest of it, and flags it here. Views of a faulted mapping read zeros, never to be
+   * used. Check after every use of a view. native/fault_guard.cc
+   */
+  mapFault(mapping: NativeMapping): number | undefined;
   /** Drops the mapping's own reference: later mapView calls throw; existing views stay valid. */
   unmap(mapping: NativeMapping): void;
   /**
@@ -73,10 +86,24 @@ export interface NativeAddon {
   abortShardWriter(writer: NativeShardWriter): Promise<void>;
 
   /**
+   * Ends a mapping now: every view in `views` (all the caller made) is detached — empty from then on —
+   * and the file is unmapped at once, instead of when the last view is collected. Nothing may still be
+   * reading those views. native/io.cc
+   */
+  mapClose(mapping: NativeMapping, views: readonly Uint8Array[]): void;
+
+  /**
    * Tries to take an exclusive flock(2) on `fd` without waiting (huggingface_hub's download lock): true
    * when held (released by closing fd), false when another open file holds it. native/lock.cc
    */
   lockFile(fd: number): boolean;
+
+  /**
+   * renameat2(2): `noreplace` fails with EEXIST rather than replace `to`; `exchange` swaps two existing
+   * paths atomically. Resolves with 0, or the errno (EINVAL where the file system refuses the flag,
+   * ENOSYS off Linux). native/fsops.cc
+   */
+  renamePaths(from: string, to: string, mode: 'noreplace' | 'exchange'): Promise<number>;
 }
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
@@ -100,6 +127,8 @@ export interface NativeWindowJob {
   readonly isa?: NativeIsa;
   /** Parallelism of this job, the calling thread included (default 0: all cores). */
   readonly threads?: number;
+  /** The merge's abort flag (lib/engine/abort.ts): set, the job stops between blocks, rejecting CANCELLED. */
+  readonly abort?: Int32Array;
 }
 
 export interface NativeGramJob extends NativeWindowJob {

@@ -12,6 +12,7 @@ import {
   type TensorWindow,
 } from '../backend';
 import type { NativeAddon, NativeInput, NativeIsa, NativeWindowJob } from './addon-types';
+import { AbortFlag } from '../abort';
 import { loadNativeAddon } from './loader';
 
 /**
@@ -29,7 +30,7 @@ class NativeSession implements TensorSession {
   constructor(
     readonly spec: TensorSpec,
     private readonly addon: NativeAddon,
-    private readonly runtime: { readonly isa: NativeIsa; readonly threads: number },
+    private readonly runtime: { readonly isa: NativeIsa; readonly threads: number; readonly abort?: Int32Array },
   ) {
     this.gram_ = new Float64Array(unitsOf(spec) * gramSize(spec.dtypes.length - 1));
   }
@@ -88,7 +89,8 @@ class NativeSession implements TensorSession {
 export class NativeBackend implements Backend {
   readonly name = 'native' as const;
   private readonly addon: NativeAddon;
-  private readonly runtime: { readonly isa: NativeIsa; readonly threads: number };
+  private readonly runtime: { readonly isa: NativeIsa; readonly threads: number; readonly abort?: Int32Array };
+  private readonly abort: AbortFlag;
 
   /** `addon` defaults to the one the loader finds; BACKEND_UNAVAILABLE lists why it did not load. */
   constructor(opts: BackendOptions = {}, addon?: NativeAddon) {
@@ -115,11 +117,17 @@ export class NativeBackend implements Backend {
         `Expected one of ${available.join(', ')} (what this CPU runs) for isa but received ${String(isa)}`,
       );
     }
-    this.runtime = { isa: (isa as NativeIsa | undefined) ?? info.isa, threads: threads ?? info.threads };
+    this.abort = new AbortFlag(opts.signal);
+    this.runtime = {
+      isa: (isa as NativeIsa | undefined) ?? info.isa,
+      threads: threads ?? info.threads,
+      ...(this.abort.flag !== undefined ? { abort: this.abort.flag } : {}),
+    };
   }
 
   info(): BackendInfo {
-    return { name: 'native', isa: this.runtime.isa, threads: this.runtime.threads, device: cpuDevice() };
+    const { isa, threads } = this.runtime;
+    return { name: 'native', isa, threads, device: cpuDevice() };
   }
 
   capacity(): BackendCapacity {
@@ -140,5 +148,6 @@ export class NativeBackend implements Backend {
 
   async dispose(): Promise<void> {
     // The pool is shared by every native backend in the process and lives with it.
+    this.abort.dispose();
   }
 }

@@ -23,6 +23,7 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'mapFile',
   'mapView',
   'mapRelease',
+  'mapFault',
   'unmap',
   'fileWillNeed',
   'mapWillNeed',
@@ -31,7 +32,9 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'shardWriterInfo',
   'closeShardWriter',
   'abortShardWriter',
+  'mapClose',
   'lockFile',
+  'renamePaths',
 ];
 
 /** The folder holding this package's package.json (lib/engine/native in sources, dist/… built). */
