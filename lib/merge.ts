@@ -141,7 +141,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
   let committed = false;
   try {
     reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
-    staging = await StagingDir.create(target, { overwrite });
+    staging = await StagingDir.create(target, { overwrite, onWarning: options.onWarning });
     writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
     const w = writer;
     const result = await runPlan(plan, {

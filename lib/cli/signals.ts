@@ -33,7 +33,7 @@ export function interruptOnSignals(
     quiet();
     if (received !== undefined) {
       process.stderr.write(
-        `\nmodel-stock: ${sig} again: exiting now; a hidden staging folder (.OUT.partial-*) may remain in OUT's parent folder\n`,
+        `\nmodel-stock: ${sig} again: exiting now; a hidden staging folder (.OUT.partial-*) may remain in OUT's parent folder; the next merge to OUT removes it\n`,
       );
       process.exit(exitCodeFor(sig));
     }

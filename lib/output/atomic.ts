@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { ModelStockError } from '../errors';
 import { errnoOf, lstatIfAny, nativeRenameFlags, onPath, type RenameFlags } from './fsops';
 import { claim, place, type Claim } from './place';
+import { OWNER_FILE, recordOwner, sweepStaleStaging } from './staleStaging';
 
 /** The file that marks a folder as ours: --overwrite replaces only folders that have it (or are empty). */
 export const REPORT_FILE = 'model_stock_report.json';
@@ -92,7 +93,8 @@ export function siblingName(target: string, tag: string): string {
 /**
  * The folder a merge builds its output in, beside OUT (same file system, so the commit is a rename).
  * `commit` puts it at OUT without ever replacing what it did not check (lib/output/place.ts); `discard`
- * removes it. Without the addon (no renameat2), OUT itself is claimed when the staging folder is made —
+ * removes it. It holds an owner record until the commit, so that a later merge beside the same OUT
+ * can remove it if this process is killed (lib/output/staleStaging.ts). Without the addon (no renameat2), OUT itself is claimed when the staging folder is made —
  * an empty folder only one merge can create — so concurrent merges to one OUT fail at once, and the
  * commit renames over that claim.
  */
@@ -115,11 +117,19 @@ export class StagingDir {
    */
   static async create(
     target: string,
-    opts: { overwrite: boolean; flags?: RenameFlags | undefined },
+    opts: {
+      overwrite: boolean;
+      flags?: RenameFlags | undefined;
+      /** Told of each staging folder a dead merge left and this one removed. */
+      onWarning?: ((message: string) => void) | undefined;
+    },
   ): Promise<StagingDir> {
     const flags = 'flags' in opts ? opts.flags : nativeRenameFlags();
     const parent = path.dirname(target);
     await onPath(parent, 'cannot create the folder', () => fs.promises.mkdir(parent, { recursive: true }));
+    for (const { dir, pid } of await sweepStaleStaging(target)) {
+      opts.onWarning?.(`removed ${dir}, the staging folder of an earlier merge (pid ${pid}) that was killed`);
+    }
     let claimed: Claim | undefined;
     if (flags === undefined && !opts.overwrite) {
       claimed = await claim(target, 'folder');
@@ -136,7 +146,6 @@ export class StagingDir {
         const dir = siblingName(target, 'partial');
         try {
           await fs.promises.mkdir(dir);
-          return new StagingDir(target, dir, opts.overwrite, flags, claimed);
         } catch (e) {
           if (errnoOf(e) !== 'EEXIST') {
             throw new ModelStockError(
@@ -148,7 +157,18 @@ export class StagingDir {
               },
             );
           }
+          continue;
         }
+        // The record that lets a later merge remove this folder if this process is killed.
+        await recordOwner(dir).catch(async (e: unknown) => {
+          await fs.promises.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+          throw new ModelStockError(
+            'IO_ERROR',
+            `cannot write to the staging folder: ${(e as Error).message}`,
+            { file: dir, cause: e },
+          );
+        });
+        return new StagingDir(target, dir, opts.overwrite, flags, claimed);
       }
     } catch (e) {
       await claimed?.release();
@@ -161,6 +181,9 @@ export class StagingDir {
    * parent folder's fsync, deleting the earlier output it replaced): the merge itself stands.
    */
   async commit(fsync: boolean): Promise<string[]> {
+    await onPath(this.dir, 'cannot remove the owner record', () =>
+      fs.promises.rm(path.join(this.dir, OWNER_FILE), { force: true }),
+    );
     if (fsync) await syncPath(this.dir);
     const placement = await place(this.dir, this.target, {
       kind: 'folder',

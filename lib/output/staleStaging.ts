@@ -1,0 +1,131 @@
+/**
+ * Staging folders a killed merge left behind. Each staging folder holds an owner record (host, boot id,
+ * pid, the process's start time); a later merge beside the same OUT removes those whose owner is
+ * provably dead — on this host, and either booted since or, in the same pid namespace, no process with
+ * that pid and start time —
+ * and leaves every other folder alone: another host's (a shared file system), a live merge's, another
+ * user's, one whose record is missing or unreadable (being created, or not ours), anything that is not a
+ * plain folder.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** Inside the staging folder; removed just before the commit. Hidden: never copied from a base. */
+export const OWNER_FILE = '.model-stock-owner.json';
+
+export interface StagingOwner {
+  host: string;
+  bootId: string;
+  pid: number;
+  /** The pid namespace (`pid:[inode]`): a pid means nothing in another container's. */
+  pidNamespace: string;
+  /** /proc/PID/stat's starttime (clock ticks since boot): tells a reused pid apart. */
+  startTime: string;
+}
+
+const readText = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+const bootId = (): string | undefined => readText('/proc/sys/kernel/random/boot_id')?.trim();
+
+/** The start time of `pid`, or undefined when no such process runs (or /proc cannot tell). */
+function startTimeOf(pid: number): string | undefined {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
+  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[19]; // field 22 overall
+}
+
+/** This process as an owner; undefined where the host cannot identify it (no /proc): nothing is swept. */
+export function currentOwner(): StagingOwner | undefined {
+  const id = bootId();
+  const startTime = startTimeOf(process.pid);
+  let pidNamespace: string;
+  try {
+    pidNamespace = fs.readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return undefined;
+  }
+  if (id === undefined || startTime === undefined) return undefined;
+  return { host: os.hostname(), bootId: id, pid: process.pid, pidNamespace, startTime };
+}
+
+function parseOwner(text: string | undefined): StagingOwner | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const o = JSON.parse(text) as Partial<StagingOwner>;
+    if (
+      typeof o.host === 'string' &&
+      typeof o.bootId === 'string' &&
+      typeof o.startTime === 'string' &&
+      typeof o.pidNamespace === 'string' &&
+      Number.isSafeInteger(o.pid) &&
+      (o.pid as number) > 0
+    ) {
+      return o as StagingOwner;
+    }
+  } catch {
+    // not a record we wrote
+  }
+  return undefined;
+}
+
+/** True only when `owner` certainly no longer runs. */
+export function isProvablyDead(owner: StagingOwner, self: StagingOwner): boolean {
+  if (owner.host !== self.host) return false;
+  if (owner.bootId !== self.bootId) return true;
+  if (owner.pidNamespace !== self.pidNamespace) return false;
+  if (owner.pid === self.pid) return owner.startTime !== self.startTime;
+  // No /proc entry: gone. (hidepid hides other users' processes, but only our own folders are swept.)
+  return startTimeOf(owner.pid) !== owner.startTime;
+}
+
+/** Writes this process's owner record into a new staging folder (nothing when the host cannot tell). */
+export async function recordOwner(dir: string): Promise<void> {
+  const owner = currentOwner();
+  if (owner === undefined) return;
+  await fs.promises.writeFile(path.join(dir, OWNER_FILE), `${JSON.stringify(owner)}\n`, { flag: 'wx' });
+}
+
+/**
+ * Removes the staging folders of `target` (`.<name>.partial-*` beside it) whose owner is provably dead.
+ * Returns the folders removed with their owner's pid; never throws (a sweep is housekeeping).
+ */
+export async function sweepStaleStaging(target: string): Promise<{ dir: string; pid: number }[]> {
+  const self = currentOwner();
+  if (self === undefined) return [];
+  const parent = path.dirname(target);
+  const prefix = `.${path.basename(target)}.partial-`;
+  let names: string[];
+  try {
+    names = await fs.promises.readdir(parent);
+  } catch {
+    return [];
+  }
+  const removed: { dir: string; pid: number }[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const dir = path.join(parent, name);
+    try {
+      const st = await fs.promises.lstat(dir);
+      if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
+      const ownerFile = path.join(dir, OWNER_FILE);
+      const ost = await fs.promises.lstat(ownerFile);
+      if (!ost.isFile() || ost.size > 4096) continue;
+      const owner = parseOwner(await fs.promises.readFile(ownerFile, 'utf8'));
+      if (owner === undefined || !isProvablyDead(owner, self)) continue;
+      await fs.promises.rm(dir, { recursive: true, force: true });
+      removed.push({ dir, pid: owner.pid });
+    } catch {
+      // gone meanwhile (another merge swept it), no record, or unreadable: leave it
+    }
+  }
+  return removed;
+}
