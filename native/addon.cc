@@ -31,6 +31,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"shardWriterInfo", ms::ShardWriterInfo},    // writer.cc
       {"closeShardWriter", ms::CloseShardWriter},  // writer.cc
       {"abortShardWriter", ms::AbortShardWriter},  // writer.cc
+      {"shardWriterStats", ms::ShardWriterStats},  // writer.cc
       {"mapClose", ms::MapClose},        // io.cc
       {"lockFile", ms::LockFile},        // lock.cc
       {"renamePaths", ms::RenamePaths},  // fsops.cc

@@ -32,6 +32,7 @@ Napi::Value ShardWrite(const Napi::CallbackInfo& info);
 Napi::Value ShardWriterInfo(const Napi::CallbackInfo& info);
 Napi::Value CloseShardWriter(const Napi::CallbackInfo& info);
 Napi::Value AbortShardWriter(const Napi::CallbackInfo& info);
+Napi::Value ShardWriterStats(const Napi::CallbackInfo& info);
 Napi::Value MapClose(const Napi::CallbackInfo& info);
 
 // fsops.cc: renames that never replace what they did not check

@@ -3,9 +3,11 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { IoMode } from '../../lib/engine/io';
+import { loadNativeAddon } from '../../lib/engine/native/loader';
+import { isModelStockError } from '../../lib/errors';
 import { mergeModelStock } from '../../lib/merge';
 import type { WriteMode } from '../../lib/safetensors/shardFile';
-import type { MergeOptions } from '../../lib/types';
+import type { MergeOptions, MergeProgress } from '../../lib/types';
 import { backendsUnderTest } from '../helpers/backends';
 import { mergeArgs, runCli } from '../helpers/cli';
 import { hashTree, writeModel } from '../helpers/models';
@@ -164,6 +166,80 @@ describe('durable output: --write-mode', function () {
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--write-mode/);
   });
+});
+
+/** Files under `dir` this process still has open (/proc/self/fd), deleted ones included. */
+function openUnder(dir: string): string[] {
+  const held: string[] = [];
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith(dir + path.sep)) held.push(`fd ${fd} → ${target}`);
+    } catch {
+      // closed while listing
+    }
+  }
+  return held;
+}
+
+describe('durable output: a cancelled or failed merge closes its shard files and frees its staging blocks', function () {
+  this.timeout(300_000);
+  const tmp = useTmpDir('model-stock-durable-cancel-');
+  const stats = () => loadNativeAddon().addon?.shardWriterStats();
+
+  for (const writeMode of writeModesUnderTest()) {
+    it(`${writeMode}: cancelled mid-merge or before commit, or failed on a read: no fd, block or file left`, async () => {
+      const root = path.join(tmp.dir, writeMode);
+      const { base, models } = await makeModels(root, 8);
+      const before = [base, ...models].map(hashTree);
+      const idle = stats();
+      const cases: [string, (p: MergeProgress) => boolean, 'cancel' | 'fail'][] = [
+        ['mid-merge', (p) => p.tensorsDone >= 2, 'cancel'],
+        ['before commit', (p) => p.tensorsDone === p.tensorsTotal, 'cancel'],
+        ['a fine-tune truncated', (p) => p.tensor === 'big', 'fail'],
+      ];
+      await withSmallWriterSizes(async () => {
+        for (const [label, when, how] of cases) {
+          const parent = path.join(root, label.replace(/\W+/g, '-'));
+          fs.mkdirSync(parent);
+          const out = path.join(parent, 'out');
+          // The truncated input is a private copy: the others stay intact for the next case.
+          const victim = path.join(parent, 'ft1');
+          fs.cpSync(models[0]!, victim, { recursive: true });
+          const controller = new AbortController();
+          let fired = false;
+          const error = await mergeModelStock({
+            base,
+            models: [victim, models[1]!],
+            out,
+            writeMode,
+            io: how === 'fail' ? (backendsUnderTest().includes('native') ? 'pread' : 'fs') : 'auto',
+            shardSize: 9001,
+            memory: 3000,
+            window: 512,
+            signal: controller.signal,
+            onProgress: (p) => {
+              if (fired || !when(p)) return;
+              fired = true;
+              if (how === 'cancel') controller.abort(new Error('stop'));
+              else fs.truncateSync(path.join(victim, 'model.safetensors'), 64);
+            },
+          }).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          const where = `${writeMode}, ${label}`;
+          assert.ok(fired, `${where}: the point was reached`);
+          assert.ok(isModelStockError(error), `${where}: ${String(error)}`);
+          assert.equal(error.code, how === 'cancel' ? 'CANCELLED' : 'IO_ERROR', `${where}: ${error.message}`);
+          assert.deepEqual(openUnder(parent), [], `${where}: no descriptor of a shard or the staging folder`);
+          assert.deepEqual(stats(), idle, `${where}: every shard writer closed, every staging block freed`);
+          assert.deepEqual(fs.readdirSync(parent), ['ft1'], `${where}: no OUT, no staging folder`);
+        }
+      });
+      assert.deepEqual([base, ...models].map(hashTree), before, 'inputs untouched');
+    });
+  }
 });
 
 describe('durable output: a write that fails mid-shard leaves nothing behind and names the file', function () {

@@ -32,6 +32,7 @@ const EXPORTS: readonly (keyof NativeAddon)[] = [
   'shardWriterInfo',
   'closeShardWriter',
   'abortShardWriter',
+  'shardWriterStats',
   'mapClose',
   'lockFile',
   'renamePaths',
