@@ -111,7 +111,8 @@ export async function sweepStaleStaging(target: string): Promise<{ dir: string; 
   }
   const removed: { dir: string; pid: number }[] = [];
   for (const name of names) {
-    if (!name.startsWith(prefix)) continue;
+    // `.OUT.partial-<random>` only: `….old` is an earlier output set aside by --overwrite — the user's.
+    if (!name.startsWith(prefix) || name.includes('.', prefix.length)) continue;
     const dir = path.join(parent, name);
     try {
       const st = await fs.promises.lstat(dir);

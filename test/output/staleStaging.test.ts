@@ -74,6 +74,7 @@ describe('stale staging folders', () => {
       folder('.out.partial-remote', { ...dead, host: `${self!.host}-elsewhere` }),
       folder('.other.partial-dead', dead),
       folder('out.partial-dead', dead),
+      folder('.out.partial-aside.old', dead),
     ];
     // A link named like a staging folder, to a folder of the user's with a dead owner's record in it.
     const users = folder('users-folder', dead);
