@@ -6,6 +6,7 @@ import { mergeModelStock } from '../merge';
 import type { ThetaRule } from '../math/ratio';
 import type { BackendChoice, MergeOptions } from '../types';
 import { IO_MODES, type IoMode } from '../engine/io';
+import { WRITE_MODES, type WriteMode } from '../safetensors/shardFile';
 import { doctor } from './doctor';
 import { exitCodeFor, interruptedBy, interruptOnSignals } from './signals';
 import { DownloadProgressView } from './download';
@@ -47,6 +48,7 @@ interface MergeFlags {
   io: IoMode;
   threads?: number;
   fsync: boolean;
+  writeMode: WriteMode;
   quiet?: boolean;
 }
 
@@ -108,6 +110,7 @@ function resolveMerge(
     io: f.io,
     threads: f.threads,
     fsync: f.fsync,
+    writeMode: f.writeMode,
     report: f.report,
     ...fromConfig,
   };
@@ -153,7 +156,7 @@ async function runMerge(
   process.stdout.write(
     `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
-      `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa})\n`,
+      `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ${report.write.mode} writes)\n`,
   );
 }
 
@@ -210,6 +213,14 @@ export function buildProgram(): Command {
     )
     .option('--threads <n>', 'native worker threads (default: all cores)', intArg)
     .option('--no-fsync', 'do not fsync the output before renaming it into place')
+    .addOption(
+      new Option(
+        '--write-mode <mode>',
+        'how the output reaches the disk, dirty data bounded in each: direct (O_DIRECT), rolling (rolling writeback), plain (periodic fdatasync), node (no addon); auto = direct when the addon loads',
+      )
+        .choices([...WRITE_MODES])
+        .default('auto'),
+    )
     .option('-q, --quiet', 'no progress bar, warnings or summary')
     .addHelpText(
       'after',
