@@ -21,6 +21,7 @@
         'native/pool.cc',
         'native/runtime.cc',
         'native/workers.cc',
+        'native/writer.cc',
         # CPU-only: the CUDA exports answer "not compiled in" (cmake-js builds the kernels, see README);
         # the emulation of the kernels' arithmetic is plain C++ and always built.
         'native/cuda/exports.cc',

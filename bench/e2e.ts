@@ -1,29 +1,51 @@
 /**
- * `npm run bench`: end-to-end merge of a TinyLlama-shaped checkpoint (base + 2 fine-tunes, bf16,
- * sharded; generated once into .cache/) against the machine's floor — reading every input from warm
- * page cache plus writing the output's bytes — for each backend, with and without fsync.
+ * `npm run bench`: what users get end to end. A TinyLlama-shaped checkpoint (base + 2 fine-tunes, bf16,
+ * sharded; generated once into .cache/) merged with the defaults — output fsynced — and with
+ * --no-fsync, warm and cold, against the machine's own floors measured in the same run:
  *
- * Every merge runs in a fresh child process (this script with --child), so that its peak RSS is its
- * own and no JIT or allocator state carries over between trials. Before each timed trial dirty pages
- * are flushed (`sync`), so a trial is not throttled by the previous one's writeback.
+ *   durable floor  `cat` every input (warm page cache) + write the output's bytes durably, the fastest
+ *                  way this machine allows (bench/floor.ts)
+ *   cold floor     page cache dropped, one `cat` per model at once (the merge reads its N+1 models at
+ *                  once) + the durable write
  *
- *   node dist/bench/e2e.js [--runs N] [--backends native,js,cuda] [--skip-js] [--preset tinyllama|medium]
- *                          [--io mmap,pread,fs] [--page-cache as-is|fresh|from-disk] [--double | --no-double]
+ * Each row: median wall time of --runs trials (default 5) and their spread (max/min), input GB/s, the
+ * ratio to its floor, peak RSS (max over trials), peak `Dirty:` of /proc/meminfo sampled every 20 ms
+ * during the merge (system-wide: other processes' dirty pages count too), the final fsync's seconds and
+ * the write mode the report names; CPU s is the merge process's user + system time. Every merge runs in a fresh child process, so its RSS is its own and
+ * no JIT or allocator state carries over; dirty pages are flushed (`sync`) before every trial; trials
+ * are interleaved across rows so drift spreads evenly. Cold rows drop the page cache (root only; they
+ * are left out with a note otherwise) and the warm rows' inputs are read again, untimed, after them.
  *
- * The native backend runs once per --io mode without fsync, and with the first mode with fsync; js runs
- * with the default (auto) input mode, cuda with the first mode, with and without fsync. CPU s is the
- * merge process's user + system time.
+ *   node dist/bench/e2e.js [--runs N] [--preset tinyllama|medium] [--backends native,js,cuda] [--skip-js]
+ *        [--write-modes rolling,plain,node] [--io mmap,pread,fs] [--no-cold] [--double]
+ *        [--large LAYERS] [--scratch DIR]
+ *
+ * --write-modes adds a warm fsync row per write mode besides the default's; --io a warm --no-fsync row
+ * per input mode; --double a 2× model (peak RSS must not grow with the model); --large LAYERS a cold row
+ * on a fixture with that many layers (e.g. 90: 3 × 9 GB, larger than the page cache of a 24 GiB
+ * machine; opt-in: it needs ~4 × the model size of disk). --scratch: where outputs and floor files go
+ * (default: beside the fixture).
  */
-import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
-import { totalmem } from 'node:os';
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ensureFixture, generateFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/generate';
-import { createBackend, mergeModelStock } from '../lib/index';
-import { readFiles, writeBytes } from './floor';
 import { IO_MODES, type IoMode } from '../lib/engine/io';
-import { fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
+import { ensureFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/generate';
+import { createBackend, mergeModelStock } from '../lib/index';
+import { WRITE_MODES, type WriteMode } from '../lib/safetensors/shardFile';
+import { catGroups, dropCaches, durableWrite, readFiles, type DurableWrite } from './floor';
+import {
+  fixed,
+  formatTable,
+  median,
+  safetensorsFiles,
+  sampleDirty,
+  spread,
+  syncDisks,
+  totalSize,
+} from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CHILD_FLAG = '--child';
@@ -36,29 +58,24 @@ interface ChildJob {
   readonly backend: Bench;
   readonly io: IoMode;
   readonly fsync: boolean;
+  readonly writeMode: WriteMode;
 }
 
 type Bench = 'native' | 'js' | 'cuda';
 
-interface ChildResult {
+interface Trial {
   readonly seconds: number;
   /** User + system CPU time of the merge's process. */
   readonly cpuSeconds: number;
   /** KiB, from process.resourceUsage(). */
   readonly maxRSS: number;
+  /** KiB, sampled by the parent during the merge. */
+  readonly peakDirty?: number;
   readonly backend: string;
   readonly isa: string;
   readonly threads: number;
-}
-
-interface Row {
-  readonly label: string;
-  readonly seconds: number;
-  readonly inputBytes: number;
-  readonly floor: number;
-  readonly js: number | undefined;
-  readonly rssMiB: number | undefined;
-  readonly cpuSeconds: number | undefined;
+  readonly writeMode: string;
+  readonly fsyncSeconds: number;
 }
 
 async function child(job: ChildJob): Promise<void> {
@@ -71,76 +88,134 @@ async function child(job: ChildJob): Promise<void> {
     backend: job.backend,
     io: job.io,
     fsync: job.fsync,
+    writeMode: job.writeMode,
   });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const usage = process.resourceUsage();
-  const result: ChildResult = {
+  const result: Trial = {
     seconds,
     cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
-    maxRSS: process.resourceUsage().maxRSS,
+    maxRSS: usage.maxRSS,
     backend: report.backend.name,
     isa: report.backend.isa,
     threads: report.backend.threads,
+    writeMode: report.write.mode + (report.write.fallback === undefined ? '' : ` (${report.write.fallback})`),
+    fsyncSeconds: report.write.fsyncSeconds,
   };
   process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
 }
 
-function runChild(job: ChildJob): ChildResult {
+/** One merge in a fresh process, `Dirty:` sampled meanwhile. */
+async function runChild(job: ChildJob): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
-  const proc = spawnSync(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], {
-    encoding: 'utf8',
-    maxBuffer: 16 << 20,
+  const dirty = sampleDirty();
+  const proc = spawn(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const line = proc.stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
-  if (proc.status !== 0 || line === undefined) {
-    const why = (proc.stderr || proc.stdout || String(proc.error ?? ''))
-      .trim()
-      .split('\n')
-      .slice(0, 5)
-      .join('\n');
-    throw new Error(`${job.backend} merge (fsync ${job.fsync}) failed with status ${proc.status}:\n${why}`);
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const status = await new Promise<number | null>((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('close', resolve);
+  });
+  const peakDirty = dirty.stop();
+  rmSync(job.out, { recursive: true, force: true });
+  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
+  if (status !== 0 || line === undefined) {
+    const why = (stderr || stdout).trim().split('\n').slice(0, 5).join('\n');
+    throw new Error(`merge ${JSON.stringify(job)} failed with status ${status}:\n${why}`);
   }
-  return JSON.parse(line.slice(RESULT_TAG.length)) as ChildResult;
+  return { ...(JSON.parse(line.slice(RESULT_TAG.length)) as Trial), peakDirty };
 }
 
-function inputFiles(f: FixtureInfo): string[] {
-  return [f.base, ...f.models].flatMap(safetensorsFiles);
+function inputGroups(f: FixtureInfo): string[][] {
+  return [f.base, ...f.models].map(safetensorsFiles);
 }
 
-interface Floor {
-  /** Median of read + write per trial. */
-  readonly seconds: number;
-  readonly read: number;
-  readonly write: number;
+/** What a row measured: a floor's trials (seconds only) or a merge's. */
+interface Measured {
+  readonly label: string;
+  readonly seconds: number[];
+  readonly trials: Trial[];
+  /** Row label of the floor this row is compared with (none for floors). */
+  readonly floor?: string;
+  readonly inputBytes: number;
+  readonly notes: string[];
 }
 
-/** Median of `runs` floors: read every input + write as many bytes as the output (base-sized). */
-function measureFloor(f: FixtureInfo, runs: number): Floor {
-  const files = inputFiles(f);
-  const buffer = new Uint8Array(8 << 20);
-  // Untimed: the first large write after a sync was measured 10× slower than the next ones here.
-  writeBytes(f.dir, f.fileBytesPerModel, buffer);
-  const reads: number[] = [];
-  const writes: number[] = [];
-  const totals: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    syncDisks();
-    const read = readFiles(files, buffer);
-    const write = writeBytes(f.dir, f.fileBytesPerModel, buffer);
-    reads.push(read);
-    writes.push(write);
-    totals.push(read + write);
-  }
-  return { seconds: median(totals), read: median(reads), write: median(writes) };
+function row(label: string, inputBytes: number, floor?: string): Measured {
+  return { label, seconds: [], trials: [], floor, inputBytes, notes: [] };
 }
 
-function describeFloor(label: string, floor: Floor, inputBytes: number, outputBytes: number): string {
-  const rate = (bytes: number, s: number): string => `${(bytes / 1e9 / s).toFixed(2)} GB/s`;
-  return (
-    `${label}: read ${floor.read.toFixed(2)} s (${rate(inputBytes, floor.read)}) + ` +
-    `write ${floor.write.toFixed(2)} s (${rate(outputBytes, floor.write)})`
-  );
+interface Options {
+  runs: number;
+  preset: 'tinyllama' | 'medium';
+  backends: Bench[];
+  writeModes: WriteMode[];
+  ioModes: IoMode[];
+  cold: boolean;
+  double: boolean;
+  large: number | undefined;
+  scratch: string | undefined;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      runs: { type: 'string', default: '5' },
+      backends: { type: 'string', default: 'native,js' },
+      'skip-js': { type: 'boolean', default: false },
+      'write-modes': { type: 'string', default: 'rolling,plain,node' },
+      io: { type: 'string', default: '' },
+      preset: { type: 'string', default: 'tinyllama' },
+      cold: { type: 'boolean', default: true },
+      'no-cold': { type: 'boolean', default: false },
+      double: { type: 'boolean', default: false },
+      large: { type: 'string' },
+      scratch: { type: 'string' },
+    },
+  });
+  const runs = Number(values.runs);
+  if (!Number.isSafeInteger(runs) || runs < 1)
+    throw new Error(`--runs expects a positive integer, got ${values.runs}`);
+  const preset = values.preset;
+  if (preset !== 'tinyllama' && preset !== 'medium') throw new Error('--preset must be tinyllama or medium');
+  const list = (s: string): string[] =>
+    s
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '');
+  const backends = list(values.backends).map((b) => {
+    if (b !== 'native' && b !== 'js' && b !== 'cuda')
+      throw new Error(`unknown backend "${b}" (native, js, cuda)`);
+    return b;
+  });
+  const writeModes = list(values['write-modes']).map((m) => {
+    if (!WRITE_MODES.includes(m as WriteMode)) throw new Error(`--write-modes: unknown mode "${m}"`);
+    return m as WriteMode;
+  });
+  const ioModes = list(values.io).map((m) => {
+    if (!IO_MODES.includes(m as IoMode)) throw new Error(`--io: unknown mode "${m}"`);
+    return m as IoMode;
+  });
+  const large = values.large === undefined ? undefined : Number(values.large);
+  if (large !== undefined && !(Number.isSafeInteger(large) && large > 0))
+    throw new Error(`--large expects a layer count, got ${values.large}`);
+  return {
+    runs,
+    preset,
+    backends: values['skip-js'] ? backends.filter((b) => b !== 'js') : backends,
+    writeModes,
+    ioModes,
+    cold: values.cold && !values['no-cold'],
+    double: values.double,
+    large,
+    scratch: values.scratch,
+  };
 }
 
 function backendAvailable(backend: 'native' | 'cuda'): string | undefined {
@@ -152,245 +227,232 @@ function backendAvailable(backend: 'native' | 'cuda'): string | undefined {
   }
 }
 
-async function ensureWithNote(
-  opts: Parameters<typeof ensureFixture>[0],
+async function fixtureOf(
+  preset: Options['preset'],
+  layers: number | undefined,
   label: string,
 ): Promise<FixtureInfo> {
+  const base = PRESETS[preset];
+  const dir = path.join(ROOT, '.cache', `bench-${preset}${layers === undefined ? '' : `-${layers}layers`}`);
   const started = process.hrtime.bigint();
-  const info = await ensureFixture(opts, {
-    onProgress: (done, total) => {
-      if (done === total || !process.stderr.isTTY) return;
-      process.stderr.write(`\rgenerating ${label}: ${((100 * done) / total).toFixed(0)}%`);
+  const info = await ensureFixture(
+    { ...base, layers: layers ?? base.layers, dir },
+    {
+      onProgress: (done, total) => {
+        if (done < total && process.stderr.isTTY)
+          process.stderr.write(`\rgenerating ${label}: ${((100 * done) / total).toFixed(0)}%`);
+      },
     },
-  });
+  );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   if (seconds > 1) console.log(`generated ${label} in ${seconds.toFixed(1)} s`);
   return info;
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      runs: { type: 'string', default: '3' },
-      backends: { type: 'string', default: 'native,js' },
-      'skip-js': { type: 'boolean', default: false },
-      io: { type: 'string', default: 'mmap,pread,fs' },
-      'page-cache': { type: 'string', default: 'as-is' },
-      preset: { type: 'string', default: 'tinyllama' },
-      double: { type: 'boolean' },
-      'no-double': { type: 'boolean' },
-    },
-  });
-  const runs = Number(values.runs);
-  if (!Number.isSafeInteger(runs) || runs < 1)
-    throw new Error(`--runs expects a positive integer, got ${values.runs}`);
-  const preset = values.preset;
-  if (preset !== 'tinyllama' && preset !== 'medium') throw new Error(`--preset must be tinyllama or medium`);
-  let backends: Bench[] = [];
-  for (const b of values.backends.split(',').map((s) => s.trim())) {
-    if (b !== 'native' && b !== 'js' && b !== 'cuda')
-      throw new Error(`unknown backend "${b}" (native, js, cuda)`);
-    backends.push(b);
+/**
+ * Measures `rows` of one fixture for `runs` rounds. A round: warm the inputs (untimed), the durable floor,
+ * every warm merge, then (cold) the cold floor and every cold merge, each after dropping the page cache.
+ */
+async function measureFixture(
+  f: FixtureInfo,
+  o: Options,
+  scratch: string,
+  warm: { label: string; job: Omit<ChildJob, 'base' | 'models' | 'out'> }[],
+  cold: { label: string; job: Omit<ChildJob, 'base' | 'models' | 'out'> }[],
+  tag: string,
+): Promise<Measured[]> {
+  const groups = inputGroups(f);
+  const inputBytes = totalSize(groups.flat());
+  const durableLabel = `durable floor${tag} (cat + durable write)`;
+  const coldLabel = `cold floor${tag} (parallel cats + durable write)`;
+  const durable = row(durableLabel, inputBytes);
+  const coldFloor = row(coldLabel, inputBytes);
+  const warmRows = warm.map((w) => ({ ...w, row: row(w.label + tag, inputBytes, durableLabel) }));
+  const coldRows = cold.map((c) => ({ ...c, row: row(c.label + tag, inputBytes, coldLabel) }));
+  const out = path.join(scratch, 'merged');
+  const methods = new Set<string>();
+  const note = (what: string, s: number, w: DurableWrite): void => {
+    methods.add(w.method);
+    process.stderr.write(`  ${what}: ${s.toFixed(2)} s (write ${w.seconds.toFixed(2)} s, ${w.method})\n`);
+  };
+  for (let r = 0; r < o.runs; r++) {
+    if (warmRows.length > 0) {
+      readFiles(groups.flat()); // warm, untimed
+      const read = await catGroups([groups.flat()]);
+      const write = await durableWrite(scratch, f.fileBytesPerModel);
+      durable.seconds.push(read + write.seconds);
+      note(`run ${r + 1}/${o.runs} ${durableLabel}: read ${read.toFixed(2)} s`, read + write.seconds, write);
+    }
+    for (const w of warmRows) {
+      const t = await runChild({ base: f.base, models: f.models, out, ...w.job });
+      w.row.trials.push(t);
+      w.row.seconds.push(t.seconds);
+      process.stderr.write(`  run ${r + 1}/${o.runs} ${w.row.label}: ${t.seconds.toFixed(2)} s\n`);
+    }
+    if (coldRows.length === 0) continue;
+    dropCaches();
+    const coldRead = await catGroups(groups);
+    const coldWrite = await durableWrite(scratch, f.fileBytesPerModel);
+    coldFloor.seconds.push(coldRead + coldWrite.seconds);
+    note(
+      `run ${r + 1}/${o.runs} ${coldLabel}: read ${coldRead.toFixed(2)} s`,
+      coldRead + coldWrite.seconds,
+      coldWrite,
+    );
+    for (const c of coldRows) {
+      dropCaches();
+      const t = await runChild({ base: f.base, models: f.models, out, ...c.job });
+      c.row.trials.push(t);
+      c.row.seconds.push(t.seconds);
+      process.stderr.write(`  run ${r + 1}/${o.runs} ${c.row.label}: ${t.seconds.toFixed(2)} s\n`);
+    }
   }
-  if (values['skip-js']) backends = backends.filter((b) => b !== 'js');
-  // The 2× row is what shows peak RSS does not grow with the model: on by default for the real bench.
-  const double = values['no-double'] ? false : (values.double ?? preset === 'tinyllama');
+  durable.notes.push(`durable write${tag}: ${[...methods].join(' / ')} (the fastest per trial)`);
+  return [
+    ...(warmRows.length > 0 ? [durable] : []),
+    ...warmRows.map((w) => w.row),
+    ...(coldRows.length > 0 ? [coldFloor, ...coldRows.map((c) => c.row)] : []),
+  ];
+}
 
+function printTable(rows: Measured[]): void {
+  const byLabel = new Map(rows.map((r) => [r.label, r]));
+  const mib = (kib: number | undefined): string => (kib === undefined ? '-' : fixed(kib / 1024, 0));
+  console.log(
+    formatTable(
+      [
+        '',
+        'wall s',
+        'spread',
+        'GB/s in',
+        '× floor',
+        'CPU s',
+        'peak RSS MiB',
+        'peak Dirty MiB',
+        'fsync s',
+        'write',
+      ],
+      rows.map((r) => {
+        const s = median(r.seconds);
+        const floor = r.floor === undefined ? undefined : median(byLabel.get(r.floor)?.seconds ?? []);
+        const t = r.trials;
+        const modes = [...new Set(t.map((x) => x.writeMode))].join(', ');
+        return [
+          r.label,
+          fixed(s),
+          fixed(spread(r.seconds)),
+          fixed(r.inputBytes / 1e9 / s),
+          floor === undefined ? '-' : fixed(s / floor),
+          t.length === 0 ? '-' : fixed(median(t.map((x) => x.cpuSeconds))),
+          t.length === 0 ? '-' : mib(Math.max(...t.map((x) => x.maxRSS))),
+          t.length === 0 ? '-' : mib(Math.max(...t.map((x) => x.peakDirty ?? 0))),
+          t.length === 0 ? '-' : fixed(median(t.map((x) => x.fsyncSeconds))),
+          modes === '' ? '-' : modes,
+        ];
+      }),
+    ),
+  );
+  for (const r of rows) for (const n of r.notes) console.log(`  ${n}`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const o = parseOptions(argv);
   const notes: string[] = [];
   for (const b of ['native', 'cuda'] as const) {
-    if (!backends.includes(b)) continue;
+    if (!o.backends.includes(b)) continue;
     const why = backendAvailable(b);
     if (why !== undefined) {
       notes.push(`${b} skipped: ${why}`);
-      backends = backends.filter((x) => x !== b);
+      o.backends = o.backends.filter((x) => x !== b);
     }
   }
-  const usable = backends;
-
-  const cacheDir = path.join(ROOT, '.cache', `bench-${preset}`);
-  const fixture = await ensureWithNote({ ...PRESETS[preset], dir: cacheDir }, `${preset} fixture`);
-  const fixture2x = double
-    ? await ensureWithNote(
-        { ...PRESETS[preset], layers: PRESETS[preset].layers * 2, dir: `${cacheDir}-2x` },
-        `${preset} 2× fixture`,
-      )
-    : undefined;
-
-  const inputBytes = totalSize(inputFiles(fixture));
-  const files = inputFiles(fixture);
-  // How the inputs' pages entered the page cache changes how fast they map (measured here: pages just
-  // written by write() map several times slower than pages read from disk), so both are benchmarked.
-  const pageCache = values['page-cache'];
-  if (pageCache === 'from-disk') {
-    syncDisks();
-    writeFileSync('/proc/sys/vm/drop_caches', '3'); // needs root; throws otherwise
-  } else if (pageCache === 'fresh') {
-    await generateFixture({ ...PRESETS[preset], dir: cacheDir });
-  } else if (pageCache !== 'as-is') {
-    throw new Error(
-      '--page-cache must be as-is, fresh (regenerate the fixture) or from-disk (drop caches, re-read)',
-    );
-  }
-  notes.push(`inputs' page cache: ${pageCache}`);
-  readFiles(files); // warm the page cache, untimed
-  const floorParts = measureFloor(fixture, runs);
-  const floor = floorParts.seconds;
-  notes.push(describeFloor('floor', floorParts, inputBytes, fixture.fileBytesPerModel));
-
-  const ioModes = values.io.split(',').map((s) => s.trim()) as IoMode[];
-  for (const m of ioModes) if (!IO_MODES.includes(m)) throw new Error(`--io: unknown mode "${m}"`);
-  type Config = { backend: Bench; io: IoMode; fsync: boolean };
-  const configs: Config[] = usable.flatMap((backend): Config[] =>
-    backend === 'cuda'
-      ? [false, true].map((fsync) => ({ backend, io: ioModes[0] as IoMode, fsync }))
-      : backend === 'native'
-        ? [
-            ...ioModes.map((io) => ({ backend, io, fsync: false })),
-            { backend, io: ioModes[0] as IoMode, fsync: true },
-          ]
-        : [false, true].map((fsync) => ({ backend, io: 'auto' as IoMode, fsync })),
-  );
-  const keyOf = (c: { backend: string; io: IoMode; fsync: boolean }): string =>
-    `${c.backend}/${c.io}/${c.fsync}`;
-  const jsKey = (fsync: boolean): string => `js/auto/${fsync}`;
-  const jobs = configs.map((c) => ({
-    ...c,
-    job: { base: fixture.base, models: fixture.models, out: path.join(cacheDir, 'merged'), ...c },
-  }));
-  const results = new Map<string, ChildResult[]>();
-  // Trials interleaved across configurations, so drift (thermal, background writeback) spreads evenly.
-  for (let r = 0; r < runs; r++) {
-    for (const { job, ...c } of jobs) {
-      const key = keyOf(c);
-      const res = runChild(job);
-      results.set(key, [...(results.get(key) ?? []), res]);
-      process.stderr.write(`  run ${r + 1}/${runs} ${key}: ${res.seconds.toFixed(2)} s\n`);
+  const main = o.backends[0];
+  if (main === undefined) throw new Error('no backend to run');
+  if (o.cold) {
+    const refused = dropCaches();
+    if (refused !== undefined) {
+      notes.push(`cold rows left out: ${refused}`);
+      o.cold = false;
     }
   }
-  rmSync(path.join(cacheDir, 'merged'), { recursive: true, force: true });
+  const load = os.loadavg().map((x) => x.toFixed(1));
 
-  const wall = (key: string): number | undefined => {
-    const rs = results.get(key);
-    return rs === undefined ? undefined : median(rs.map((x) => x.seconds));
-  };
-  const rss = (key: string): number | undefined => {
-    const rs = results.get(key);
-    return rs === undefined ? undefined : Math.max(...rs.map((x) => x.maxRSS)) / 1024;
-  };
-  const cpu = (key: string): number | undefined => {
-    const rs = results.get(key);
-    return rs === undefined ? undefined : median(rs.map((x) => x.cpuSeconds));
-  };
-  const rows: Row[] = [
-    {
-      label: 'floor (read inputs + write output)',
-      seconds: floor,
-      inputBytes,
-      floor,
-      js: undefined,
-      rssMiB: undefined,
-      cpuSeconds: undefined,
-    },
+  const fixture = await fixtureOf(o.preset, undefined, `${o.preset} fixture`);
+  const scratch = o.scratch ?? path.join(ROOT, '.cache', `bench-scratch-${process.pid}`);
+  mkdirSync(scratch, { recursive: true });
+  const d = { backend: main, io: 'auto' as IoMode, writeMode: 'auto' as WriteMode };
+  const warm = [
+    { label: `merge (${main}), default: fsync, warm`, job: { ...d, fsync: true } },
+    { label: `merge (${main}), --no-fsync, warm`, job: { ...d, fsync: false } },
+    ...o.writeModes.map((writeMode) => ({
+      label: `merge (${main}), fsync, write ${writeMode}, warm`,
+      job: { ...d, writeMode, fsync: true },
+    })),
+    ...o.ioModes.map((io) => ({
+      label: `merge (${main}), --no-fsync, io ${io}, warm`,
+      job: { ...d, io, fsync: false },
+    })),
+    ...(main !== 'js' && o.backends.includes('js')
+      ? [{ label: 'merge (js), default: fsync, warm', job: { ...d, backend: 'js' as const, fsync: true } }]
+      : []),
   ];
-  const describe = new Map<string, string>();
-  for (const c of configs) {
-    const key = keyOf(c);
-    const first = results.get(key)?.[0];
+  const cold = o.cold ? [{ label: `merge (${main}), default: fsync, cold`, job: { ...d, fsync: true } }] : [];
+  try {
+    const rows = await measureFixture(fixture, o, scratch, warm, cold, '');
+    if (o.double) {
+      const f2 = await fixtureOf(o.preset, PRESETS[o.preset].layers * 2, `${o.preset} 2× fixture`);
+      rows.push(...(await measureFixture(f2, o, scratch, warm.slice(0, 2), [], ', 2× model')));
+    }
+    if (o.large !== undefined) {
+      const fl = await fixtureOf(o.preset, o.large, `${o.preset} fixture with ${o.large} layers`);
+      const big = totalSize(inputGroups(fl).flat());
+      if (big < os.totalmem())
+        notes.push(
+          `--large: ${(big / 1e9).toFixed(1)} GB of input fit in RAM (${(os.totalmem() / 2 ** 30).toFixed(0)} GiB)`,
+        );
+      if (!o.cold)
+        notes.push('--large: the large model is measured cold only, and cold rows are left out here');
+      else
+        rows.push(
+          ...(await measureFixture(
+            fl,
+            o,
+            scratch,
+            [],
+            cold,
+            `, ${o.large} layers (${(big / 1e9).toFixed(1)} GB in)`,
+          )),
+        );
+    }
+
+    const f = fixture.options;
+    const first = rows.find((r) => r.trials.length > 0)?.trials[0];
+    console.log(
+      `\nmodel-stock end-to-end bench: ${o.preset} fixture (hidden ${f.hidden}, intermediate ${f.intermediate}, ` +
+        `${f.layers} layers, vocab ${f.vocab}), base + ${f.models} fine-tunes, ${f.dtype}, ` +
+        `${fixture.shards} shards each, ${(totalSize(inputGroups(fixture).flat()) / 1e9).toFixed(2)} GB in, ` +
+        `${(fixture.fileBytesPerModel / 1e9).toFixed(2)} GB out`,
+    );
+    console.log(
+      `machine: ${os.cpus()[0]?.model ?? '?'}, ${os.cpus().length} CPUs, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ` +
+        `load average ${load.join(' ')} at the start, ${os
+          .loadavg()
+          .map((x) => x.toFixed(1))
+          .join(' ')} at the end`,
+    );
     if (first !== undefined)
-      describe.set(c.backend, `${first.isa}, ${first.threads} thread${first.threads === 1 ? '' : 's'}`);
-    rows.push({
-      label: `${c.backend} (io ${c.io}), ${c.fsync ? 'fsync' : 'no fsync'}`,
-      seconds: wall(key) ?? NaN,
-      inputBytes,
-      floor,
-      js: wall(jsKey(c.fsync)),
-      rssMiB: rss(key),
-      cpuSeconds: cpu(key),
-    });
+      console.log(
+        `${first.backend} backend: ${first.isa}, ${first.threads} thread${first.threads === 1 ? '' : 's'}`,
+      );
+    console.log(
+      `medians of ${o.runs} run(s), spread = max/min; each merge in a fresh process; dirty pages flushed before each trial\n`,
+    );
+    printTable(rows);
+    for (const n of notes) console.log(`  ${n}`);
+  } finally {
+    if (o.scratch === undefined) rmSync(scratch, { recursive: true, force: true });
   }
-
-  const backends2x = usable.filter((b) => b !== 'js');
-  if (fixture2x !== undefined && backends2x.length > 0) {
-    const files2x = inputFiles(fixture2x);
-    const input2x = totalSize(files2x);
-    // Evict nothing we need later: the 1× runs are done. Warm the 2× inputs, untimed.
-    readFiles(files2x);
-    const floor2xParts = measureFloor(fixture2x, runs);
-    const floor2x = floor2xParts.seconds;
-    notes.push(describeFloor('floor, 2× model', floor2xParts, input2x, fixture2x.fileBytesPerModel));
-    const out = path.join(`${cacheDir}-2x`, 'merged');
-    const layers = fixture2x.options.layers;
-    rows.push({
-      label: `floor, 2× model (${layers} layers)`,
-      seconds: floor2x,
-      inputBytes: input2x,
-      floor: floor2x,
-      js: undefined,
-      rssMiB: undefined,
-      cpuSeconds: undefined,
-    });
-    for (const backend of backends2x) {
-      const res: ChildResult[] = [];
-      for (let r = 0; r < runs; r++) {
-        res.push(
-          runChild({
-            base: fixture2x.base,
-            models: fixture2x.models,
-            out,
-            backend,
-            io: 'auto',
-            fsync: false,
-          }),
-        );
-        process.stderr.write(
-          `  run ${r + 1}/${runs} 2× ${backend} fsync=false: ${res[r]!.seconds.toFixed(2)} s\n`,
-        );
-      }
-      rows.push({
-        label: `${backend} (io auto), no fsync, 2× model`,
-        seconds: median(res.map((x) => x.seconds)),
-        inputBytes: input2x,
-        floor: floor2x,
-        js: undefined,
-        rssMiB: Math.max(...res.map((x) => x.maxRSS)) / 1024,
-        cpuSeconds: median(res.map((x) => x.cpuSeconds)),
-      });
-    }
-    rmSync(out, { recursive: true, force: true });
-    if (input2x + fixture2x.fileBytesPerModel > 0.8 * totalmem()) {
-      notes.push('2× model: inputs + output exceed 80% of RAM, so its page cache is only partly warm');
-    }
-  }
-
-  const o = fixture.options;
-  console.log(
-    `\nmodel-stock end-to-end bench: ${preset} fixture (hidden ${o.hidden}, intermediate ${o.intermediate}, ` +
-      `${o.layers} layers, vocab ${o.vocab}), base + ${o.models} fine-tunes, ${o.dtype}, ` +
-      `${fixture.shards} shards each, ${(inputBytes / 1e9).toFixed(2)} GB of input`,
-  );
-  console.log(
-    `warm page cache (inputs read once untimed; dirty pages flushed before each trial); medians of ${runs} ` +
-      `run(s); each merge in a fresh process; peak RSS = max over runs`,
-  );
-  for (const [b, d] of describe) console.log(`${b}: ${d}`);
-  console.log('');
-  console.log(
-    formatTable(
-      ['', 'wall s', 'GB/s in', '× floor', 'js ÷ this', 'CPU s', 'peak RSS MiB'],
-      rows.map((r) => [
-        r.label,
-        fixed(r.seconds),
-        fixed(r.inputBytes / 1e9 / r.seconds),
-        fixed(r.seconds / r.floor),
-        r.js === undefined ? '-' : fixed(r.js / r.seconds, 1),
-        fixed(r.cpuSeconds),
-        r.rssMiB === undefined ? '-' : fixed(r.rssMiB, 0),
-      ]),
-    ),
-  );
-  for (const n of notes) console.log(`  ${n}`);
 }
 
 if (process.argv[2] === CHILD_FLAG) {

@@ -1,6 +1,6 @@
 /** Small helpers shared by the benchmarks: statistics, file lists, a plain-text table. */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 export function median(values: readonly number[]): number {
@@ -54,4 +54,34 @@ export function formatTable(header: readonly string[], rows: readonly (readonly 
 
 export function fixed(n: number | undefined, digits = 2): string {
   return n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
+}
+
+/** max / min of the values: how far apart the runs were (1 = identical). */
+export function spread(values: readonly number[]): number {
+  return values.length === 0 ? NaN : Math.max(...values) / Math.min(...values);
+}
+
+/**
+ * Samples `Dirty:` of /proc/meminfo every `everyMs` until stopped; returns the peak in KiB (undefined
+ * where there is no /proc/meminfo). System-wide: other processes' dirty pages count too.
+ */
+export function sampleDirty(everyMs = 20): { stop(): number | undefined } {
+  let peak: number | undefined;
+  const sample = (): void => {
+    try {
+      const m = /^Dirty:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+      if (m !== null) peak = Math.max(peak ?? 0, Number(m[1]));
+    } catch {
+      // not Linux
+    }
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
 }

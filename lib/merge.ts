@@ -143,7 +143,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
   try {
     reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
     staging = await StagingDir.create(target, { overwrite, onWarning: options.onWarning });
-    writer = await SafetensorsWriter.create(staging.dir, layout);
+    writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
     const w = writer;
     const result = await runPlan(plan, {
       backend,
@@ -160,7 +160,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
     reader.check?.();
     await checkUnchanged(new Map(inputs.flatMap((c) => [...c.identities])));
-    await writer.finish({ fsync });
+    const written = await writer.finish({ fsync });
     writer = undefined;
     cancelled();
     // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
@@ -194,6 +194,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
+      write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
     // Drawn after the weights, committed with them; a fault in drawing costs the picture, not the merge.

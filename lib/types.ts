@@ -2,6 +2,7 @@ import type { FloatDType, DType } from './dtype';
 import type { BackendInfo } from './engine/backend';
 import type { ThetaRule } from './math/ratio';
 import type { IoMode } from './engine/io';
+import type { WriteMode, WriteReport } from './safetensors/shardFile';
 import type { LayerRangeCheck } from './config/layers';
 import type { HubOptions } from './hub/settings';
 
@@ -65,6 +66,11 @@ export interface MergeOptions extends InspectOptions {
   readonly overwrite?: boolean;
   /** fsync the output before the atomic rename (default true). */
   readonly fsync?: boolean;
+  /**
+   * How output bytes reach the disk, dirty data bounded in every mode: direct (O_DIRECT), rolling
+   * (rolling writeback), plain (periodic fdatasync), node (Node's writes, no addon); default auto.
+   */
+  readonly writeMode?: WriteMode;
   /** Also write the JSON report here. */
   readonly report?: string;
   /**
@@ -141,4 +147,6 @@ export interface MergeReport extends InspectReport {
   /** The output folder. */
   readonly out: string;
   readonly bytesWritten: number;
+  /** How the output was written: the mode, any fallback and why, the final fsync's seconds. */
+  readonly write: WriteReport;
 }

@@ -24,6 +24,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mapRelease", ms::MapRelease},    // io.cc
       {"mapFault", ms::MapFault},        // io.cc (fault_guard.cc)
       {"unmap", ms::Unmap},              // io.cc
+      {"fileWillNeed", ms::FileWillNeed},  // io.cc
+      {"mapWillNeed", ms::MapWillNeed},    // io.cc
+      {"openShardWriter", ms::OpenShardWriter},    // writer.cc
+      {"shardWrite", ms::ShardWrite},              // writer.cc
+      {"shardWriterInfo", ms::ShardWriterInfo},    // writer.cc
+      {"closeShardWriter", ms::CloseShardWriter},  // writer.cc
+      {"abortShardWriter", ms::AbortShardWriter},  // writer.cc
+      {"shardWriterStats", ms::ShardWriterStats},  // writer.cc
       {"mapClose", ms::MapClose},        // io.cc
       {"lockFile", ms::LockFile},        // lock.cc
       {"renamePaths", ms::RenamePaths},  // fsops.cc

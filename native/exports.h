@@ -23,6 +23,16 @@ Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
 Napi::Value MapFault(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
+Napi::Value FileWillNeed(const Napi::CallbackInfo& info);
+Napi::Value MapWillNeed(const Napi::CallbackInfo& info);
+
+// writer.cc: output shards with bounded dirty data
+Napi::Value OpenShardWriter(const Napi::CallbackInfo& info);
+Napi::Value ShardWrite(const Napi::CallbackInfo& info);
+Napi::Value ShardWriterInfo(const Napi::CallbackInfo& info);
+Napi::Value CloseShardWriter(const Napi::CallbackInfo& info);
+Napi::Value AbortShardWriter(const Napi::CallbackInfo& info);
+Napi::Value ShardWriterStats(const Napi::CallbackInfo& info);
 Napi::Value MapClose(const Napi::CallbackInfo& info);
 
 // fsops.cc: renames that never replace what they did not check

@@ -2,11 +2,11 @@
 // whose views keep the mapping alive. POSIX only; on Windows both report that they are unavailable.
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
 
+#include "args.h"
 #include "exports.h"
 #include "fault_guard.h"
 #include "js_errors.h"
@@ -24,17 +24,8 @@
 namespace ms {
 namespace {
 
-constexpr double kMaxSafeInteger = 9007199254740991.0;
 // Node 20 aborts the process on an external ArrayBuffer over 4 GiB − 1.
 constexpr uint64_t kMaxView = 0xFFFFFFFFull;
-
-bool safeInteger(Napi::Value v, double min, uint64_t* out) {
-  if (!v.IsNumber()) return false;
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= min && d <= kMaxSafeInteger) || std::floor(d) != d) return false;
-  *out = static_cast<uint64_t>(d);
-  return true;
-}
 
 #if !defined(_WIN32)
 
@@ -164,6 +155,47 @@ MappingRef* unwrapHandle(Napi::Env env, Napi::Value v, const char* op) {
   return static_cast<MappingRef*>(data);
 }
 
+// Read-ahead of bytes the merge needs next, on a worker: submitting the reads can block (request queue
+// full, page allocation), which the event loop must never wait for. Advice only: a failure (a file
+// system without read-ahead) changes nothing but speed, so it is not reported. Never DONTNEED: input
+// pages stay cached for whoever reads them next.
+class WillNeedWorker : public PromiseWorker {
+ public:
+  WillNeedWorker(Napi::Env env, int fd, MappingRef mapping, uint64_t offset, uint64_t length)
+      : PromiseWorker(env, "model-stock:willNeed"),
+        fd_(fd),
+        mapping_(std::move(mapping)),
+        offset_(offset),
+        length_(length) {}
+
+ protected:
+  // Linux reads at most max(read_ahead_kb, max_sectors_kb) per hint (force_page_cache_ra), 128 KiB
+  // with default settings, whatever length it is given: a tensor is advised in pieces of that size.
+  static constexpr uint64_t kPiece = 128 * 1024;
+
+  void Run() override {
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    for (uint64_t at = offset_; at < offset_ + length_; at += kPiece) {
+      const uint64_t n = std::min(kPiece, offset_ + length_ - at);
+      if (mapping_) {
+        const uintptr_t start = reinterpret_cast<uintptr_t>(mapping_->addr + at);
+        const uintptr_t aligned = start & ~(page - 1);
+        ::madvise(reinterpret_cast<void*>(aligned), static_cast<size_t>(start + n - aligned), MADV_WILLNEED);
+      } else {
+#if defined(POSIX_FADV_WILLNEED)
+        ::posix_fadvise(fd_, static_cast<off_t>(at), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
+#endif
+      }
+    }
+  }
+
+ private:
+  int fd_;
+  MappingRef mapping_;  // keeps the mapping alive until the advice is given
+  uint64_t offset_;
+  uint64_t length_;
+};
+
 #endif
 
 }  // namespace
@@ -248,8 +280,9 @@ Napi::Value MapView(const Napi::CallbackInfo& info) {
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   uint8_t* aligned = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(start) & ~(page - 1));
   const size_t span = static_cast<size_t>(start + length - aligned);
-  ::madvise(aligned, span, MADV_SEQUENTIAL);  // advice only: failures change nothing but speed
-  ::madvise(aligned, span, MADV_WILLNEED);
+  // Advice only: a failure changes nothing but speed. Read-ahead is asked for by mapWillNeed, on a
+  // worker: submitting reads here would block the event loop.
+  ::madvise(aligned, span, MADV_SEQUENTIAL);
   auto* keep = new MappingRef(*ref);
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
       env, start, static_cast<size_t>(length), [](Napi::Env, void*, MappingRef* k) { delete k; }, keep);
@@ -301,6 +334,50 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   unwrapHandle(env, info[0], "unmap")->reset();
 #endif
   return env.Undefined();
+}
+
+// fileWillNeed(fd, offset, length) → Promise<void>: posix_fadvise(WILLNEED) on a file range.
+Napi::Value FileWillNeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t fd, offset, length;
+  if (!safeInteger(info[0], 0, &fd) || fd > 0x7FFFFFFF)
+    return rejected(env, "fileWillNeed: expected a file descriptor for fd", "INVALID_ARGUMENT");
+  if (!safeInteger(info[1], 0, &offset) || !safeInteger(info[2], 0, &length))
+    return rejected(env, "fileWillNeed: expected safe integers ≥ 0 for offset and length", "INVALID_ARGUMENT");
+#if defined(_WIN32)
+  return rejected(env, "fileWillNeed: not available on Windows", "NATIVE_ERROR");
+#else
+  auto* worker = new WillNeedWorker(env, static_cast<int>(fd), nullptr, offset, length);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+#endif
+}
+
+// mapWillNeed(mapping, offset, length) → Promise<void>: madvise(WILLNEED) on a range of a mapping.
+Napi::Value MapWillNeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(_WIN32)
+  return rejected(env, "mapWillNeed: not available on Windows", "NATIVE_ERROR");
+#else
+  void* data = nullptr;
+  if (!info[0].IsObject() || napi_unwrap(env, info[0], &data) != napi_ok || data == nullptr)
+    return rejected(env, "mapWillNeed: expected a mapping from mapFile", "INVALID_ARGUMENT");
+  MappingRef mapping = *static_cast<MappingRef*>(data);
+  if (!mapping) {  // unmapped: nothing left to advise
+    Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
+    done.Resolve(env.Undefined());
+    return done.Promise();
+  }
+  uint64_t offset, length;
+  if (!safeInteger(info[1], 0, &offset) || !safeInteger(info[2], 0, &length) || offset > mapping->size ||
+      length > mapping->size - offset)
+    return rejected(env, "mapWillNeed: expected a byte range inside " + mapping->path, "INVALID_ARGUMENT");
+  auto* worker = new WillNeedWorker(env, -1, std::move(mapping), offset, length);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+#endif
 }
 
 Napi::Value MapClose(const Napi::CallbackInfo& info) {

@@ -49,9 +49,12 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
 
+  // What the Promise resolves with, made on the JS thread once Run() succeeded.
+  virtual Napi::Value Result() { return Env().Undefined(); }
+
   void OnOK() override {
     kept_.clear();
-    deferred_.Resolve(Env().Undefined());
+    deferred_.Resolve(Result());
   }
 
   void OnError(const Napi::Error& e) override {

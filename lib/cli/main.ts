@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { parseDtypeName } from '../config/mergekit';
 import { escapeControl, isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
 import type { MergeOptions } from '../types';
+import { WRITE_MODES, type WriteMode } from '../safetensors/shardFile';
 import { doctor } from './doctor';
 import {
   addComputeOptions,
@@ -31,6 +32,7 @@ interface MergeFlags extends InputFlags {
   report?: string;
   overwrite?: boolean;
   fsync: boolean;
+  writeMode: WriteMode;
 }
 
 function resolveMerge(
@@ -58,6 +60,7 @@ function resolveMerge(
     shardSize: f.shardSize,
     overwrite: f.overwrite ?? false,
     fsync: f.fsync,
+    writeMode: f.writeMode,
     report: f.report,
     ...(yaml !== undefined ? { tokenizerSource: yaml.tokenizerSource, chatTemplate: yaml.chatTemplate } : {}),
   };
@@ -85,7 +88,7 @@ async function runMerge(
   process.stdout.write(
     `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
-      `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa})\n`,
+      `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ${report.write.mode} writes)\n`,
   );
 }
 
@@ -118,6 +121,14 @@ export function buildProgram(): Command {
     .option('--overwrite', 'replace OUT if it exists (only an empty folder or an earlier merge)');
   addComputeOptions(merge)
     .option('--no-fsync', 'do not fsync the output before renaming it into place')
+    .addOption(
+      new Option(
+        '--write-mode <mode>',
+        'how the output reaches the disk, dirty data bounded in each: direct (O_DIRECT), rolling (rolling writeback), plain (periodic fdatasync), node (no addon); auto = direct when the addon loads',
+      )
+        .choices([...WRITE_MODES])
+        .default('auto'),
+    )
     .option('-q, --quiet', 'no progress bar, warnings or summary')
     .addHelpText(
       'after',

@@ -8,7 +8,7 @@ import type { Backend, TensorSpec } from './backend';
 import type { TensorSource as FullSource } from './io';
 
 /** Where tensor bytes come from: copies into arena buffers, or zero-copy views of mapped files. */
-export type TensorSource = Pick<FullSource, 'readInto' | 'view' | 'release'>;
+export type TensorSource = Pick<FullSource, 'readInto' | 'view' | 'release' | 'willNeed'>;
 
 /** Where output tensor bytes go (positional writes into the output shards). */
 export interface TensorSink {

@@ -25,17 +25,49 @@ export interface TensorSource {
    * when the mapping faulted (the file shrank or could not be read) while the range was in use.
    */
   release?(tensor: TensorInfo, byteStart: number, length: number): void;
+  /**
+   * Read-ahead: tensor bytes [byteStart, byteStart + length) will be read soon, so the kernel may start
+   * reading them now (cold inputs). Advice: settles once given, never rejects, never drops a page.
+   */
+  willNeed?(tensor: TensorInfo, byteStart: number, length: number): Promise<void>;
   /** Throws IO_ERROR naming the file when any mapped input faulted: a last check before committing. */
   check?(): void;
   close(): Promise<void>;
+}
+
+/**
+ * Hints given and not yet settled: close() waits for them, so no hint outlives its file descriptor, and
+ * a hint asked for after close() is not given (it would reopen a file nobody closes).
+ */
+class Hints {
+  private readonly pending = new Set<Promise<void>>();
+  private closed = false;
+
+  add(hint: () => Promise<void>): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const p = hint().catch(() => undefined);
+    this.pending.add(p);
+    void p.then(() => this.pending.delete(p));
+    return p;
+  }
+
+  close(): Promise<unknown> {
+    this.closed = true;
+    return Promise.all([...this.pending]);
+  }
 }
 
 const FS_CHUNK = 16 << 20;
 
 class FsSource extends TensorReader implements TensorSource {
   readonly kind = 'fs' as const;
+  private readonly hints = new Hints();
 
-  constructor(private readonly signal: AbortSignal | undefined) {
+  /** Node has no fadvise: the addon gives it when it loads; without it the kernel's own read-ahead works alone. */
+  constructor(
+    private readonly addon: NativeAddon | undefined,
+    private readonly signal: AbortSignal | undefined,
+  ) {
     super();
   }
 
@@ -48,6 +80,19 @@ class FsSource extends TensorReader implements TensorSource {
       await super.readInto(tensor, byteStart + done, part);
       done += part.byteLength;
     } while (done < into.byteLength);
+  }
+
+  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
+    const addon = this.addon;
+    if (addon === undefined) return Promise.resolve();
+    return this.hints.add(() =>
+      this.open(t.file).then((h) => addon.fileWillNeed(h.fd, t.offset + byteStart, length)),
+    );
+  }
+
+  override async close(): Promise<void> {
+    await this.hints.close();
+    await super.close();
   }
 }
 
@@ -85,6 +130,7 @@ export function mappedWriteError(e: unknown, t: TensorInfo): unknown {
 class PreadSource implements TensorSource {
   readonly kind = 'pread' as const;
   private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
+  private readonly hints = new Hints();
 
   private readonly abort: AbortFlag;
 
@@ -96,21 +142,38 @@ class PreadSource implements TensorSource {
     this.abort = new AbortFlag(signal);
   }
 
-  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
+  private file(t: TensorInfo): Promise<fs.promises.FileHandle> {
     let fh = this.files.get(t.file);
     if (fh === undefined) {
       fh = fs.promises.open(t.file, 'r');
       this.files.set(t.file, fh);
     }
+    return fh;
+  }
+
+  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     try {
-      await this.addon.preadInto((await fh).fd, t.offset + byteStart, into, this.threads, this.abort.flag);
+      await this.addon.preadInto(
+        (await this.file(t)).fd,
+        t.offset + byteStart,
+        into,
+        this.threads,
+        this.abort.flag,
+      );
     } catch (e) {
       if (e instanceof ModelStockError && e.code === 'CANCELLED') throw e;
       throw ioError(e, t);
     }
   }
 
+  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
+    return this.hints.add(() =>
+      this.file(t).then((h) => this.addon.fileWillNeed(h.fd, t.offset + byteStart, length)),
+    );
+  }
+
   async close(): Promise<void> {
+    await this.hints.close();
     this.abort.dispose();
     const all = [...this.files.values()];
     this.files.clear();
@@ -128,6 +191,7 @@ const SEGMENT = 1 << 30;
 class MmapSource implements TensorSource {
   readonly kind = 'mmap' as const;
   private readonly maps = new Map<string, NativeMapping>();
+  private readonly hints = new Hints();
   private readonly segments = new Map<string, Uint8Array[]>();
   /** Views of ranges across a segment boundary, per file: detached with the segments at close. */
   private readonly strays = new Map<string, Uint8Array[]>();
@@ -193,6 +257,11 @@ class MmapSource implements TensorSource {
     if (at !== undefined) throw (this.fault ??= mappedReadError(file, at, tensor));
   }
 
+  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
+    // A hint holds the mapping it advises: unmapping during one is safe.
+    return this.hints.add(async () => this.addon.mapWillNeed(this.mapping(t), t.offset + byteStart, length));
+  }
+
   async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
     into.set(this.view(t, byteStart, into.byteLength));
     this.release(t, byteStart, into.byteLength);
@@ -204,6 +273,7 @@ class MmapSource implements TensorSource {
    * and write that used them before the source is closed.
    */
   async close(): Promise<void> {
+    await this.hints.close();
     for (const [file, m] of this.maps) {
       const views = [...(this.segments.get(file) ?? []), ...(this.strays.get(file) ?? [])];
       this.addon.mapClose(
@@ -226,10 +296,10 @@ export function openTensorSource(
   mode: IoMode,
   opts: { threads?: number; segmentBytes?: number; signal?: AbortSignal } = {},
 ): TensorSource {
-  if (mode === 'fs') return new FsSource(opts.signal);
   const loaded = loadNativeAddon();
+  if (mode === 'fs') return new FsSource(loaded.addon, opts.signal);
   if (loaded.addon === undefined) {
-    if (mode === 'auto') return new FsSource(opts.signal);
+    if (mode === 'auto') return new FsSource(undefined, opts.signal);
     throw new ModelStockError(
       'BACKEND_UNAVAILABLE',
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,

@@ -7,6 +7,7 @@ import { inputsOf, mergedBytes, settleAll, type EngineOptions, type StepContext 
 import { copyBaseTail, copyTensor } from './copy';
 import { mergeWhole } from './whole';
 import { mergeWindowed } from './windowed';
+import { ReadAhead } from './readahead';
 
 export type { EngineOptions, TensorSink, TensorSource } from './context';
 
@@ -111,7 +112,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
     const tensors = inputsOf(step);
     const src = opts.source;
     if (src.view !== undefined) {
-      // Mapped inputs: the kernels fault the pages in (the mapping was advised will-need).
+      // Mapped inputs: the kernels fault the pages in (read-ahead hinted them: readahead.ts).
       const views = tensors.map((t) => src.view!(t, 0, mergedBytes(step, t)));
       ctx.onRead(mergeInputBytes(step));
       slot.prefetch = { index, views, read: Promise.resolve() };
@@ -128,8 +129,11 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
 
   const pendingWrites: Promise<void>[] = [];
   let lastYield = performance.now();
+  // Cold inputs: the kernel reads the next steps' ranges in all N+1 files while this one computes.
+  const readAhead = new ReadAhead(steps, opts.source, gramOnly);
   try {
     for (let k = 0; k < steps.length; k++) {
+      readAhead.at(k);
       const step = steps[k]!;
       const slot = slots[k % 2]!;
       const other = slots[(k + 1) % 2]!;

@@ -1,15 +1,17 @@
 /**
  * Writes the shards a ShardLayout planned. Headers go first, then tensor bytes by positional writes,
  * so tensors (and windows of one tensor) may be written in any order and concurrently while the next
- * ones are computed. Atomicity (temp folder + rename) is the caller's: this writes into `dir` as is.
+ * ones are computed. How bytes reach the disk (bounded dirty data, O_DIRECT) is shardFile.ts's.
+ * Atomicity (temp folder + rename) is the caller's: this writes into `dir` as is.
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
-import { ModelStockError } from '../errors';
+import { isModelStockError, ModelStockError } from '../errors';
 import { indexJsonPieces } from './layout';
 import { ChunkedMap } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, type Sliced } from '../util/sliced';
 import { INDEX_FILE } from './checkpoint';
+import { createShardFile, weakerMode, type ShardFile, type WriteMode, type WriteReport } from './shardFile';
 import type { ShardLayout } from './types';
 
 /** fs writes are capped at 2 GiB − 1 bytes per call (libuv); stay well below. */
@@ -20,7 +22,9 @@ interface Target {
   /** Absolute offset of the tensor's first byte in its shard. */
   readonly offset: number;
   readonly byteLength: number;
-  /** Written byte ranges [start, end), sorted and merged. */
+  /** Byte ranges [start, end) handed to write(), sorted and merged: a later write may not overlap them. */
+  readonly claimed: [number, number][];
+  /** Byte ranges [start, end) written, sorted and merged. */
   readonly written: [number, number][];
 }
 
@@ -31,37 +35,45 @@ export class SafetensorsWriter {
   private constructor(
     private readonly dir: string,
     private readonly layout: ShardLayout,
-    private readonly handles: FileHandle[],
+    private readonly files: ShardFile[],
     private readonly paths: string[],
+    private readonly requested: WriteMode,
     private readonly targets: ReadonlyMap<string, Target>,
   ) {}
 
-  /** Creates every shard file in `dir` (which must exist; files must not) and writes its header. */
-  static async create(dir: string, layout: ShardLayout): Promise<SafetensorsWriter> {
+  /**
+   * Creates every shard file in `dir` (which must exist; files must not) and writes its header. `mode`
+   * (default auto) says how bytes reach the disk (shardFile.ts).
+   */
+  static async create(
+    dir: string,
+    layout: ShardLayout,
+    opts: { mode?: WriteMode } = {},
+  ): Promise<SafetensorsWriter> {
+    const requested = opts.mode ?? 'auto';
     const targets = await runSliced(targetsOf(layout));
-    const handles: FileHandle[] = [];
+    const files: ShardFile[] = [];
     const paths: string[] = [];
     try {
       for (const shard of layout.shards) {
         const file = path.join(dir, shard.fileName);
-        // 'wx': never truncate a file that exists (someone may have it mapped, or it is an input).
-        const handle = await open(file, 'wx').catch((cause: unknown) => {
-          throw new ModelStockError('IO_ERROR', `cannot create: ${(cause as Error).message}`, {
-            file,
-            cause,
-          });
+        const shardFile = await createShardFile(file, shard.size, requested).catch((cause: unknown) => {
+          throw ioFailure(file, undefined, 'cannot create', cause);
         });
-        handles.push(handle);
+        files.push(shardFile);
         paths.push(file);
-        await writeFully(handle, shard.header, 0, file, undefined);
+        await shardFile.write(0, shard.header).catch((cause: unknown) => {
+          throw ioFailure(file, undefined, 'cannot write the header', cause);
+        });
       }
     } catch (e) {
-      // No writer exists yet for the caller to abort: undo what was created here.
-      await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
+      // No writer exists yet for the caller to abort: undo what was created here (our new files only:
+      // creation refuses a path that exists).
+      await Promise.all(files.map((f) => f.abort()));
       await Promise.all(paths.map((p) => unlink(p).catch(() => undefined)));
       throw e;
     }
-    return new SafetensorsWriter(dir, layout, handles, paths, targets);
+    return new SafetensorsWriter(dir, layout, files, paths, requested, targets);
   }
 
   /** Writes `data` at `byteOffsetInTensor` within tensor `name`. Calls may overlap in time. */
@@ -82,10 +94,22 @@ export class SafetensorsWriter {
         ),
       );
     }
-    const handle = this.handles[target.shard] as FileHandle;
+    const start = byteOffsetInTensor;
+    const end = start + data.byteLength;
+    if (target.claimed.some(([a, b]) => a < end && start < b)) {
+      // Bytes are written once: staged O_DIRECT blocks count them, and a rewrite would race the first.
+      return Promise.reject(
+        new RangeError(`tensor "${name}": write of bytes [${start}, ${end}) overlaps bytes already written`),
+      );
+    }
+    markWritten(target.claimed, start, end);
+    const shardFile = this.files[target.shard] as ShardFile;
     const file = this.paths[target.shard] as string;
-    const p = writeFully(handle, data, target.offset + byteOffsetInTensor, file, name).then(() =>
-      markWritten(target.written, byteOffsetInTensor, byteOffsetInTensor + data.byteLength),
+    const p = shardFile.write(target.offset + start, data).then(
+      () => markWritten(target.written, start, end),
+      (cause: unknown) => {
+        throw ioFailure(file, name, undefined, cause);
+      },
     );
     this.pending.add(p);
     const forget = () => this.pending.delete(p);
@@ -93,11 +117,24 @@ export class SafetensorsWriter {
     return p;
   }
 
+  /** How the shards are being written: the weakest mode any shard has now. */
+  writeReport(fsyncSeconds = 0): WriteReport {
+    const infos = this.files.map((f) => f.info());
+    const mode = infos.map((i) => i.mode).reduce(weakerMode, infos[0]?.mode ?? 'node');
+    const fallback = infos.find((i) => i.fallback !== undefined)?.fallback;
+    return {
+      mode,
+      requested: this.requested,
+      ...(fallback === undefined ? {} : { fallback }),
+      fsyncSeconds,
+    };
+  }
+
   /**
    * Checks that every byte of every tensor was written, syncs (unless `fsync: false`) and closes the
-   * shards, then writes the index when there are several shards.
+   * shards, then writes the index when there are several shards. Returns how the shards were written.
    */
-  async finish(opts: { fsync?: boolean } = {}): Promise<void> {
+  async finish(opts: { fsync?: boolean } = {}): Promise<WriteReport> {
     if (this.state !== 'open') throw new Error('finish() called twice or after abort()');
     this.state = 'finishing';
     const fsync = opts.fsync ?? true;
@@ -113,16 +150,20 @@ export class SafetensorsWriter {
         const more = incomplete.length > 5 ? ` and ${incomplete.length - 5} more` : '';
         throw new Error(`bug: tensor bytes never written for ${shown}${more}`);
       }
-      for (let i = 0; i < this.handles.length; i++) {
-        const handle = this.handles[i] as FileHandle;
-        const file = this.paths[i] as string;
-        if (fsync) await handle.sync().catch((cause: unknown) => rethrowIo(file, 'fsync failed', cause));
-        await handle.close().catch((cause: unknown) => rethrowIo(file, 'close failed', cause));
+      const report = this.writeReport();
+      let fsyncSeconds = 0;
+      // One at a time: each close waits for its file's last flush and fsync.
+      while (this.files.length > 0) {
+        const shardFile = this.files[0] as ShardFile;
+        fsyncSeconds += await shardFile.close(fsync).catch((cause: unknown) => {
+          throw ioFailure(shardFile.path, undefined, fsync ? 'fsync or close failed' : 'close failed', cause);
+        });
+        this.files.shift();
       }
-      this.handles.length = 0;
       if (this.layout.shards.length > 1) await this.writeIndex(fsync);
       if (fsync) await syncDir(this.dir);
       this.state = 'done';
+      return { ...report, fsyncSeconds };
     } catch (e) {
       await this.abort();
       throw e;
@@ -133,8 +174,8 @@ export class SafetensorsWriter {
   async abort(): Promise<void> {
     this.state = 'done';
     await Promise.allSettled([...this.pending]);
-    const handles = this.handles.splice(0);
-    await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
+    const files = this.files.splice(0);
+    await Promise.all(files.map((f) => f.abort()));
   }
 
   private async writeIndex(fsync: boolean): Promise<void> {
@@ -146,7 +187,7 @@ export class SafetensorsWriter {
       let position = 0;
       for (const piece of pieces) {
         const bytes = Buffer.from(piece);
-        await writeFully(handle, bytes, position, file, undefined);
+        await writeFully(handle, bytes, position, file);
         position += bytes.byteLength;
       }
       if (fsync) await handle.sync().catch((cause: unknown) => rethrowIo(file, 'fsync failed', cause));
@@ -171,7 +212,7 @@ function* targetsOf(layout: ShardLayout): Sliced<ReadonlyMap<string, Target>> {
       if (here === undefined || nextOffset === undefined)
         throw new Error(`layout has no placement for "${name}"`);
       end = nextOffset;
-      targets.set(name, { shard, offset: here, byteLength: nextOffset - here, written: [] });
+      targets.set(name, { shard, offset: here, byteLength: nextOffset - here, claimed: [], written: [] });
     }
     if (end !== s.size) throw new Error(`layout of ${s.fileName} is inconsistent`);
   }
@@ -197,7 +238,6 @@ async function writeFully(
   data: Uint8Array,
   position: number,
   file: string,
-  tensor: string | undefined,
 ): Promise<void> {
   let done = 0;
   while (done < data.byteLength) {
@@ -206,12 +246,7 @@ async function writeFully(
     try {
       ({ bytesWritten } = await handle.write(data, done, length, position + done));
     } catch (cause) {
-      const where = tensor === undefined ? { file, cause } : { file, tensor, cause };
-      throw new ModelStockError(
-        'IO_ERROR',
-        `write failed at byte ${position + done}: ${(cause as Error).message}`,
-        where,
-      );
+      throw ioFailure(file, undefined, `write failed at byte ${position + done}`, cause);
     }
     done += bytesWritten;
   }
@@ -249,5 +284,24 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 function rethrowIo(file: string, what: string, cause: unknown): never {
-  throw new ModelStockError('IO_ERROR', `${what}: ${(cause as Error).message}`, { file, cause });
+  throw ioFailure(file, undefined, what, cause);
+}
+
+/**
+ * A failure of `file` (and `tensor`) as a ModelStockError naming them. The native writer's own codes are
+ * kept (INVALID_ARGUMENT: a broken call order; NATIVE_ERROR: out of memory); everything else is IO_ERROR.
+ */
+function ioFailure(
+  file: string,
+  tensor: string | undefined,
+  what: string | undefined,
+  cause: unknown,
+): ModelStockError {
+  const message = cause instanceof Error ? cause.message : String(cause);
+  const code = isModelStockError(cause) && cause.code !== 'IO_ERROR' ? cause.code : 'IO_ERROR';
+  return new ModelStockError(code, what === undefined ? message : `${what}: ${message}`, {
+    file,
+    ...(tensor === undefined ? {} : { tensor }),
+    cause,
+  });
 }

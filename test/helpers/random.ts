@@ -79,3 +79,11 @@ export function correlatedModels(base: Float64Array, n: number, cos: number, rng
     return w;
   });
 }
+
+/** n seeded random bytes. */
+export function randomBytes(n: number, seed: number): Uint8Array {
+  const rng = mulberry32(seed);
+  const out = new Uint8Array(n);
+  for (let k = 0; k < n; k++) out[k] = (rng() * 256) | 0;
+  return out;
+}

@@ -62,6 +62,7 @@ function reportOf(tensors: TensorReport[], warnings: string[]): MergeReport {
     warnings,
     bytesRead: 0,
     bytesWritten: 0,
+    write: { mode: 'direct', requested: 'auto', fsyncSeconds: 0 },
     seconds: 1.5,
   };
 }

@@ -45,7 +45,7 @@ export interface NativeAddon {
   mapFile(path: string): NativeMapping;
   /**
    * A zero-copy view of bytes [offset, offset + length) of the mapping (length < 4 GiB: Node 20 aborts
-   * on a larger external buffer), advised sequential + will-need. The view keeps the mapping alive.
+   * on a larger external buffer), advised sequential. The view keeps the mapping alive.
    */
   mapView(mapping: NativeMapping, offset: number, length: number): Uint8Array;
   /**
@@ -62,6 +62,31 @@ export interface NativeAddon {
   mapFault(mapping: NativeMapping): number | undefined;
   /** Drops the mapping's own reference: later mapView calls throw; existing views stay valid. */
   unmap(mapping: NativeMapping): void;
+  /**
+   * Read-ahead of bytes needed next: posix_fadvise(WILLNEED) on a file range, madvise(WILLNEED) on a
+   * mapping's range, given on a worker (submitting reads can block). Advice: failures are not reported;
+   * pages are never dropped. native/io.cc
+   */
+  fileWillNeed(fd: number, offset: number, length: number): Promise<void>;
+  mapWillNeed(mapping: NativeMapping, offset: number, length: number): Promise<void>;
+
+  /**
+   * Creates `path` (never an existing file) for a shard of exactly `size` bytes, written off the event
+   * loop with bounded dirty data (native/writer.cc): `direct` (O_DIRECT from aligned staging blocks),
+   * `rolling` (sync_file_range writeback every flushBytes) or `plain` (fdatasync every flushBytes). A
+   * refused call downgrades the mode (shardWriterInfo says to what and why).
+   */
+  openShardWriter(path: string, size: number, options: NativeShardWriterOptions): Promise<NativeShardWriter>;
+  /** Writes `data` at `position`; writes may overlap in time but never in bytes. Holds `data` until settled. */
+  shardWrite(writer: NativeShardWriter, position: number, data: Uint8Array): Promise<void>;
+  shardWriterInfo(writer: NativeShardWriter): { readonly mode: NativeWriteMode; readonly fallback?: string };
+  /** Once every write settled: flushes, fdatasyncs when `fsync`, closes; resolves with the fdatasync's seconds. */
+  closeShardWriter(writer: NativeShardWriter, fsync: boolean): Promise<number>;
+  /** Once every write settled: closes without flushing (the caller removes the file). */
+  abortShardWriter(writer: NativeShardWriter): Promise<void>;
+  /** Shard files open and staging blocks allocated by every writer of this process (tests: none leak). */
+  shardWriterStats(): { readonly openFiles: number; readonly stagingBlocks: number };
+
   /**
    * Ends a mapping now: every view in `views` (all the caller made) is detached — empty from then on —
    * and the file is unmapped at once, instead of when the last view is collected. Nothing may still be
@@ -142,4 +167,23 @@ export interface NativeMapping {
   readonly size: number;
   /** Not a real property: makes the handle nominal, so only mapFile's result type-checks. */
   readonly __nativeMapping?: never;
+}
+
+export type NativeWriteMode = 'direct' | 'rolling' | 'plain';
+
+export interface NativeShardWriterOptions {
+  readonly mode: NativeWriteMode;
+  /** direct: staging block size, a multiple of 4096 (default 16 MiB). */
+  readonly blockBytes?: number;
+  /** rolling / plain: bytes written between flushes (default 32 MiB). */
+  readonly flushBytes?: number;
+  /** Tests only: calls that answer EINVAL, as a file system that refuses them would. */
+  readonly refuse?: readonly ('direct' | 'directWrite' | 'syncFileRange')[];
+}
+
+/** An opaque handle from openShardWriter. */
+export interface NativeShardWriter {
+  readonly path: string;
+  readonly size: number;
+  readonly __nativeShardWriter?: never;
 }

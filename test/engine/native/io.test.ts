@@ -4,16 +4,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeAddon } from '../../../lib/engine/native/addon-types';
 import { addonCandidates } from '../../../lib/engine/native/loader';
-import { mulberry32 } from '../../helpers/random';
+import { randomBytes } from '../../helpers/random';
 import { useTmpDir } from '../../helpers/tmp';
 import { addonOrSkip } from '../../helpers/addon';
-
-function randomBytes(n: number, seed: number): Uint8Array {
-  const rng = mulberry32(seed);
-  const out = new Uint8Array(n);
-  for (let k = 0; k < n; k++) out[k] = (rng() * 256) | 0;
-  return out;
-}
 
 function codeOf(e: unknown): unknown {
   return (e as { code?: unknown }).code;
