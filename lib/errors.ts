@@ -31,6 +31,7 @@ export type ErrorCode =
   | 'BAD_CONFIG' // YAML or options we cannot honour
   | 'BACKEND_UNAVAILABLE'
   | 'INVALID_ARGUMENT' // a call that breaks an API's contract (e.g. a backend window of the wrong size)
+  | 'INVALID_REPORT' // a merge report (model_stock_report.json) that is not JSON or not in the report's schema
   | 'NATIVE_ERROR'
   | 'CUDA_OUT_OF_MEMORY' // the device (or pinned host memory) cannot hold what a tensor needs
   | 'CUDA_ERROR' // any other CUDA runtime failure

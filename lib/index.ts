@@ -6,6 +6,10 @@ export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule
 export { openCheckpoint } from './safetensors/checkpoint';
 export { parseMergekitYaml, readMergekitYaml, MERGEKIT_KEYS, type MergekitConfig } from './config/mergekit';
 export { resolveModelRef } from './hub/resolve';
+export { renderReportSvg, PLOT_FILE } from './report/svg';
+export { summarizeLayers, type LayerSummary } from './report/layers';
+export { parseReport } from './report/parse';
+export { classifyTensor, TensorClassifier, NAME_RULES, type TensorRole, type NameRule } from './plan/roles';
 export { hubCacheDir, type HubOptions, type DownloadProgress } from './hub/settings';
 export { createBackend, registerBackend, backendEntries, type BackendEntry } from './engine/registry';
 export type * from './engine/backend';

@@ -1,17 +1,18 @@
 /**
  * `npm start`: generates a small LLaMA-shaped example (base + 2 fine-tunes, bf16, sharded) once,
- * merges it with Model Stock and prints the per-layer interpolation ratios and the throughput.
+ * merges it with Model Stock and prints the per-layer interpolation ratios, the picture's path and the
+ * throughput.
  */
 import * as path from 'node:path';
 import { generateFixture, PRESETS, readCachedFixture, type FixtureInfo } from './fixtures/generate';
 import { mergeModelStock } from './index';
+import { summarizeLayers } from './report/layers';
+import { PLOT_FILE } from './report/svg';
 import type { MergeProgress, MergeReport } from './types';
 
 /** The repository root: this file runs as dist/lib/main.js. */
 const ROOT = path.resolve(__dirname, '..', '..');
 const EXAMPLE_DIR = path.join(ROOT, '.cache', 'example');
-const KINDS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
-const LAYER_TENSOR = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.weight$/;
 
 async function main(): Promise<void> {
   const opts = { ...PRESETS.example, dir: EXAMPLE_DIR };
@@ -44,22 +45,20 @@ function printReport(report: MergeReport, fixture: FixtureInfo, seconds: number)
   const b = report.backend;
   console.log(`Backend: ${b.name} (${b.isa}, ${b.threads} thread${b.threads === 1 ? '' : 's'})`);
 
-  const t = new Map<string, number>();
-  const others: string[] = [];
-  for (const tensor of report.tensors) {
-    const m = LAYER_TENSOR.exec(tensor.name);
-    if (m !== null && tensor.t !== undefined) t.set(`${m[1]}.${m[2]}`, tensor.t);
-    else if (tensor.t !== undefined && !tensor.name.includes('layernorm')) {
-      others.push(`${tensor.name.replace(/\.weight$/, '')} ${tensor.t.toFixed(3)}`);
-    }
-  }
+  // The same per-layer aggregates the picture is drawn from; block norms are left to the picture.
+  const s = summarizeLayers(report);
+  const rows = s.rows.flatMap((r, i) => (r.group === 'layer' ? [i] : []));
+  const head = rows.map((r) => shortKind(s.rows[r]?.kind ?? ''));
+  const width = Math.max(6, ...head.map((h) => h.length + 1));
   console.log(`\nInterpolation ratio t per layer (N = ${fixture.models.length}: t = 2c/(1+c)):`);
-  console.log(['layer', ...KINDS].map((h) => h.padStart(6)).join(''));
-  for (let layer = 0; layer < fixture.options.layers; layer++) {
-    const cells = KINDS.map((k) => t.get(`${layer}.${k}`)?.toFixed(3) ?? '-');
-    console.log([String(layer), ...cells].map((c) => c.padStart(6)).join(''));
-  }
+  console.log(['layer', ...head].map((h) => h.padStart(width)).join(''));
+  s.columns.forEach((col, c) => {
+    const cells = rows.map((r) => s.cells[r * s.columns.length + c]?.t?.mean.toFixed(3) ?? '-');
+    console.log([String(col.first), ...cells].map((x) => x.padStart(width)).join(''));
+  });
+  const others = s.outside.map((o) => `${o.kind} ${o.t?.mean.toFixed(3) ?? 'copied'}`);
   if (others.length > 0) console.log(`  ${others.join(', ')}`);
+  console.log(`Picture: ${rel(path.join(report.out, PLOT_FILE))} (t per layer and kind, angle per layer)`);
   for (const w of report.warnings) console.log(`warning: ${w}`);
 
   const inputBytes = fixture.fileBytesPerModel * (fixture.models.length + 1);
@@ -87,6 +86,11 @@ function progressLine(): ((p: MergeProgress) => void) | undefined {
     const pct = p.bytesTotal > 0 ? (100 * p.bytesDone) / p.bytesTotal : 100;
     process.stderr.write(`\r\x1b[K  ${pct.toFixed(0)}%  ${p.tensor ?? ''}`);
   };
+}
+
+/** `self_attn.q_proj` → `q`, `mlp.down_proj` → `down`: a table header. */
+function shortKind(kind: string): string {
+  return (kind.split('.').pop() ?? kind).replace(/_proj$/, '');
 }
 
 function rel(p: string): string {

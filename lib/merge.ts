@@ -12,6 +12,7 @@ import { writeReportJson } from './output/report';
 import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
 import { modelRefKey } from './hub/reference';
 import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
+import { PLOT_FILE, reportPicture } from './report/svg';
 import { planShardsSliced } from './safetensors/layout';
 import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
@@ -65,7 +66,7 @@ function inputFault(reader: TensorSource | undefined): unknown {
  * Merges `models` into `base` with Model Stock and writes the result to `out`, atomically: everything is
  * built in a temporary folder beside `out` and renamed into place at the end; on any failure nothing is
  * left behind and the inputs are untouched. Returns the per-tensor report (also written as
- * model_stock_report.json beside the weights).
+ * model_stock_report.json beside the weights, and drawn as model_stock_report.svg).
  */
 export async function mergeModelStock(options: MergeOptions): Promise<MergeReport> {
   // A file-system error that escaped uncoded anywhere (Hub cache, inputs, output) still names its path.
@@ -181,7 +182,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
         tokenizerSource: options.tokenizerSource,
         chatTemplate: options.chatTemplate,
       });
-    const report: MergeReport = {
+    const summary: MergeReport = {
       method: 'model_stock',
       base: options.base,
       models: [...options.models],
@@ -196,11 +197,17 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };
+    // Drawn after the weights, committed with them; a fault in drawing costs the picture, not the merge.
+    const failures: string[] = [];
+    const picture = await reportPicture(summary, (w) => failures.push(w));
+    for (const w of failures) options.onWarning?.(w);
+    const report: MergeReport = { ...summary, warnings: [...summary.warnings, ...failures] };
     await writeReportJson(path.join(staging.dir, REPORT_FILE), report, { fsync, flags: 'wx' });
     await writeFileSynced(path.join(staging.dir, CONFIG_FILE), configYaml, fsync);
+    if (picture !== undefined) await writeFileSynced(path.join(staging.dir, PLOT_FILE), picture, fsync);
     await writeFileSynced(
       path.join(staging.dir, 'README.md'),
-      await modelCardSliced(report, configYaml),
+      await modelCardSliced(report, configYaml, picture !== undefined ? PLOT_FILE : undefined),
       fsync,
     );
     cancelled();

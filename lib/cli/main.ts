@@ -1,55 +1,38 @@
 #!/usr/bin/env node
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseDtypeName, readMergekitYaml } from '../config/mergekit';
-import { ModelStockError, escapeControl, isModelStockError } from '../errors';
+import { Command, CommanderError, Option } from 'commander';
+import { parseDtypeName } from '../config/mergekit';
+import { escapeControl, isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
-import type { ThetaRule } from '../math/ratio';
-import type { BackendChoice, MergeOptions } from '../types';
-import { IO_MODES, type IoMode } from '../engine/io';
+import type { MergeOptions } from '../types';
 import { WRITE_MODES, type WriteMode } from '../safetensors/shardFile';
 import { doctor } from './doctor';
-import { exitCodeFor, interruptedBy, interruptOnSignals } from './signals';
-import { DownloadProgressView } from './download';
-import { ProgressBar } from './progress';
-import { formatBytes, parseSize } from './size';
+import {
+  addComputeOptions,
+  addInputOptions,
+  HUB_HELP,
+  resolveInputs,
+  sizeArg,
+  UsageError,
+  withTerminal,
+  type InputFlags,
+} from './inputs';
+import { runInspect } from './inspect';
+import { plot } from './plot';
+import { exitCodeFor, interruptedBy } from './signals';
+import { formatBytes } from './size';
 
-/** Exit codes: 0 success, 1 the merge failed, 2 bad usage. */
+/** Exit codes: 0 success, 1 the command failed, 2 bad usage (130/143: interrupted, signals.ts). */
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
-class UsageError extends Error {}
-
-const sizeArg = (v: string): number => {
-  try {
-    return parseSize(v);
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-};
-const intArg = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`"${v}" is not a positive integer`);
-  return n;
-};
-const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
-
-interface MergeFlags {
-  base?: string;
-  model?: string[];
+interface MergeFlags extends InputFlags {
   out?: string;
-  filterWise?: boolean;
-  theta: ThetaRule;
   outDtype?: string;
   shardSize?: number;
   report?: string;
   overwrite?: boolean;
-  backend: BackendChoice;
-  memory?: number;
-  io: IoMode;
-  threads?: number;
   fsync: boolean;
   writeMode: WriteMode;
-  quiet?: boolean;
 }
 
 function resolveMerge(
@@ -58,61 +41,28 @@ function resolveMerge(
   f: MergeFlags,
   onWarning: (m: string) => void,
 ): MergeOptions {
-  let base = f.base;
-  let fromConfig: Partial<MergeOptions> = {};
-  let models = f.model ?? [];
-  let filterWise = f.filterWise ?? false;
+  const { options, yaml } = resolveInputs(config, f, onWarning);
   let outDtype = f.outDtype !== undefined ? parseDtypeName(f.outDtype, '--out-dtype') : undefined;
   let out = f.out;
-  if (config !== undefined) {
-    const c = readMergekitYaml(config);
-    if (base !== undefined || models.length > 0) {
-      throw new UsageError('give either CONFIG.yml or --base/--model, not both');
-    }
-    base = c.base;
-    models = c.models;
-    filterWise = f.filterWise ?? c.filterWise;
-    outDtype ??= c.outDtype;
-    fromConfig = {
-      tokenizerSource: c.tokenizerSource,
-      chatTemplate: c.chatTemplate,
-      layerRanges: c.layerRanges,
-    };
-    for (const w of c.warnings) onWarning(`${config}: ${w}`);
+  if (yaml !== undefined) {
+    outDtype ??= yaml.outDtype;
     if (outArg !== undefined && out !== undefined)
       throw new UsageError('give OUT either as an argument or --out');
     out = outArg ?? out;
   } else if (outArg !== undefined) {
     throw new UsageError(`unexpected argument "${outArg}"`);
   }
-  if (base === undefined) throw new UsageError('missing --base DIR (or a CONFIG.yml)');
-  if (models.length < 2 && config !== undefined) {
-    throw new ModelStockError(
-      'TOO_FEW_MODELS',
-      `Model Stock needs at least 2 fine-tuned models besides the base, the config lists ${models.length}`,
-      { file: config },
-    );
-  }
-  if (models.length < 2)
-    throw new UsageError(`need at least 2 fine-tuned models (--model DIR --model DIR), got ${models.length}`);
   if (out === undefined) throw new UsageError('missing --out DIR (or OUT after CONFIG.yml)');
   return {
-    base,
-    models,
+    ...options,
     out,
-    filterWise,
-    theta: f.theta,
     outDtype,
     shardSize: f.shardSize,
     overwrite: f.overwrite ?? false,
-    backend: f.backend,
-    memory: f.memory,
-    io: f.io,
-    threads: f.threads,
     fsync: f.fsync,
     writeMode: f.writeMode,
     report: f.report,
-    ...fromConfig,
+    ...(yaml !== undefined ? { tokenizerSource: yaml.tokenizerSource, chatTemplate: yaml.chatTemplate } : {}),
   };
 }
 
@@ -126,28 +76,10 @@ async function runMerge(
   };
   // Config warnings come first, before any download or merge work.
   const options = resolveMerge(config, outArg, f, printWarning);
-  const tty = !f.quiet && process.stderr.isTTY === true;
-  const bar = new ProgressBar(tty);
-  const downloads = new DownloadProgressView(f.quiet ? 'off' : tty ? 'bar' : 'lines');
   const warnings: string[] = [];
-  const interrupt = interruptOnSignals('the merge', () => {
-    downloads.stop();
-    bar.stop();
-  });
-  const report = await mergeModelStock({
-    ...options,
-    signal: interrupt.signal,
-    hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },
-    onProgress: (p) => {
-      downloads.stop();
-      bar.update(p);
-    },
-    onWarning: (m) => warnings.push(m),
-  }).finally(() => {
-    interrupt.dispose();
-    downloads.stop();
-    bar.stop();
-  });
+  const report = await withTerminal('the merge', f.quiet, printWarning, (hooks) =>
+    mergeModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
+  );
   if (f.quiet) return;
   for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);
   const merged = report.tensors.filter((t) => t.action === 'merge').length;
@@ -169,7 +101,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-  program
+  const merge = program
     .command('merge')
     .summary('merge N ≥ 2 fine-tunes into their base')
     .description(
@@ -177,41 +109,17 @@ export function buildProgram(): Command {
         'The output is written to a temporary folder beside OUT and renamed into place when complete.',
     )
     .argument('[config]', 'mergekit YAML with merge_method: model_stock')
-    .argument('[out]', 'output folder (with CONFIG)')
-    .option(
-      '--base <model>',
-      'base (pre-trained) model: folder, .safetensors file or Hub ID org/name[@revision]',
-    )
-    .option('--model <model>', 'fine-tuned model, as --base (repeat, at least twice)', collect)
+    .argument('[out]', 'output folder (with CONFIG)');
+  addInputOptions(merge)
     .option('--out <dir>', 'output folder')
-    .option('--filter-wise', 'one ratio per output row instead of per tensor')
-    .addOption(
-      new Option('--theta <rule>', 'how pairwise cosines combine (N > 2)')
-        .choices(['mean-cos', 'mean-angle'])
-        .default('mean-cos'),
-    )
     .option(
       '--out-dtype <dtype>',
       "dtype of merged tensors: bfloat16, float16, float32, float64 (default: the base's)",
     )
     .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 2GiB (default 5GB)', sizeArg)
     .option('--report <file>', 'also write the per-tensor JSON report here')
-    .option('--overwrite', 'replace OUT if it exists (only an empty folder or an earlier merge)')
-    .addOption(
-      new Option('--backend <name>', 'compute backend')
-        .choices(['auto', 'js', 'native', 'cuda'])
-        .default('auto'),
-    )
-    .option('--memory <size>', 'memory budget for tensor buffers (default 1GiB)', sizeArg)
-    .addOption(
-      new Option(
-        '--io <mode>',
-        'how inputs are read: mmap (zero-copy), pread (native), fs (Node); auto = mmap when the addon loads',
-      )
-        .choices([...IO_MODES])
-        .default('auto'),
-    )
-    .option('--threads <n>', 'native worker threads (default: all cores)', intArg)
+    .option('--overwrite', 'replace OUT if it exists (only an empty folder or an earlier merge)');
+  addComputeOptions(merge)
     .option('--no-fsync', 'do not fsync the output before renaming it into place')
     .addOption(
       new Option(
@@ -228,11 +136,54 @@ export function buildProgram(): Command {
         '  model-stock merge --base llama --model ft-a --model ft-b --out merged\n' +
         '  model-stock merge config.yml merged --out-dtype bfloat16\n' +
         '  model-stock merge --base mistralai/Mistral-7B-v0.1 --model org/ft-a --model org/ft-b@v2 --out merged\n' +
-        '\nHub IDs resolve through the Hugging Face cache (HF_HUB_CACHE, HF_HOME, ~/.cache/huggingface/hub) and are\n' +
-        'downloaded when missing (HF_TOKEN for gated models, HF_ENDPOINT); HF_HUB_OFFLINE=1 uses the cache only.\n' +
-        '\nExit codes: 0 success, 1 failure (first stderr line names the problem), 2 bad usage.',
+        HUB_HELP +
+        '\nExit codes: 0 success, 1 failure (first stderr line names the problem), 2 bad usage,\n' +
+        '130/143 interrupted by SIGINT/SIGTERM (nothing left behind).',
     )
     .action(runMerge);
+
+  const inspect = program
+    .command('inspect')
+    .summary('the angles and ratios a merge would use, without merging')
+    .description(
+      'Run the Gram pass of the merge the same inputs would run (reads every input once, writes no weights) and ' +
+        'print per layer and tensor kind the angle between task vectors (degrees), c and t, each min / mean / max ' +
+        '(over tensors, pairs and, filter-wise, rows).',
+    )
+    .argument('[config]', 'mergekit YAML with merge_method: model_stock');
+  addInputOptions(inspect)
+    .option('--json', "print the report's JSON (docs/report.schema.json) instead of the table")
+    .option('--report <file>', "also write the report's JSON here")
+    .option('--svg <file>', 'also draw the picture a merge writes (model_stock_report.svg) here')
+    .option(
+      '--overwrite',
+      'replace an existing --svg/--report file (an earlier picture or report is replaced without it)',
+    );
+  addComputeOptions(inspect)
+    .option('-q, --quiet', 'no progress bar, warnings or table')
+    .addHelpText(
+      'after',
+      '\nExamples:\n' +
+        '  model-stock inspect --base llama --model ft-a --model ft-b\n' +
+        '  model-stock inspect config.yml --filter-wise --svg preview.svg\n' +
+        '  model-stock inspect --base llama --model ft-a --model ft-b --json > report.json\n' +
+        HUB_HELP +
+        '\nExit codes: 0 success, 1 failure (first stderr line names the problem), 2 bad usage,\n' +
+        '130/143 interrupted by SIGINT/SIGTERM.',
+    )
+    .action(runInspect);
+
+  program
+    .command('plot')
+    .summary('draw a merge report as SVG')
+    .description(
+      'Draw t per layer and tensor kind and the angle between task vectors per layer from a report ' +
+        '(model_stock_report.json of a merge, or inspect --report), as a merge does into model_stock_report.svg.',
+    )
+    .argument('<report>', 'model_stock_report.json of a merge, or the JSON of inspect')
+    .requiredOption('-o, --out <file>', 'SVG file to write')
+    .option('--overwrite', 'replace the output file if it exists')
+    .action(plot);
 
   program
     .command('doctor')

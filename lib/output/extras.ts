@@ -13,7 +13,7 @@ const SKIP = [
   /^pytorch_model.*\.bin(\.index\.json)?$/i,
   /\.(bin|pt|pth|ckpt|h5|msgpack|gguf|onnx)$/i,
   /^README\.md$/i,
-  /^model_stock_(report\.json|config\.yml)$/,
+  /^model_stock_(report\.json|report\.svg|config\.yml)$/,
   /^\./,
 ];
 
@@ -65,17 +65,24 @@ export async function copyBaseFiles(
 
 const fmt = (x: number | undefined): string => (x === undefined ? '–' : x.toFixed(4));
 
-/** A short model card: what was merged, how, and where the per-tensor numbers are. */
-export function modelCard(report: MergeReport, configYaml: string): string {
-  return runSync(modelCardSteps(report, configYaml));
+/**
+ * A short model card: what was merged, how, and where the per-tensor numbers are; `picture` is the
+ * file name of the report's SVG beside it, embedded when given.
+ */
+export function modelCard(report: MergeReport, configYaml: string, picture?: string): string {
+  return runSync(modelCardSteps(report, configYaml, picture));
 }
 
 /** `modelCard` in slices of a few ms: it walks every tensor of the report. */
-export function modelCardSliced(report: MergeReport, configYaml: string): Promise<string> {
-  return runSliced(modelCardSteps(report, configYaml));
+export function modelCardSliced(report: MergeReport, configYaml: string, picture?: string): Promise<string> {
+  return runSliced(modelCardSteps(report, configYaml, picture));
 }
 
-function* modelCardSteps(report: MergeReport, configYaml: string): Sliced<string> {
+function* modelCardSteps(
+  report: MergeReport,
+  configYaml: string,
+  picture: string | undefined,
+): Sliced<string> {
   // A loop, not Math.min(...ts): spreading a million arguments overflows the stack.
   let merged = 0;
   let copied = 0;
@@ -115,7 +122,13 @@ combining the pairwise cosines by \`${report.theta}\`.
 - backend: ${report.backend.name} (${report.backend.isa})
 
 Per-tensor cosines and ratios are in \`model_stock_report.json\`.
-
+${
+  picture === undefined
+    ? ''
+    : `
+![Interpolation ratio t per layer and tensor kind, and the angle between the fine-tunes' task vectors per layer](${picture})
+`
+}
 ## Configuration
 
 \`\`\`yaml

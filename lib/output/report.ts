@@ -5,7 +5,7 @@
  */
 import { open } from 'node:fs/promises';
 import { ModelStockError } from '../errors';
-import type { MergeReport } from '../types';
+import type { InspectReport, MergeReport } from '../types';
 import { SLICE_MS } from '../util/sliced';
 
 /** Characters gathered before a write. */
@@ -20,7 +20,7 @@ const ARRAY_PIECE = 64;
  * raw newline can only be structural (newlines inside strings are escaped), so adding the depth's
  * indentation after every newline gives the nested text exactly.
  */
-export function* reportJsonPieces(report: MergeReport): Generator<string, void, void> {
+export function* reportJsonPieces(report: InspectReport): Generator<string, void, void> {
   const entries = Object.entries(report);
   let first = true;
   yield '{';

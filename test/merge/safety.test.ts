@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { ModelStockError, escapeControl, isModelStockError } from '../../lib/errors';
 import { mergeModelStock } from '../../lib/merge';
 import { REPORT_FILE } from '../../lib/output/atomic';
+import { PLOT_FILE } from '../../lib/report/svg';
 import type { MergeOptions } from '../../lib/types';
 import { mergeArgs, runCli, runCliAsync } from '../helpers/cli';
 import { addToHfCache } from '../helpers/hfCache';
@@ -133,7 +134,7 @@ describe('merge safety', function () {
       // Only a model folder has extras: nothing else beside the single file is copied.
       assert.deepEqual(
         fs.readdirSync(path.join(m.root, 'merged')).sort(),
-        ['README.md', 'model.safetensors', 'model_stock_config.yml', REPORT_FILE].sort(),
+        ['README.md', 'model.safetensors', 'model_stock_config.yml', REPORT_FILE, PLOT_FILE].sort(),
       );
       const bytes = fs.readFileSync(single);
       await assert.rejects(
