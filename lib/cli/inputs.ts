@@ -144,6 +144,8 @@ export interface TerminalHooks {
  */
 export async function withTerminal<T>(
   what: string,
+  /** What exiting at once on a second signal may leave behind (signals.ts). */
+  leftover: string,
   quiet: boolean | undefined,
   printWarning: (m: string) => void,
   work: (hooks: TerminalHooks) => Promise<T>,
@@ -151,10 +153,14 @@ export async function withTerminal<T>(
   const tty = !quiet && process.stderr.isTTY === true;
   const bar = new ProgressBar(tty);
   const downloads = new DownloadProgressView(quiet ? 'off' : tty ? 'bar' : 'lines');
-  const interrupt = interruptOnSignals(what, () => {
-    downloads.stop();
-    bar.stop();
-  });
+  const interrupt = interruptOnSignals(
+    what,
+    () => {
+      downloads.stop();
+      bar.stop();
+    },
+    leftover,
+  );
   return work({
     signal: interrupt.signal,
     hub: { onProgress: (p) => downloads.update(p), onWarning: printWarning },

@@ -35,8 +35,12 @@ export async function runInspect(config: string | undefined, f: InspectFlags): P
   for (const file of outputs) await checkNotInput(file, [options.base, ...options.models, config]);
 
   const warnings: string[] = [];
-  const report = await withTerminal('the inspection', f.quiet, printWarning, (hooks) =>
-    inspectModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
+  const report = await withTerminal(
+    'the inspection',
+    'a hidden temporary file (.FILE.*.partial) may remain beside --report or --svg',
+    f.quiet,
+    printWarning,
+    (hooks) => inspectModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
   );
   // After the progress bar, as merge does.
   for (const w of warnings) printWarning(w);

@@ -77,8 +77,12 @@ async function runMerge(
   // Config warnings come first, before any download or merge work.
   const options = resolveMerge(config, outArg, f, printWarning);
   const warnings: string[] = [];
-  const report = await withTerminal('the merge', f.quiet, printWarning, (hooks) =>
-    mergeModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
+  const report = await withTerminal(
+    'the merge',
+    "a hidden staging folder (.OUT.partial-*) may remain in OUT's parent folder; the next merge to OUT removes it",
+    f.quiet,
+    printWarning,
+    (hooks) => mergeModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
   );
   if (f.quiet) return;
   for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);

@@ -27,13 +27,15 @@ export function exitCodeFor(signal: NodeJS.Signals): number {
 export function interruptOnSignals(
   what: string,
   quiet: () => void = () => undefined,
+  /** What an exit on the second signal may leave behind, said when it happens. */
+  leftover?: string,
 ): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     quiet();
     if (received !== undefined) {
       process.stderr.write(
-        `\nmodel-stock: ${sig} again: exiting now; a hidden staging folder (.OUT.partial-*) may remain in OUT's parent folder; the next merge to OUT removes it\n`,
+        `\nmodel-stock: ${sig} again: exiting now${leftover === undefined ? '' : `; ${leftover}`}\n`,
       );
       process.exit(exitCodeFor(sig));
     }

@@ -1,0 +1,32 @@
+/**
+ * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
+ * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs) and the event-loop liveness
+ * cases (bench/liveness.ts). Each is also a command of its own: `npm run bench:inspect`,
+ * `npm run bench:liveness`.
+ */
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+function run(script: string, args: readonly string[]): void {
+  console.log(`\n## ${script} ${args.join(' ')}\n`);
+  const r = spawnSync(process.execPath, [path.join(__dirname, script), ...args], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error(`${script} failed (status ${r.status ?? r.signal})`);
+    process.exitCode = 1;
+  }
+}
+
+const argv = process.argv.slice(2);
+const { values } = parseArgs({
+  args: argv,
+  strict: false,
+  options: { runs: { type: 'string' }, preset: { type: 'string' } },
+});
+run('e2e.js', argv);
+const shared = [
+  ...(typeof values.runs === 'string' ? ['--runs', values.runs] : []),
+  ...(typeof values.preset === 'string' ? ['--preset', values.preset] : []),
+];
+run('inspect.js', shared);
+run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
