@@ -37,7 +37,7 @@ export async function runInspect(config: string | undefined, f: InspectFlags): P
   const warnings: string[] = [];
   const report = await withTerminal(
     'the inspection',
-    'a hidden temporary file (.FILE.*.partial) may remain beside --report or --svg',
+    'a hidden temporary file (.FILE.tmp-*) may remain beside --report or --svg',
     f.quiet,
     printWarning,
     (hooks) => inspectModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),

@@ -1,14 +1,66 @@
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { syncPath } from './atomic';
+import { siblingName, syncPath } from './atomic';
+import { lstatIfAny, nativeRenameFlags, onPath, type RenameFlags } from './fsops';
+import { place, type Placement } from './place';
 
 /**
- * Writes one file whole or not at all: the bytes go to a temporary file beside it, then take its
- * name. Without `overwrite` an existing file is never replaced — the name is taken with link(2),
- * which fails rather than clobber a file that appeared meanwhile; with it, rename(2) replaces a
- * regular file (never a folder or anything else).
+ * Puts a file at `target` whole or not at all: `write` fills a temporary file beside it (a new file it
+ * is given), which then takes the name through `place` (lib/output/place.ts): never over anything that
+ * `replaceable` does not accept when asked at that moment, never over a folder or a link. Returns the
+ * placement: `finish()` deletes what it displaced, `undo()` takes it back out. `name`: how errors name
+ * the target (the path the user gave).
+ */
+export async function placeFile(
+  target: string,
+  write: (temporary: string) => Promise<void>,
+  o: {
+    name: string;
+    label: string;
+    fsync: boolean;
+    replaceable?: ((file: string) => Promise<boolean>) | undefined;
+    flags?: RenameFlags | undefined;
+  },
+): Promise<Placement> {
+  const temporary = siblingName(target, 'tmp');
+  let foreign = false;
+  try {
+    try {
+      await write(temporary);
+      if (o.fsync) await syncPath(temporary);
+    } catch (cause) {
+      // Name the user's path, not the temporary file beside it.
+      const why =
+        cause instanceof ModelStockError
+          ? cause.message.replace(`${temporary}: `, '')
+          : (cause as Error).message;
+      throw new ModelStockError('IO_ERROR', `cannot write: ${why}`, { file: o.name, cause });
+    }
+    const placement = await place(temporary, target, {
+      kind: 'file',
+      label: o.label,
+      replaceable: o.replaceable,
+      flags: 'flags' in o ? o.flags : nativeRenameFlags(),
+      onForeign: () => (foreign = true),
+    });
+    if (o.fsync) await syncPath(path.dirname(target));
+    return placement;
+  } catch (e) {
+    if (!foreign) await fs.promises.rm(temporary, { force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** A regular file (not a link, not a folder): what --overwrite may replace. */
+async function isRegularFile(file: string): Promise<boolean> {
+  return (await lstatIfAny(file))?.isFile() === true;
+}
+
+/**
+ * Writes one file whole or not at all (placeFile). Without `overwrite` an existing file is never
+ * replaced, unless `replaceable` says it may go (an earlier picture or report); with it, a regular file
+ * is (never a folder, a link or anything else).
  */
 export async function writeFileAtomic(
   file: string,
@@ -20,73 +72,26 @@ export async function writeFileAtomic(
     replaceable?: (file: string) => Promise<boolean>;
   },
 ): Promise<void> {
-  const st = await fs.promises.lstat(file).catch(() => undefined);
-  const overwrite =
-    opts.overwrite ||
-    (st?.isFile() === true && opts.replaceable !== undefined && (await opts.replaceable(file)));
-  if (st !== undefined && !overwrite)
-    throw new ModelStockError('BAD_OUTPUT_PATH', 'already exists (pass --overwrite to replace it)', { file });
+  const st = await lstatIfAny(file);
   if (st !== undefined && !st.isFile())
     throw new ModelStockError('BAD_OUTPUT_PATH', 'exists and is not a regular file; refusing to replace it', {
       file,
     });
-
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${crypto.randomBytes(6).toString('hex')}.partial`);
-  const io = (e: unknown): ModelStockError =>
-    e instanceof ModelStockError
-      ? e
-      : new ModelStockError('IO_ERROR', (e as Error).message, { file, cause: e });
-  try {
-    const fh = await fs.promises.open(tmp, 'wx');
-    try {
-      await fh.writeFile(data);
-      if (opts.fsync) await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    if (overwrite) await fs.promises.rename(tmp, file);
-    else {
-      try {
-        await fs.promises.link(tmp, file);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EEXIST')
-          throw new ModelStockError('BAD_OUTPUT_PATH', 'already exists (pass --overwrite to replace it)', {
-            file,
-          });
-        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
-        await writeNew(file, data, opts.fsync);
-      }
-      await fs.promises.unlink(tmp);
-    }
-    if (opts.fsync) await syncPath(dir);
-  } catch (e) {
-    await fs.promises.unlink(tmp).catch(() => undefined);
-    throw io(e);
-  }
-}
-
-/** For filesystems without hard links: an exclusive create, removed again if writing it fails. */
-async function writeNew(file: string, data: string | Uint8Array, fsync: boolean): Promise<void> {
-  let fh: fs.promises.FileHandle;
-  try {
-    fh = await fs.promises.open(file, 'wx');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST')
-      throw new ModelStockError('BAD_OUTPUT_PATH', 'already exists (pass --overwrite to replace it)', {
-        file,
-      });
-    throw e;
-  }
-  try {
-    await fh.writeFile(data);
-    if (fsync) await fh.sync();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    // Opened with O_EXCL just above: this file is ours to remove.
-    await fs.promises.unlink(file).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
+  const replaceable = opts.overwrite ? isRegularFile : opts.replaceable;
+  if (st !== undefined && (replaceable === undefined || !(await replaceable(file))))
+    throw new ModelStockError('BAD_OUTPUT_PATH', 'already exists (pass --overwrite to replace it)', { file });
+  const placement = await placeFile(
+    file,
+    (temporary) =>
+      onPath(temporary, 'cannot write', async () => {
+        const fh = await fs.promises.open(temporary, 'wx');
+        try {
+          await fh.writeFile(data);
+        } finally {
+          await fh.close();
+        }
+      }),
+    { name: file, label: file, fsync: opts.fsync, replaceable },
+  );
+  await placement.finish().catch(() => undefined);
 }

@@ -8,9 +8,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { inside, realOrResolved, siblingName, syncPath } from './atomic';
+import { inside, realOrResolved } from './atomic';
+import { placeFile } from './file';
 import { lstatIfAny, nativeRenameFlags, onPath, type RenameFlags } from './fsops';
-import { place, type Placement } from './place';
+import type { Placement } from './place';
 
 /** Larger than any report (one entry per tensor): a bigger file is not one, and is not read. */
 const MAX_REPORT_BYTES = 256 << 20;
@@ -65,8 +66,9 @@ export async function checkReportPath(report: string, inputs: readonly string[],
 }
 
 /**
- * Writes `json` to a temporary file beside the report path (creating its folder) and puts it in place,
- * replacing only an earlier report. `undo()` if the merge then fails, `finish()` once OUT is committed.
+ * Writes the report to a temporary file beside the report path (creating its folder) and puts it in
+ * place, replacing only an earlier report. `undo()` if the merge then fails, `finish()` once OUT is
+ * committed.
  */
 export async function placeReport(
   report: string,
@@ -78,33 +80,13 @@ export async function placeReport(
   const target = realOrResolved(report);
   const dir = path.dirname(target);
   await onPath(dir, 'cannot create the report folder', () => fs.promises.mkdir(dir, { recursive: true }));
-  const temporary = siblingName(target, 'tmp');
-  let foreign = false;
-  try {
-    try {
-      await (typeof json === 'string'
-        ? fs.promises.writeFile(temporary, json, { flag: 'wx' })
-        : json(temporary));
-      if (fsync) await syncPath(temporary);
-    } catch (cause) {
-      // Name the user's path, not the temporary file beside it.
-      const why =
-        cause instanceof ModelStockError
-          ? cause.message.replace(`${temporary}: `, '')
-          : (cause as Error).message;
-      throw new ModelStockError('IO_ERROR', `cannot write the report: ${why}`, { file: report, cause });
-    }
-    const placement = await place(temporary, target, {
-      kind: 'file',
-      label: `report ${report}`,
-      replaceable: isEarlierReport,
-      flags,
-      onForeign: () => (foreign = true),
-    });
-    if (fsync) await syncPath(dir);
-    return placement;
-  } catch (e) {
-    if (!foreign) await fs.promises.rm(temporary, { force: true }).catch(() => undefined);
-    throw e;
-  }
+  const write =
+    typeof json === 'string' ? (file: string) => fs.promises.writeFile(file, json, { flag: 'wx' }) : json;
+  return placeFile(target, write, {
+    name: report,
+    label: `report ${report}`,
+    fsync,
+    replaceable: isEarlierReport,
+    flags,
+  });
 }

@@ -32,7 +32,7 @@ describe('CLI plot', () => {
   });
 
   const firstLine = (s: string): string => s.split('\n')[0] ?? '';
-  const leftovers = (dir: string): string[] => fs.readdirSync(dir).filter((f) => f.includes('partial'));
+  const leftovers = (dir: string): string[] => fs.readdirSync(dir).filter((f) => f.startsWith('.'));
 
   it('redraws the picture of a merge from its report, byte for byte', () => {
     const out = path.join(tmp.dir, 'redrawn.svg');

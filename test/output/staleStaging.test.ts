@@ -124,6 +124,8 @@ describe('stale staging folders', () => {
       models: fixture.models,
       out,
       backend: 'js',
+      // Without the addon the killed merge also left its claim, an empty OUT, which only --overwrite takes.
+      overwrite: true,
       onWarning: (w) => warnings.push(w),
     });
     assert.deepEqual(fs.readdirSync(parent), ['out'], 'the stale folder is gone, OUT is in place');
