@@ -4,6 +4,7 @@ import { inkOn, viridis } from './colour';
 import {
   summarizeLayers,
   summarizeLayersSliced,
+  type KindRow,
   type LayerColumn,
   type LayerSummary,
   type Stats,
@@ -32,7 +33,23 @@ const LINE = '#08519c';
 /** Right of the plots: the colour scale and its tick labels. */
 const SCALE_WIDTH = 64;
 const ANGLE_HEIGHT = 170;
-const KIND_LINE = '#c8c8c8';
+/**
+ * Per-kind angle lines, faint, coloured by family so that attention and MLP can be told apart (their
+ * angles often run in opposite directions over depth). Matched on the kind's name (lib/plan/roles.ts).
+ */
+const KIND_FAMILIES: readonly { label: string; colour: string; test: RegExp }[] = [
+  {
+    label: 'attention kinds',
+    colour: '#f4a582',
+    test: /attn|attention|(^|[._])(q|k|v|o|qkv)_proj$|query|key|value/,
+  },
+  {
+    label: 'MLP kinds',
+    colour: '#a6d96a',
+    test: /mlp|ffn|feed_forward|experts|(gate|up|down)_proj|dense_h_to_4h|dense_4h_to_h|(^|[._])(fc\d?|w[123])$/,
+  },
+  { label: 'other kinds', colour: '#c8c8c8', test: /(?:)/ },
+];
 /** Faint per-kind angle lines beyond this many kinds would be noise. */
 const MAX_KIND_LINES = 16;
 
@@ -437,8 +454,14 @@ function angleChart(
       .map((run) => `M${run.map((c) => `${num(xOf(c))},${num(yOf(angles[c] as number))}`).join('L')}`)
       .join(''),
   );
-  if (kinds.some((d) => d !== ''))
-    out.push(el('path', { d: kinds.join(''), fill: 'none', stroke: KIND_LINE, 'stroke-width': 1 }));
+  const familyOf = (row: number): number =>
+    KIND_FAMILIES.findIndex((f) => f.test.test((s.rows[row] as KindRow).kind));
+  const families = KIND_FAMILIES.map((f, i) => ({
+    ...f,
+    d: kinds.filter((_, k) => familyOf(kindRows[k] as number) === i).join(''),
+  })).filter((f) => f.d !== '');
+  for (const f of families)
+    out.push(el('path', { d: f.d, fill: 'none', stroke: f.colour, 'stroke-width': 1 }));
   const runs = runsOf(s, s.angle);
   const band: string[] = [];
   const line: string[] = [];
@@ -492,11 +515,8 @@ function angleChart(
       s.filterWise ? 'min–max over pairs and rows' : 'min–max over pairs',
     ]);
   }
-  if (kinds.some((d) => d !== ''))
-    items.push([
-      el('line', { x1: 0, y1: 8, x2: 18, y2: 8, stroke: KIND_LINE, 'stroke-width': 1 }),
-      'each tensor kind',
-    ]);
+  for (const f of families)
+    items.push([el('line', { x1: 0, y1: 8, x2: 18, y2: 8, stroke: f.colour, 'stroke-width': 1 }), f.label]);
   legendRow(items, g.left, y, out);
   return y + 24;
 }

@@ -86,6 +86,23 @@ describe('report picture (SVG)', () => {
     assert.deepEqual([xs.size, ys.size], [8, 6]);
   });
 
+  it('per-kind angle lines: one path per family (attention, MLP, other), each named in the legend', () => {
+    const llama = llamaReport(4);
+    const routers = [0, 1, 2, 3].map((l) => merged(`model.layers.${l}.router.weight`, [0.3]));
+    const root = parseXml(renderReportSvg({ ...llama, tensors: [...llama.tensors, ...routers] }));
+    const families = allElements(root).filter(
+      (e) => e.name === 'path' && e.attributes.fill === 'none' && e.attributes['stroke-width'] === '1',
+    );
+    // q,k → attention; up,down → MLP; router → other (norms draw no kind line)
+    assert.equal(families.length, 3);
+    assert.equal(new Set(families.map((f) => f.attributes.stroke)).size, 3);
+    const subpaths = families.map((f) => (f.attributes.d ?? '').split('M').length - 1);
+    assert.deepEqual(subpaths, [2, 2, 1]);
+    const legend = texts(root);
+    for (const label of ['attention kinds', 'MLP kinds', 'other kinds'])
+      assert.ok(legend.includes(label), label);
+  });
+
   it('colours follow t: lower t, darker viridis; copied cells grey', () => {
     const rows = (t: number) => ({ min: t, mean: t, max: t });
     const report = reportOf(
