@@ -91,7 +91,10 @@ export function isProvablyDead(owner: StagingOwner, self: StagingOwner): boolean
 export async function recordOwner(dir: string): Promise<void> {
   const owner = currentOwner();
   if (owner === undefined) return;
-  await fs.promises.writeFile(path.join(dir, OWNER_FILE), `${JSON.stringify(owner)}\n`, { flag: 'wx' });
+  // Written aside and renamed in: a record is whole or absent, even if this process is killed mid-write.
+  const partial = path.join(dir, `${OWNER_FILE}.partial`);
+  await fs.promises.writeFile(partial, `${JSON.stringify(owner)}\n`, { flag: 'wx' });
+  await fs.promises.rename(partial, path.join(dir, OWNER_FILE));
 }
 
 /**
