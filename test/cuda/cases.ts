@@ -6,11 +6,11 @@ import type {
   NativeInput,
   NativeInterpolateJob,
 } from '../../lib/engine/native/addon-types';
-import { gramIndex, gramSize } from '../../lib/math/gram';
+import { gramSize } from '../../lib/math/gram';
 import type { CudaAddon, CudaDeviceInfo } from '../../lib/engine/cuda/addon-types';
 import { loadCudaAddon } from '../../lib/engine/cuda/addon';
 import { encodeFloats } from '../../lib/math/codec';
-import { pairCosines, unitRatio } from '../../lib/math/ratio';
+import { unitRatio } from '../../lib/math/ratio';
 import { correlatedModels, randomTensor, type Rng } from '../helpers/random';
 import { addonOrSkip, shifted } from '../helpers/addon';
 
@@ -111,36 +111,6 @@ export function ratiosOf(gram: Float64Array, n: number, units: number): Float64A
   const t = new Float64Array(units);
   for (let u = 0; u < units; u++) t[u] = unitRatio(gram, u * gramSize(n), n, 'mean-cos').t;
   return t;
-}
-
-/** |g − ref| ≤ 1e-12 · sqrt(ref_ii · ref_jj) per accumulator, cosines within 1e-9. */
-export function assertGramClose(
-  got: Float64Array,
-  ref: Float64Array,
-  n: number,
-  units: number,
-  label: string,
-) {
-  const p = gramSize(n);
-  for (let u = 0; u < units; u++) {
-    const o = u * p;
-    for (let i = 0; i < n; i++) {
-      for (let j = i; j < n; j++) {
-        const at = o + gramIndex(i, j, n);
-        const scale = Math.sqrt(ref[o + gramIndex(i, i, n)]! * ref[o + gramIndex(j, j, n)]!);
-        const err = Math.abs(got[at]! - ref[at]!);
-        assert.ok(
-          err <= 1e-12 * scale || err === 0,
-          `${label}: unit ${u} G[${i}][${j}] = ${got[at]} vs ${ref[at]}`,
-        );
-      }
-    }
-    const cg = pairCosines(got, o, n);
-    const cr = pairCosines(ref, o, n);
-    cg.forEach((c, k) =>
-      assert.ok(Math.abs(c - cr[k]!) <= 1e-9, `${label}: unit ${u} cosine ${k}: ${c} vs ${cr[k]}`),
-    );
-  }
 }
 
 /** Same bytes, or the first differing element named. */

@@ -3,12 +3,10 @@ import { FLOAT_DTYPES, floatSize, type FloatDType } from '../../lib/dtype';
 import type { NativeAddon } from '../../lib/engine/native/addon-types';
 import { gramIndex, gramSize } from '../../lib/math/gram';
 import type { CudaAddon } from '../../lib/engine/cuda/addon-types';
-import { encodeFloats } from '../../lib/math/codec';
-import { referenceGram } from '../helpers/reference';
+import { assertGramClose, referenceGram } from '../helpers/reference';
 import { mulberry32 } from '../helpers/random';
 import {
   DTYPE_MIXES,
-  assertGramClose,
   assertSameBytes,
   cudaExports,
   gramJob,
@@ -18,7 +16,7 @@ import {
   ratiosOf,
   type CudaCase,
 } from './cases';
-import { decodeFloats } from '../../lib/math/codec';
+import { decodeFloats, encodeFloats } from '../../lib/math/codec';
 
 /**
  * The CUDA kernels' arithmetic (native/cuda/passes.h and codec.h), compiled by g++ and run on the CPU
