@@ -62,9 +62,12 @@ export async function measureLiveness<T>(work: () => Promise<T>, tickMs = TICK_M
   }
 }
 
-/** `work`'s value, after asserting that it never held the event loop for MAX_GAP_MS or more. */
-export async function assertLive<T>(what: string, work: () => Promise<T>, maxGapMs = MAX_GAP_MS): Promise<T> {
-  const r = await measureLiveness(work);
+/** Asserts that measured gaps show no stall: busy gap under `maxGapMs`, wall gap under MAX_WALL_GAP_MS. */
+export function assertNoStall(
+  what: string,
+  r: Pick<Liveness<unknown>, 'maxGapMs' | 'maxBusyGapMs' | 'ticks' | 'elapsedMs'>,
+  maxGapMs = MAX_GAP_MS,
+): void {
   const stats = `${r.ticks} ticks in ${r.elapsedMs.toFixed(0)} ms; largest gap ${r.maxGapMs.toFixed(0)} ms, busy ${r.maxBusyGapMs.toFixed(0)} ms`;
   assert.ok(
     r.maxBusyGapMs < maxGapMs,
@@ -74,5 +77,11 @@ export async function assertLive<T>(what: string, work: () => Promise<T>, maxGap
     r.maxGapMs < MAX_WALL_GAP_MS,
     `${what}: the event loop stalled for ${r.maxGapMs.toFixed(0)} ms (${stats})`,
   );
+}
+
+/** `work`'s value, after asserting that it never held the event loop for MAX_GAP_MS or more. */
+export async function assertLive<T>(what: string, work: () => Promise<T>, maxGapMs = MAX_GAP_MS): Promise<T> {
+  const r = await measureLiveness(work);
+  assertNoStall(what, r, maxGapMs);
   return r.value;
 }
