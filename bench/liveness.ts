@@ -149,6 +149,7 @@ async function downstream(count: number): Promise<void> {
       }),
     );
     return {
+      format: 'safetensors',
       path: label,
       dir: label,
       files: [label],

@@ -20,13 +20,22 @@ export type ErrorCode =
   | 'METADATA_INCOMPLETE_BUFFER' // data does not end exactly at end of file
   | 'INVALID_INDEX' // model.safetensors.index.json malformed or names a missing tensor/shard
   | 'INDEX_TOO_LARGE' // model.safetensors.index.json over 64 MiB
-  | 'NO_CHECKPOINT' // folder has no safetensors file
+  | 'NO_CHECKPOINT' // folder has no checkpoint (safetensors, PyTorch) or adapter file
   | 'IO_ERROR'
+  // PyTorch checkpoints (.bin / .pt / .pth / .ckpt), read as data: the pickle is interpreted, never run
+  | 'UNSUPPORTED_FORMAT' // legacy (pre-1.6) pickle stream or tar, a compressed zip entry, big-endian data
+  | 'INVALID_ARCHIVE' // zip structure or bounds (central directory, zip64, entry names, offsets)
+  | 'INVALID_PICKLE' // an opcode outside what torch writes, a limit exceeded, no state dict found
+  | 'INVALID_STORAGE' // a storage shorter than a tensor on it needs, or an unknown storage type
+  | 'NON_CONTIGUOUS' // a tensor stored as a strided (e.g. transposed) view of its storage
+  // LoRA adapters (PEFT)
+  | 'UNSUPPORTED_ADAPTER' // an adapter field or module we cannot merge exactly (DoRA, IA3, …), named
   // merge rules
   | 'UNSUPPORTED_DTYPE' // float dtype we cannot merge (F8_*, F6_*, F4), or bad --out-dtype
   | 'SHAPE_MISMATCH'
   | 'NON_FINITE' // NaN or Inf in an input of a merged tensor
   | 'TOO_FEW_MODELS'
+  | 'NO_COMMON_TENSORS' // a fine-tune none of whose tensors matches a mergeable base tensor
   | 'BAD_OUTPUT_PATH' // OUT exists (without overwrite), or is/contains/lies inside an input
   | 'BAD_CONFIG' // YAML or options we cannot honour
   | 'BACKEND_UNAVAILABLE'

@@ -13,7 +13,8 @@ import { forEachSliced, runSliced } from './util/sliced';
 import { openCheckpoint } from './safetensors/checkpoint';
 import type { Checkpoint } from './safetensors/types';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import type { InspectOptions, TensorReport } from './types';
+import type { TensorSource } from './engine/io';
+import type { InputReport, InspectOptions, TensorReport } from './types';
 
 /**
  * What a merge and an inspection share: their options checked, the base and the fine-tunes opened and
@@ -177,4 +178,13 @@ export function reportTensors(plan: Plan, result: EngineResult): TensorReport[] 
       shape: d.shape,
     })),
   ];
+}
+
+/** The report's `inputs`: each reference as written, its format and how its bytes were read. */
+export function reportInputs(
+  refs: readonly string[],
+  checkpoints: readonly Checkpoint[],
+  source: Pick<TensorSource, 'kind'>,
+): InputReport[] {
+  return refs.map((ref, i) => ({ ref, format: checkpoints[i]!.format, io: source.kind }));
 }

@@ -2,7 +2,7 @@ import { asCancelled, asIoError, throwIfCancelled } from './errors';
 import { openTensorSource, type TensorSource } from './engine/io';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
-import { DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
+import { DEFAULT_MEMORY, openInputs, reportInputs, reportTensors, validateInputOptions } from './inputs';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { checkUnchanged } from './safetensors/identity';
 import type { InspectOptions, InspectReport } from './types';
@@ -59,6 +59,7 @@ async function inspect(options: InspectOptions): Promise<InspectReport> {
       filterWise,
       theta,
       backend: backend.info(),
+      inputs: reportInputs([options.base, ...options.models], [base, ...models], source),
       tensors: reportTensors(plan, result),
       warnings: [...hubWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,

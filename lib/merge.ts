@@ -11,7 +11,14 @@ import { copyBaseFiles, modelCardSliced } from './output/extras';
 import { writeReportJson } from './output/report';
 import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output/tokenizer';
 import { modelRefKey } from './hub/reference';
-import { checkPositive, DEFAULT_MEMORY, openInputs, reportTensors, validateInputOptions } from './inputs';
+import {
+  checkPositive,
+  DEFAULT_MEMORY,
+  openInputs,
+  reportInputs,
+  reportTensors,
+  validateInputOptions,
+} from './inputs';
 import { PLOT_FILE, reportPicture } from './report/svg';
 import { planShardsSliced } from './safetensors/layout';
 import { mapSliced, runSliced } from './util/sliced';
@@ -190,6 +197,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       filterWise,
       theta,
       backend: backend.info(),
+      inputs: reportInputs([options.base, ...options.models], inputs, reader),
       tensors: reportTensors(plan, result),
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,

@@ -86,6 +86,20 @@ export interface MergeOptions extends InspectOptions {
 
 export type TensorAction = 'merge' | 'copy' | 'drop';
 
+/** How an input's weights are stored: a safetensors checkpoint, a PyTorch pickle archive, a PEFT LoRA adapter. */
+export type InputFormat = 'safetensors' | 'pytorch' | 'lora';
+
+/** One input of a merge or an inspection (the base first, then the fine-tunes in their order). */
+export interface InputReport {
+  /** The reference as the user wrote it (a path or a Hub ID). */
+  readonly ref: string;
+  readonly format: InputFormat;
+  /** How its bytes were read. */
+  readonly io: Exclude<IoMode, 'auto'>;
+  /** Why `io` is not the mode asked for (e.g. a file system that refused O_DIRECT). */
+  readonly fallback?: string;
+}
+
 export interface RatioStats {
   readonly min: number;
   readonly mean: number;
@@ -137,6 +151,11 @@ export interface InspectReport {
   readonly filterWise: boolean;
   readonly theta: ThetaRule;
   readonly backend: BackendInfo;
+  /**
+   * Each input's format and how it was read: the base, then the models. Every merge and inspection
+   * fills it; a report read back from a file written before it existed has none.
+   */
+  readonly inputs?: readonly InputReport[];
   readonly tensors: readonly TensorReport[];
   readonly warnings: readonly string[];
   readonly bytesRead: number;

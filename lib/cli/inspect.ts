@@ -11,6 +11,7 @@ import { drawSummary, isEarlierPicture } from '../report/svg';
 import { summaryTable } from '../report/table';
 import { resolveInputs, withTerminal, type InputFlags } from './inputs';
 import { formatBytes } from './size';
+import { groupedWarningLines } from '../report/warnings';
 
 export interface InspectFlags extends InputFlags {
   json?: boolean;
@@ -43,7 +44,7 @@ export async function runInspect(config: string | undefined, f: InspectFlags): P
     (hooks) => inspectModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
   );
   // After the progress bar, as merge does.
-  for (const w of warnings) printWarning(w);
+  for (const w of groupedWarningLines(warnings)) printWarning(w);
   if (f.svg !== undefined) {
     const svg = drawSummary(await summarizeLayersSliced(report));
     await writeFileAtomic(f.svg, svg, {

@@ -20,6 +20,7 @@ import { runInspect } from './inspect';
 import { plot } from './plot';
 import { exitCodeFor, interruptedBy } from './signals';
 import { formatBytes } from './size';
+import { groupedWarningLines } from '../report/warnings';
 
 /** Exit codes: 0 success, 1 the command failed, 2 bad usage (130/143: interrupted, signals.ts). */
 export const EXIT_FAILURE = 1;
@@ -85,7 +86,8 @@ async function runMerge(
     (hooks) => mergeModelStock({ ...options, ...hooks, onWarning: (m) => warnings.push(m) }),
   );
   if (f.quiet) return;
-  for (const w of warnings) process.stderr.write(`warning: ${escapeControl(w)}\n`);
+  // One line per kind of warning (the report keeps each one).
+  for (const w of groupedWarningLines(warnings)) process.stderr.write(`warning: ${escapeControl(w)}\n`);
   const merged = report.tensors.filter((t) => t.action === 'merge').length;
   const copied = report.tensors.filter((t) => t.action === 'copy').length;
   const rate = report.bytesRead / report.seconds / 1e9;

@@ -134,6 +134,9 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
   const warnings = new ChunkedList<string>();
   let inputBytes = 0;
   let outputBytes = 0;
+  // Elements of the base's mergeable tensors, and how many of them each fine-tune has too.
+  let baseFloats = 0;
+  const sharedFloats = new Float64Array(models.length);
 
   for (let k = 0; k < base.order.length; k++) {
     if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
@@ -159,6 +162,8 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
         { file: b.file, tensor: name },
       );
     }
+    const baseNumel = numelOf(b.shape);
+    baseFloats += baseNumel;
     const inputs: TensorInfo[] = [];
     const modelIndices: number[] = [];
     const missing: number[] = [];
@@ -185,6 +190,7 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
       }
       inputs.push(t);
       modelIndices.push(i);
+      sharedFloats[i] = (sharedFloats[i] as number) + baseNumel;
     }
     const numel = numelOf(b.shape);
     const vocab = [b, ...inputs].map((t) => t.shape[0] ?? 1);
@@ -262,6 +268,8 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
     outputBytes += outByteLength;
   }
 
+  yield* checkOverlap(base, models, baseFloats, sharedFloats, label, warnings);
+
   const droppedMap = new ChunkedMap<number[]>();
   for (let i = 0; i < models.length; i++) {
     const order = (models[i] as Checkpoint).order;
@@ -294,4 +302,52 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
     inputBytes,
     outputBytes,
   };
+}
+
+/**
+ * A fine-tune that shares no mergeable tensor with the base would leave the output the base's copy (a
+ * checkpoint whose names carry a prefix the base lacks, an adapter read as weights): an error naming it
+ * beside one name of each. One that shares less than half of the base's floats is merged, with a warning.
+ */
+function* checkOverlap(
+  base: Checkpoint,
+  models: readonly Checkpoint[],
+  baseFloats: number,
+  sharedFloats: Float64Array,
+  label: (i: number) => string,
+  warnings: ChunkedList<string>,
+): Sliced<void> {
+  if (baseFloats === 0) return;
+  for (let i = 0; i < models.length; i++) {
+    const shared = sharedFloats[i] as number;
+    const model = models[i] as Checkpoint;
+    if (shared === 0) {
+      let theirs: string | undefined;
+      for (let k = 0; k < model.order.length; k++) {
+        if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
+        const name = model.order[k] as string;
+        if (!base.tensors.has(name)) {
+          theirs = name;
+          break;
+        }
+      }
+      const ours = base.order.find((n) => isMergeableDType((base.tensors.get(n) as TensorInfo).dtype));
+      const example =
+        theirs === undefined
+          ? `it has ${model.order.length} tensor(s), none a mergeable tensor of the base`
+          : `it has e.g. "${theirs}" where the base has e.g. "${ours ?? base.order[0] ?? ''}"`;
+      throw new ModelStockError(
+        'NO_COMMON_TENSORS',
+        `${label(i)} shares no mergeable tensor with the base ${base.path} (${example}); ` +
+          `is it a checkpoint of this base, saved with other names?`,
+        { file: model.path },
+      );
+    }
+    if (shared < baseFloats / 2) {
+      warnings.push(
+        `${label(i)} has only ${shared} of the base's ${baseFloats} mergeable elements ` +
+          `(${((100 * shared) / baseFloats).toFixed(1)}%): the tensors it lacks are merged over the other fine-tunes or copied from the base`,
+      );
+    }
+  }
 }

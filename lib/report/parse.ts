@@ -43,6 +43,15 @@ export function parseReport(textOrBytes: string, file: string): InspectReport {
   if (root.theta !== 'mean-cos' && root.theta !== 'mean-angle')
     return fail(`theta must be "mean-cos" or "mean-angle", got ${show(root.theta)}`);
   if (!Array.isArray(root.tensors)) return fail(`tensors must be a list, got ${show(root.tensors)}`);
+  // Reports written before `inputs` existed have none.
+  const inputs = root.inputs ?? [];
+  if (!Array.isArray(inputs)) return fail(`inputs must be a list, got ${show(inputs)}`);
+  inputs.forEach((v: Json, i: number) => {
+    if (!isObject(v) || typeof v.ref !== 'string' || typeof v.io !== 'string')
+      return fail(`inputs[${i}] must be {ref, format, io}, got ${show(v)}`);
+    if (v.format !== 'safetensors' && v.format !== 'pytorch' && v.format !== 'lora')
+      return fail(`inputs[${i}].format must be "safetensors", "pytorch" or "lora", got ${show(v.format)}`);
+  });
 
   root.tensors.forEach((t: Json, i: number) => {
     const at = `tensors[${i}]`;

@@ -152,6 +152,7 @@ function* assembleSteps(
     }
   }
   return {
+    format: 'safetensors',
     path: target,
     dir,
     files: files.map((f) => f.file),

@@ -1,5 +1,6 @@
 import type { DType } from '../dtype';
 import type { FileIdentity } from './identity';
+import type { InputFormat } from '../types';
 
 /** One tensor as a safetensors header describes it, located in its file. */
 export interface TensorInfo {
@@ -30,6 +31,8 @@ export interface SafetensorsFile {
 
 /** A model: one file, or shards named by model.safetensors.index.json. */
 export interface Checkpoint {
+  /** How the weights are stored (the tensor table below is the same for every format). */
+  readonly format: InputFormat;
   /** The folder (or file) the user named, resolved to an absolute path. */
   readonly path: string;
   /** Absolute folder holding the weights (and config.json etc. for a folder). */

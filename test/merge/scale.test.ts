@@ -38,6 +38,7 @@ function syntheticCheckpoint(label: string, count: number, extra: readonly strin
     order.push(name);
   }
   return {
+    format: 'safetensors',
     path: `/synthetic/${label}`,
     dir: `/synthetic/${label}`,
     files: [file],
@@ -58,6 +59,7 @@ function reportOf(tensors: TensorReport[], warnings: string[]): MergeReport {
     filterWise: false,
     theta: 'mean-cos',
     backend: { name: 'js', isa: 'scalar', threads: 1 } as unknown as MergeReport['backend'],
+    inputs: [],
     tensors,
     warnings,
     bytesRead: 0,
