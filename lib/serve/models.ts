@@ -38,13 +38,18 @@ const WEIGHTS = /\.(safetensors|bin|pt|pth|ckpt)$/;
 
 export async function listModels(roots: Roots): Promise<{ models: ListedModel[]; truncated: boolean }> {
   const models: ListedModel[] = [];
-  const seen = new Set<string>();
   let budget = MAX_FOLDERS;
   const readable = (p: string): boolean => roots.models.some((r) => isInside(p, r.real));
 
-  const visit = async (root: number, rel: string, real: string, depth: number): Promise<void> => {
-    if (budget-- <= 0 || seen.has(real)) return;
-    seen.add(real);
+  /** `above`: the real paths of the folders this one was reached through (a link back up is a cycle). */
+  const visit = async (
+    root: number,
+    rel: string,
+    real: string,
+    depth: number,
+    above: string[],
+  ): Promise<void> => {
+    if (budget-- <= 0 || above.includes(real)) return;
     const entries = await fs.promises.readdir(real, { withFileTypes: true }).catch(() => []);
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     if (depth > 0) {
@@ -77,11 +82,11 @@ export async function listModels(roots: Roots): Promise<{ models: ListedModel[];
       const target = await fs.promises.realpath(path.join(real, e.name)).catch(() => undefined);
       if (target === undefined || !readable(target)) continue;
       if (!(await fs.promises.stat(target).catch(() => undefined))?.isDirectory()) continue;
-      await visit(root, rel === '' ? e.name : `${rel}/${e.name}`, target, depth + 1);
+      await visit(root, rel === '' ? e.name : `${rel}/${e.name}`, target, depth + 1, [...above, real]);
     }
   };
 
-  for (const [i, r] of roots.models.entries()) await visit(i, '', r.real, 0);
+  for (const [i, r] of roots.models.entries()) await visit(i, '', r.real, 0, []);
   return { models, truncated: budget < 0 };
 }
 

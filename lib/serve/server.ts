@@ -3,8 +3,10 @@
  * file wires the parts: the roots (roots.ts), the durable store (store.ts), the queue (jobs.ts), the
  * guard every request passes (security.ts), the routes (routes.ts) and the page (page.ts).
  */
+import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import fastify, { type FastifyError } from 'fastify';
+import type { Duplex } from 'node:stream';
+import fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isModelStockError } from '../errors';
 import { describeError, errorBody, HttpError } from './errors';
 import { Jobs, type ProbePoint } from './jobs';
@@ -89,6 +91,13 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   const app = fastify({
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
+    // A request without Host reaches the guard (403 BAD_HOST with the error body), not Node's bare 400.
+    http: { requireHostHeader: false },
+    clientErrorHandler: refuseMalformed,
+    frameworkErrors: (err, _req, reply) => {
+      const r = reply as unknown as FastifyReply;
+      void r.code(400).send(errorBody('BAD_REQUEST', err.message));
+    },
     // The schema refuses unknown keys: never strip or coerce them into something accepted.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
     logger: {
@@ -104,6 +113,8 @@ export async function createServer(o: ServeOptions): Promise<Server> {
       },
     },
   });
+  // JSON only: a text/plain body (what a cross-site form can send without a preflight) is a 415.
+  app.removeContentTypeParser('text/plain');
   const jobs = new Jobs({
     store,
     roots,
@@ -175,6 +186,26 @@ export async function createServer(o: ServeOptions): Promise<Server> {
         store.close();
       })()),
   };
+}
+
+/** A request Node cannot parse: the error body too, then the connection closes. */
+function refuseMalformed(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'BAD_REQUEST', 'request headers too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'BAD_REQUEST', 'request timed out']
+        : [400, 'BAD_REQUEST', 'malformed HTTP request'];
+  const body = JSON.stringify(errorBody(code as 'BAD_REQUEST', message));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nX-Content-Type-Options: nosniff\r\n` +
+        `Content-Security-Policy: ${CSP.api}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 function asHttpError(err: FastifyError, roots: Roots): HttpError {
