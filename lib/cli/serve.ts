@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { escapeControl } from '../errors';
 import { randomToken, isLoopbackHost } from '../serve/security';
-import { createServer, DEFAULT_CONCURRENCY, DEFAULT_QUEUE, ServeSetupError } from '../serve/server';
+import { DEFAULT_CONCURRENCY, DEFAULT_QUEUE } from '../serve/defaults';
+import { ServeSetupError } from '../serve/errors';
 import { intArg, sizeArg, UsageError } from './inputs';
 import { exitCodeFor } from './signals';
 
@@ -68,9 +69,10 @@ export function addServeCommand(program: Command): void {
     .command('serve')
     .summary('a merge service: HTTP API, durable jobs, live progress, cancel')
     .description(
-      'Serve merges and inspections over HTTP to whoever holds the token. Models are read only from the --models\n' +
-        'folders (relative references resolve against them in order), outputs are written only as names inside\n' +
-        '--out. Jobs are kept in SQLite in --state and survive restarts. Prints the URL to open, token included.',
+      'Serve merges and inspections over HTTP to whoever holds the token. Models are read only from the ' +
+        '--models folders (relative references resolve against them in order); merges write only into --out, ' +
+        'under a name each. Jobs are kept in SQLite in --state and survive restarts. Prints the URL to open, ' +
+        'token included.',
     )
     .requiredOption('--models <dir>', 'a folder of models jobs may read (repeat; searched in order)', collect)
     .requiredOption('--out <dir>', 'the folder merges write their outputs into')
@@ -126,6 +128,8 @@ async function runServe(f: ServeFlags): Promise<void> {
   const token = !f.token ? undefined : f.tokenFile !== undefined ? readTokenFile(f.tokenFile) : randomToken();
   if (f.tokenFile !== undefined && (fs.statSync(f.tokenFile).mode & 0o077) !== 0)
     process.stderr.write(`model-stock serve: warning: ${f.tokenFile} is readable by other users\n`);
+  // Loaded only here: fastify and SQLite are for `serve`, not for every command's start-up.
+  const { createServer } = await import('../serve/server');
   const server = await createServer({
     host: f.host,
     port: f.port,

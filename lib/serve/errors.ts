@@ -49,3 +49,6 @@ export function describeError(e: unknown, scrub: (message: string) => string): H
   if (isModelStockError(e)) return new HttpError(LIBRARY_STATUS[e.code] ?? 400, e.code, scrub(e.message));
   return new HttpError(500, 'INTERNAL_ERROR', 'internal error (see the server log)');
 }
+
+/** A setting `serve` cannot work with (a missing root, a non-loopback host without a token): exit 1. */
+export class ServeSetupError extends Error {}

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isModelStockError } from '../errors';
-import { describeError, errorBody, HttpError } from './errors';
+import { describeError, errorBody, HttpError, ServeSetupError } from './errors';
 import { Jobs, type ProbePoint } from './jobs';
 import { PAGE_DIR } from './page';
 import { Roots } from './roots';
@@ -25,10 +25,7 @@ import {
 import { EventStreams } from './sse';
 import { JobStore } from './store';
 
-/** Request bodies larger than this are refused (413). */
-export const BODY_LIMIT = 1 << 20;
-export const DEFAULT_CONCURRENCY = 1;
-export const DEFAULT_QUEUE = 100;
+import { BODY_LIMIT, DEFAULT_CONCURRENCY, DEFAULT_QUEUE } from './defaults';
 
 export interface ServeOptions {
   /** Address to bind; default 127.0.0.1. */
@@ -72,9 +69,6 @@ export interface Server {
   /** Stops accepting, cancels running jobs (→ interrupted), ends streams, closes the store. */
   close(reason?: string): Promise<void>;
 }
-
-/** A setting that cannot work (a non-loopback host without a token, a missing root). */
-export class ServeSetupError extends Error {}
 
 export async function createServer(o: ServeOptions): Promise<Server> {
   const host = o.host ?? '127.0.0.1';

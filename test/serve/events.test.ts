@@ -97,7 +97,7 @@ describe('model-stock serve: job events (unit)', () => {
         throw new Error('disk full');
       }),
     );
-    assert.deepEqual(heard, []);
+    assert.equal(heard.length, 0);
     feed.commit('state', { state: 'running' }, () => undefined);
     assert.equal(heard[0]!.id, 2);
   });
