@@ -6,6 +6,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import { HttpError } from './errors';
 
 /** Whether binding `host` keeps the port on this machine. */
@@ -23,28 +24,48 @@ export function hostForUrl(host: string): string {
   return net.isIPv6(h) ? `[${h}]` : h;
 }
 
+/** This machine's interface addresses and host name: the names a wildcard bind (0.0.0.0, ::) answers to. */
+export function localNames(family: 'IPv4' | 'any'): string[] {
+  const names = [os.hostname().toLowerCase()];
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? [])
+      if (family === 'any' || a.family === 'IPv4') names.push(a.address.split('%')[0]!);
+  }
+  return names;
+}
+
 /**
  * The Host header values this server answers: on a loopback bind `127.0.0.1:P`, `localhost:P`,
- * `[::1]:P` (and the bound address itself); otherwise the bound address when it is a specific one; and
- * every `--allowed-host` name — with the port, or without one (a reverse proxy on the default port).
- * A name given with a port matches only that port.
+ * `[::1]:P`; the bound address itself; on a wildcard bind (0.0.0.0, ::) this machine's addresses and
+ * name; and every `--allowed-host` name — with the port, or without one (a reverse proxy on the
+ * default port). A name given with a port matches only that port.
  */
-export function acceptedHosts(bound: string, port: number, allowed: readonly string[]): Set<string> {
+export function acceptedHosts(
+  bound: string,
+  port: number,
+  allowed: readonly string[],
+  local: (family: 'IPv4' | 'any') => string[] = localNames,
+): Set<string> {
   const hosts = new Set<string>();
-  if (isLoopbackHost(bound)) for (const h of ['127.0.0.1', 'localhost', '[::1]']) hosts.add(`${h}:${port}`);
-  const unspecified = bound === '0.0.0.0' || bound === '::' || bound === '[::]';
-  if (!unspecified) hosts.add(`${hostForUrl(bound.replace(/^\[(.*)\]$/, '$1'))}:${port}`);
-  for (const a of allowed) {
-    const name = a.trim().toLowerCase();
-    if (name === '') continue;
-    if (/:\d+$/.test(name) && !net.isIPv6(name)) hosts.add(name);
-    else {
-      const h = hostForUrl(name.replace(/^\[(.*)\]$/, '$1'));
-      hosts.add(h);
-      hosts.add(`${h}:${port}`);
-    }
-  }
+  const b = bound.replace(/^\[(.*)\]$/, '$1');
+  const wildcard = b === '0.0.0.0' || b === '::';
+  if (isLoopbackHost(b) || wildcard)
+    for (const h of ['127.0.0.1', 'localhost', '[::1]']) hosts.add(`${h}:${port}`);
+  const own = wildcard ? local(b === '::' ? 'any' : 'IPv4') : [b];
+  for (const h of own) hosts.add(`${hostForUrl(h)}:${port}`);
+  for (const h of allowedHostNames(allowed, port)) hosts.add(h);
   return hosts;
+}
+
+/** `--allowed-host` values as Host headers: `name:port` as given, a bare name with and without the port. */
+function allowedHostNames(allowed: readonly string[], port: number): string[] {
+  return allowed.flatMap((a) => {
+    const name = a.trim().toLowerCase();
+    if (name === '') return [];
+    if (/:\d+$/.test(name) && !net.isIPv6(name)) return [name];
+    const h = hostForUrl(name.replace(/^\[(.*)\]$/, '$1'));
+    return [h, `${h}:${port}`];
+  });
 }
 
 export class RequestGuard {
@@ -62,9 +83,7 @@ export class RequestGuard {
     this.hosts = acceptedHosts(o.bound, o.port, o.allowedHosts);
     // A page served by an accepted host; https:// too for --allowed-host names behind a TLS proxy.
     this.origins = new Set([...this.hosts].map((h) => `http://${h}`));
-    for (const a of o.allowedHosts) {
-      for (const h of acceptedHosts('0.0.0.0', o.port, [a])) this.origins.add(`https://${h}`);
-    }
+    for (const h of allowedHostNames(o.allowedHosts, o.port)) this.origins.add(`https://${h}`);
     this.tokenDigest = o.token === undefined ? undefined : digest(o.token);
   }
 

@@ -17,6 +17,7 @@ import {
   CSP,
   hostForUrl,
   isLoopbackHost,
+  localNames,
   redactUrl,
   RequestGuard,
   SECURITY_HEADERS,
@@ -24,7 +25,6 @@ import {
 } from './security';
 import { EventStreams } from './sse';
 import { JobStore } from './store';
-
 import { BODY_LIMIT, DEFAULT_CONCURRENCY, DEFAULT_QUEUE } from './defaults';
 
 export interface ServeOptions {
@@ -85,6 +85,8 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   const app = fastify({
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
+    // No automatic HEAD twins: a HEAD on the event stream would hold its connection for nothing.
+    exposeHeadRoutes: false,
     // A request without Host reaches the guard (403 BAD_HOST with the error body), not Node's bare 400.
     http: { requireHostHeader: false },
     clientErrorHandler: refuseMalformed,
@@ -120,7 +122,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   });
   const streams = new EventStreams();
   const routes: string[] = [];
-  let guard: RequestGuard | undefined;
+  let guard: RequestGuard | undefined = undefined; // set once listening (the Host check needs the port)
   let closing = false;
 
   app.addHook('onRoute', (r) => {
@@ -163,7 +165,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
   }
   const port = (app.server.address() as AddressInfo).port;
   guard = new RequestGuard({ bound: host, port, allowedHosts: o.allowedHosts ?? [], token: o.token });
-  const url = `http://${hostForUrl(host)}:${port}/`;
+  const url = `http://${hostForUrl(urlHost(host, o.allowedHosts ?? []))}:${port}/`;
 
   let closed: Promise<void> | undefined;
   return {
@@ -180,6 +182,12 @@ export async function createServer(o: ServeOptions): Promise<Server> {
         store.close();
       })()),
   };
+}
+
+/** The host to print in the URL: the bound one, or for a wildcard bind the proxy's name or this machine's. */
+function urlHost(bound: string, allowed: readonly string[]): string {
+  if (bound !== '0.0.0.0' && bound !== '::') return bound;
+  return allowed[0]?.replace(/:\d+$/, '') ?? localNames('IPv4').find((h) => h !== 'localhost') ?? bound;
 }
 
 /** A request Node cannot parse: the error body too, then the connection closes. */

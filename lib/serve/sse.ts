@@ -44,7 +44,7 @@ export class EventStreams {
       'x-accel-buffering': 'no',
     });
     let stopListening = (): void => undefined;
-    let keepalive: NodeJS.Timeout | undefined;
+    let keepalive: NodeJS.Timeout | undefined = undefined;
     const end = (): void => {
       stopListening();
       if (keepalive !== undefined) clearInterval(keepalive);

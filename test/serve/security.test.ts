@@ -41,10 +41,18 @@ describe('model-stock serve: the guard (unit)', () => {
       '[::1]:8700',
       'localhost:8700',
     ]);
-    assert.deepEqual([...acceptedHosts('0.0.0.0', 80, ['Merge.Example.com'])].sort(), [
-      'merge.example.com',
-      'merge.example.com:80',
-    ]);
+    assert.deepEqual(
+      [...acceptedHosts('0.0.0.0', 80, ['Merge.Example.com'], () => ['host-a', '10.0.0.5'])].sort(),
+      [
+        '10.0.0.5:80',
+        '127.0.0.1:80',
+        '[::1]:80',
+        'host-a:80',
+        'localhost:80',
+        'merge.example.com',
+        'merge.example.com:80',
+      ],
+    );
     assert.deepEqual([...acceptedHosts('10.1.2.3', 80, ['proxy:8443'])].sort(), [
       '10.1.2.3:80',
       'proxy:8443',
