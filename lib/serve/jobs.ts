@@ -12,7 +12,7 @@ import { inspectModelStock } from '../inspect';
 import { mergeModelStock } from '../merge';
 import { REPORT_FILE } from '../output/atomic';
 import { reportJsonPieces } from '../output/report';
-import { sweepStaleStaging } from '../output/staleStaging';
+import { OWNER_FILE, sweepStaleStaging } from '../output/staleStaging';
 import { reportPicture } from '../report/svg';
 import type { InspectReport, MergeProgress } from '../types';
 import { runSliced, type Sliced } from '../util/sliced';
@@ -88,6 +88,38 @@ function* reportText(report: InspectReport): Sliced<string> {
   return pieces.join('');
 }
 
+/**
+ * Staging folders of `target` (`.NAME.partial-X`) without an owner record, made since `startedAt`: a
+ * merge killed between creating the folder and recording its owner, or between removing the record and
+ * renaming the folder into place. The library's sweep leaves them (it cannot tell whose they are); the
+ * server can: OUT's name is reserved for the interrupted job, the store's lock proves no other server
+ * runs it, and the folder was made while the job ran.
+ */
+async function sweepRecordless(target: string, startedAt: string | undefined): Promise<string[]> {
+  if (startedAt === undefined) return [];
+  const since = Date.parse(startedAt) - 1000;
+  const parent = path.dirname(target);
+  const prefix = `.${path.basename(target)}.partial-`;
+  const removed: string[] = [];
+  for (const name of await fs.promises.readdir(parent).catch(() => [] as string[])) {
+    // `….old` is an earlier output set aside by --overwrite: never ours to remove.
+    if (!name.startsWith(prefix) || name.includes('.', prefix.length)) continue;
+    const dir = path.join(parent, name);
+    try {
+      const st = await fs.promises.lstat(dir);
+      const made = st.birthtimeMs > 0 ? st.birthtimeMs : st.ctimeMs;
+      if (!st.isDirectory() || st.uid !== process.getuid?.() || made < since) continue;
+      if ((await fs.promises.lstat(path.join(dir, OWNER_FILE)).catch(() => undefined)) !== undefined)
+        continue;
+      await fs.promises.rm(dir, { recursive: true, force: true });
+      removed.push(dir);
+    } catch {
+      // gone meanwhile: nothing to do
+    }
+  }
+  return removed;
+}
+
 export class Jobs {
   /** Unfinished jobs' event feeds. */
   private readonly feeds = new Map<string, JobFeed>();
@@ -114,9 +146,14 @@ export class Jobs {
       new JobFeed(row.seq, row.lastEvent).commit('state', { state: 'interrupted', error }, (events) =>
         store.transition(row.seq, { state: 'interrupted', finishedAt: now(), error }, events),
       );
-      // The staging folder the dead process left beside OUT: its owner record proves it dead.
+      // The staging folder the dead process left beside OUT: its owner record proves it dead, or (killed
+      // while the record was being written, or once the commit had removed it) it has none.
       if (target !== undefined) {
-        for (const { dir } of await sweepStaleStaging(target))
+        const removed = [
+          ...(await sweepStaleStaging(target)).map((r) => r.dir),
+          ...(await sweepRecordless(target, row.startedAt)),
+        ];
+        for (const dir of removed)
           this.o.log.info({ job: row.id, dir }, 'removed the staging folder of an interrupted job');
       }
       this.o.log.warn({ job: row.id }, 'job interrupted by the previous stop');

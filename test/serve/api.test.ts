@@ -308,6 +308,77 @@ describe('model-stock serve: the HTTP API', function () {
     assert.equal((await request(port, 'GET', `/api/jobs/${job.id}/picture.svg`)).status, 404);
   });
 
+  it('relative references resolve against the roots in order; /api/models names a shadowed folder absolutely', async () => {
+    const second = path.join(tmp.dir, 'models-2');
+    fs.cpSync(path.join(f.models, 'fx'), path.join(second, 'fx'), { recursive: true });
+    fs.cpSync(f.base, path.join(second, 'only-here', 'base'), { recursive: true });
+    fs.cpSync(f.base, path.join(second, 'a', 'b', 'c', 'deep'), { recursive: true });
+    fs.cpSync(f.base, path.join(second, 'a', 'b', 'depth3'), { recursive: true });
+    const s = await startServer(
+      { ...f, state: path.join(tmp.dir, 'state-roots') },
+      { models: [f.models, second] },
+    );
+    try {
+      const models = (await request(s.port, 'GET', '/api/models')).json.models as {
+        ref: string;
+        root: number;
+        path: string;
+      }[];
+      const shadowed = models.find((m) => m.root === 1 && m.path === 'fx/base')!;
+      assert.equal(shadowed.ref, fs.realpathSync(path.join(second, 'fx', 'base')));
+      assert.equal(models.find((m) => m.root === 0 && m.path === 'fx/base')!.ref, 'fx/base');
+      assert.equal(models.find((m) => m.path === 'only-here/base')!.ref, 'only-here/base');
+      assert.ok(
+        models.some((m) => m.path === 'a/b/depth3'),
+        'depth 3 is listed',
+      );
+      assert.ok(!models.some((m) => m.path === 'a/b/c/deep'), 'depth 4 is not');
+
+      const body = (base: string) => ({
+        kind: 'inspect',
+        options: { base, models: ['fx/ft1', 'only-here/base'] },
+      });
+      const first = await waitForJob(
+        s.port,
+        (await request(s.port, 'POST', '/api/jobs', { body: body('fx/base') })).json.id,
+      );
+      assert.equal(first.report.base, fs.realpathSync(f.base), 'the first root wins');
+      const abs = await request(s.port, 'POST', '/api/jobs', { body: body(shadowed.ref) });
+      const job = await waitForJob(s.port, abs.json.id);
+      assert.equal(job.state, 'succeeded');
+      assert.equal(job.report.base, shadowed.ref, 'an absolute path names the second root’s');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('while stopping: 503 SHUTTING_DOWN, the running job interrupted, no staging left', async () => {
+    const s = await startServer({ ...f, state: path.join(tmp.dir, 'state-stop') }, { memory: SLOW });
+    const created = await request(s.port, 'POST', '/api/jobs', { body: mergeBody('stopping') });
+    await readEvents(s.port, created.json.id, { stopAfter: (e) => e.event === 'progress' });
+    let stopped = false;
+    const closing = s.close('stopping for the test').then(() => (stopped = true));
+    const statuses: number[] = [];
+    while (!stopped) {
+      const r = await request(s.port, 'GET', '/api/jobs').catch(() => undefined);
+      if (r === undefined) break; // the listener has closed
+      statuses.push(r.status);
+      assert.equal(r.json.error.code, 'SHUTTING_DOWN');
+    }
+    await closing;
+    assert.ok(statuses.length >= 1 && statuses.every((x) => x === 503), statuses.join(', '));
+    assert.deepEqual(stagingLeft(f.out), []);
+    assert.ok(!fs.existsSync(path.join(f.out, 'stopping')));
+    const again = await startServer({ ...f, state: path.join(tmp.dir, 'state-stop') });
+    try {
+      const job = await waitForJob(again.port, created.json.id);
+      assert.equal(job.state, 'interrupted');
+      assert.equal(job.error.code, 'CANCELLED');
+    } finally {
+      await again.close();
+    }
+  });
+
   describe('refusals: every one has the {error: {code, message}} body', () => {
     const cases: [string, unknown, number, string][] = [
       ['an unknown options key', mergeBody('x', { report: 'r.json' }), 400, 'BAD_REQUEST'],

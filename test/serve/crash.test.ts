@@ -1,11 +1,13 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { generateFixture, PRESETS } from '../../lib/fixtures/generate';
 import { REPORT_FILE } from '../../lib/output/atomic';
+import { OWNER_FILE } from '../../lib/output/staleStaging';
 import type { ProbePoint } from '../../lib/serve/jobs';
 import { openSqlite } from '../../lib/serve/sqlite';
 import { DB_FILE } from '../../lib/serve/store';
-import { mergeBody, readEvents, request, serveFolders, sqliteOrSkip, stagingLeft } from '../helpers/serve';
+import { readEvents, request, serveFolders, sqliteOrSkip, stagingLeft } from '../helpers/serve';
 import { startServeChild, type ServeChild } from '../helpers/serveChild';
 import { useTmpDir } from '../helpers/tmp';
 
@@ -14,7 +16,8 @@ import { useTmpDir } from '../helpers/tmp';
  * the same state: no job lost or doubled, the one that was running `interrupted`, the queued ones run,
  * no staging folder left, the database sound.
  */
-const POINTS: readonly [ProbePoint, number, { slow?: boolean }?][] = [
+/** slow: merges of a 12-layer model with a tiny memory budget (seconds each, several flushes). */
+const POINTS: readonly [ProbePoint, number, { slow?: boolean; dropRecord?: boolean }?][] = [
   ['submit:checked', 1],
   ['submit:checked', 2],
   ['submit:checked', 4],
@@ -28,6 +31,8 @@ const POINTS: readonly [ProbePoint, number, { slow?: boolean }?][] = [
   ['job:progress', 1],
   ['job:progress', 12],
   ['job:progress', 50],
+  // As if killed while the commit had removed the owner record: the server sweeps it all the same.
+  ['job:progress', 5, { dropRecord: true }],
   ['job:progress', 2000, { slow: true }],
   ['job:flushed', 1, { slow: true }],
   ['job:flushed', 2, { slow: true }],
@@ -45,13 +50,14 @@ interface Submitted {
 }
 
 /** Four jobs — three merges and an inspection — the third cancelled while it waits. */
-async function drive(s: ServeChild): Promise<Submitted[]> {
+async function drive(s: ServeChild, fixture: string): Promise<Submitted[]> {
   const submitted: Submitted[] = [];
+  const options = { base: `${fixture}/base`, models: [`${fixture}/ft1`, `${fixture}/ft2`] };
   const bodies: [string | undefined, Record<string, unknown>][] = [
-    ['a', mergeBody('a')],
-    ['b', mergeBody('b')],
-    ['c', mergeBody('c')],
-    [undefined, { kind: 'inspect', options: { base: 'fx/base', models: ['fx/ft1', 'fx/ft2'] } }],
+    ['a', { kind: 'merge', options: { ...options, out: 'a' } }],
+    ['b', { kind: 'merge', options: { ...options, out: 'b' } }],
+    ['c', { kind: 'merge', options: { ...options, out: 'c' } }],
+    [undefined, { kind: 'inspect', options }],
   ];
   let submitting = true;
   try {
@@ -87,6 +93,7 @@ describe('model-stock serve: kill -9 at any moment loses and doubles nothing', f
   before(async function () {
     await sqliteOrSkip(this);
     ({ models } = await serveFolders(tmp.dir));
+    await generateFixture({ ...PRESETS.tiny, layers: 12, dir: path.join(models, 'slow') });
   });
 
   for (const [point, n, o] of POINTS) {
@@ -98,7 +105,7 @@ describe('model-stock serve: kill -9 at any moment loses and doubles nothing', f
       const memory = o?.slow === true ? 384 : undefined;
 
       const first = await startServeChild({ models, out, state, memory, crashAt: { point, n } });
-      const submitted = await drive(first);
+      const submitted = await drive(first, o?.slow === true ? 'slow' : 'fx');
       const ended = await Promise.race([
         first.exited,
         new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000)),
@@ -107,6 +114,7 @@ describe('model-stock serve: kill -9 at any moment loses and doubles nothing', f
       assert.equal(ended?.signal, 'SIGKILL', `the server never reached ${point} #${n}`);
       // Killed mid-merge: its staging folder is there until the restart sweeps it.
       if (point === 'job:progress') assert.equal(stagingLeft(out).length, 1);
+      if (o?.dropRecord === true) fs.rmSync(path.join(out, stagingLeft(out)[0]!, OWNER_FILE));
 
       const second = await startServeChild({ models, out, state });
       try {
