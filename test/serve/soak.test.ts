@@ -64,6 +64,5 @@ describe('model-stock serve: ten merges in one process leak nothing', function (
     const stopped = await server.stop();
     server = undefined;
     assert.equal(stopped.code, 0, JSON.stringify(seen));
-    if (process.env.SOAK_DEBUG) console.log(JSON.stringify(seen));
   });
 });
