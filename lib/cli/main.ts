@@ -18,6 +18,7 @@ import {
 } from './inputs';
 import { runInspect } from './inspect';
 import { plot } from './plot';
+import { addServeCommand } from './serve';
 import { exitCodeFor, interruptedBy } from './signals';
 import { formatBytes } from './size';
 import { groupedWarningLines } from '../report/warnings';
@@ -190,6 +191,8 @@ export function buildProgram(): Command {
     .requiredOption('-o, --out <file>', 'SVG file to write')
     .option('--overwrite', 'replace the output file if it exists')
     .action(plot);
+
+  addServeCommand(program);
 
   program
     .command('doctor')
