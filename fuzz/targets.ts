@@ -7,7 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import { isDeepStrictEqual } from 'node:util';
 import { isModelStockError } from '../lib/errors';
 import { parseHeader, parseHeaderSliced, type ParsedHeader } from '../lib/safetensors/header';
-import { parseIndex, type ParsedIndex } from '../lib/safetensors/indexFile';
+import { parseIndex, type ParsedIndex } from '../lib/checkpoint/indexFile';
 import type { FuzzInput } from './mutate';
 import { referenceParseHeader, referenceParseIndex } from './reference';
 

@@ -12,7 +12,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { INDEX_FILE } from '../safetensors/checkpoint';
+import { INDEX_FILE } from '../checkpoint/open';
 import { chooseWeights, indexShards } from './files';
 import { COMMIT_HASH, repoFolderName, type HubModelId } from './reference';
 

@@ -4,7 +4,7 @@
  * output takes from its models (config, generation config, tokenizer). Never `.bin`/`.pt`/`.gguf`
  * duplicates of the weights, READMEs or other repositories' extras.
  */
-import { INDEX_FILE, SINGLE_FILE } from '../safetensors/checkpoint';
+import { INDEX_FILE, SINGLE_FILE } from '../checkpoint/open';
 import { TOKENIZER_FILES } from '../output/tokenizer';
 
 /** Root-level files fetched beside the weights when the repository has them. */

@@ -8,7 +8,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { INDEX_FILE } from '../safetensors/checkpoint';
+import { INDEX_FILE } from '../checkpoint/open';
 import { findCachedSnapshot, linkPointer, lockPath, storageFolder, writeRef } from './cache';
 import { HubClient, HubRequestError, type RepoFile, type RevisionInfo } from './client';
 import { SIDE_FILES, chooseWeights, indexShards } from './files';

@@ -7,7 +7,7 @@ import { loadNativeAddon } from '../../lib/engine/native/loader';
 import { ModelStockError } from '../../lib/errors';
 import { resolveModelRef } from '../../lib/hub/resolve';
 import type { DownloadProgress, HubOptions } from '../../lib/hub/settings';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { addToHfCache, repoFiles } from '../helpers/hfCache';
 import { startMockHub, type MockHub } from '../helpers/mockHub';
 import { writeModel } from '../helpers/models';

@@ -6,11 +6,12 @@
 import { readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { readSafetensorsFile } from './file';
+import { readSafetensorsFile } from '../safetensors/file';
 import { readIndexFile } from './indexFile';
 import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, sortIndices, type Sliced } from '../util/sliced';
-import type { Checkpoint, SafetensorsFile, TensorInfo } from './types';
+import type { SafetensorsFile } from '../safetensors/types';
+import type { Checkpoint, TensorInfo } from './types';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
