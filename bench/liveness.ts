@@ -150,6 +150,7 @@ async function downstream(count: number): Promise<void> {
     );
     return {
       format: 'safetensors',
+      warnings: [],
       path: label,
       dir: label,
       files: [label],

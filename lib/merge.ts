@@ -188,6 +188,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
         outDtype: options.outDtype,
         tokenizerSource: options.tokenizerSource,
         chatTemplate: options.chatTemplate,
+        stateDictKey: options.stateDictKey,
       });
     const summary: MergeReport = {
       method: 'model_stock',

@@ -1,22 +1,25 @@
 /**
- * A checkpoint is a folder (one `model.safetensors`, shards named by `model.safetensors.index.json`,
- * or a lone `*.safetensors` file) or a single `.safetensors` file. Every shard's header is validated
- * and cross-checked against the index before any tensor is read.
+ * A checkpoint is a model folder or a single weight file, in any format behind the seam (formats.ts):
+ * safetensors (`model.safetensors`, shards named by `model.safetensors.index.json`, a lone
+ * `*.safetensors`, or one `.safetensors` file) or PyTorch (`pytorch_model.bin`, shards named by
+ * `pytorch_model.bin.index.json`, or one `.bin`/`.pt`/`.pth`/`.ckpt` file). Whatever the format, it
+ * becomes one tensor table — name, dtype, shape, file, byte offset, byte length — that the plan and the
+ * engine read. Every weight file is validated, and cross-checked against the index, before any tensor is
+ * read.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { readSafetensorsFile } from '../safetensors/file';
-import { readIndexFile } from './indexFile';
 import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
-import { CHECK_EVERY, runSliced, sortIndices, type Sliced } from '../util/sliced';
-import type { SafetensorsFile } from '../safetensors/types';
-import type { Checkpoint, TensorInfo } from './types';
+import { CHECK_EVERY, runSliced, type Sliced } from '../util/sliced';
+import { chooseWeights, shadowedWarning } from './folder';
+import { FORMATS } from './formats';
+import { readIndexFile } from './indexFile';
+import type { Checkpoint, CheckpointFormat, OpenOptions, TensorInfo, WeightFile } from './types';
 
-export const INDEX_FILE = 'model.safetensors.index.json';
-export const SINGLE_FILE = 'model.safetensors';
+export type { OpenOptions } from './types';
 
-export async function openCheckpoint(target: string): Promise<Checkpoint> {
+export async function openCheckpoint(target: string, options: OpenOptions = {}): Promise<Checkpoint> {
   const abs = path.resolve(target);
   const st = await stat(abs).catch((cause: unknown) => {
     throw new ModelStockError('IO_ERROR', `cannot open checkpoint: ${(cause as Error).message}`, {
@@ -26,16 +29,9 @@ export async function openCheckpoint(target: string): Promise<Checkpoint> {
   });
 
   if (!st.isDirectory()) {
-    const file = await readSafetensorsFile(abs);
-    return assemble(abs, path.dirname(abs), [file], undefined);
-  }
-
-  const indexFile = path.join(abs, INDEX_FILE);
-  if (await isFile(indexFile)) {
-    return openSharded(abs, indexFile);
-  }
-  if (await isFile(path.join(abs, SINGLE_FILE))) {
-    return assemble(abs, abs, [await readSafetensorsFile(path.join(abs, SINGLE_FILE))], undefined);
+    const format = await formatOfFile(abs);
+    const read = await format.read(abs, [abs], options);
+    return assemble(format, abs, path.dirname(abs), read, undefined, []);
   }
 
   const names = await readdir(abs).catch((cause: unknown) => {
@@ -44,28 +40,49 @@ export async function openCheckpoint(target: string): Promise<Checkpoint> {
       cause,
     });
   });
-  const candidates: string[] = [];
-  for (const name of names.filter((n) => n.endsWith('.safetensors')).sort()) {
-    if (await isFile(path.join(abs, name))) candidates.push(name);
-  }
-  const [only] = candidates;
-  if (only === undefined) {
-    throw new ModelStockError('NO_CHECKPOINT', `no ${SINGLE_FILE}, ${INDEX_FILE} or *.safetensors file`, {
-      file: abs,
-    });
-  }
-  if (candidates.length > 1) {
-    // Without an index we cannot know whether these are shards of one model or several models.
-    throw new ModelStockError(
-      'INVALID_INDEX',
-      `${candidates.length} .safetensors files (${candidates.join(', ')}) but no ${INDEX_FILE} to say how they fit together`,
-      { file: abs },
-    );
-  }
-  return assemble(abs, abs, [await readSafetensorsFile(path.join(abs, only))], undefined);
+  const files = new Set<string>();
+  for (const name of names) if (await isFile(path.join(abs, name))) files.add(name);
+  const choice = chooseWeights(files);
+  if (choice.kind === 'none') throw new ModelStockError(choice.code, choice.why, { file: abs });
+  const shadowed = shadowedWarning(abs, choice);
+  const warnings = shadowed === undefined ? [] : [shadowed];
+  const chosen = path.join(abs, choice.file);
+  if (choice.kind === 'index') return openSharded(choice.format, abs, chosen, options, warnings);
+  return assemble(
+    choice.format,
+    abs,
+    abs,
+    await choice.format.read(abs, [chosen], options),
+    undefined,
+    warnings,
+  );
 }
 
-async function openSharded(dir: string, indexFile: string): Promise<Checkpoint> {
+/** The format of a weight file named directly: by its name, else by its first bytes. */
+async function formatOfFile(file: string): Promise<CheckpointFormat> {
+  const claimed = FORMATS.find((f) => f.claims(file));
+  if (claimed !== undefined) return claimed;
+  const head = new Uint8Array(16);
+  try {
+    const handle = await open(file, 'r');
+    try {
+      await handle.read(head, 0, head.byteLength, 0);
+    } finally {
+      await handle.close();
+    }
+  } catch (cause) {
+    throw new ModelStockError('IO_ERROR', `cannot read: ${(cause as Error).message}`, { file, cause });
+  }
+  return FORMATS.find((f) => f.sniff(head)) ?? (FORMATS[0] as CheckpointFormat);
+}
+
+async function openSharded(
+  format: CheckpointFormat,
+  dir: string,
+  indexFile: string,
+  options: OpenOptions,
+  warnings: readonly string[],
+): Promise<Checkpoint> {
   const fail = (message: string, tensor?: string) =>
     new ModelStockError(
       'INVALID_INDEX',
@@ -76,16 +93,22 @@ async function openSharded(dir: string, indexFile: string): Promise<Checkpoint> 
   const { weightMap, shards: shardNames } = await readIndexFile(indexFile);
   // Sorted names: HF's model-0000i-of-0000n names then sort in shard order.
   const shards = [...shardNames.keys()].sort();
-  const files: SafetensorsFile[] = [];
+  const files: string[] = [];
   for (const shard of shards) {
     const file = path.join(dir, shard);
     if (!(await isFile(file))) {
       throw fail(`weight_map puts it in "${shard}", which does not exist in ${dir}`, shardNames.get(shard));
     }
-    files.push(await readSafetensorsFile(file));
+    files.push(file);
   }
-
-  const checkpoint = await assemble(dir, dir, files, indexFile);
+  const checkpoint = await assemble(
+    format,
+    dir,
+    dir,
+    await format.read(dir, files, options),
+    indexFile,
+    warnings,
+  );
   await runSliced(crossCheck(checkpoint, weightMap, fail));
   return checkpoint;
 }
@@ -112,35 +135,33 @@ function* crossCheck(
   }
 }
 
-/** Files in shard order; each file's tensors are put in data-offset order. */
+/** Files in shard order, each file's tensors in the order its format gives; a name in two shards is an error. */
 function assemble(
+  format: CheckpointFormat,
   target: string,
   dir: string,
-  files: readonly SafetensorsFile[],
+  read: { readonly files: readonly WeightFile[]; readonly warnings: readonly string[] },
   indexFile: string | undefined,
+  warnings: readonly string[],
 ): Promise<Checkpoint> {
-  return runSliced(assembleSteps(target, dir, files, indexFile));
+  return runSliced(assembleSteps(format, target, dir, read, indexFile, warnings));
 }
 
 function* assembleSteps(
+  format: CheckpointFormat,
   target: string,
   dir: string,
-  files: readonly SafetensorsFile[],
+  read: { readonly files: readonly WeightFile[]; readonly warnings: readonly string[] },
   indexFile: string | undefined,
+  warnings: readonly string[],
 ): Sliced<Checkpoint> {
   const tensors = new ChunkedMap<TensorInfo>();
   const order = new ChunkedList<string>();
+  const { files } = read;
   for (const f of files) {
-    const offsets = new Float64Array(f.tensors.length);
-    f.tensors.forEach((t, i) => (offsets[i] = t.offset));
-    yield;
-    const byOffset = yield* sortIndices(
-      offsets.length,
-      (a, b) => (offsets[a] as number) - (offsets[b] as number),
-    );
-    for (let k = 0; k < byOffset.length; k++) {
+    for (let k = 0; k < f.tensors.length; k++) {
       if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
-      const t = f.tensors[byOffset[k] as number] as TensorInfo;
+      const t = f.tensors[k] as TensorInfo;
       const other = tensors.get(t.name);
       if (other !== undefined) {
         throw new ModelStockError('DUPLICATE_KEY', `is in both ${other.file} and ${t.file}`, {
@@ -153,7 +174,7 @@ function* assembleSteps(
     }
   }
   return {
-    format: 'safetensors',
+    format: format.name,
     path: target,
     dir,
     files: files.map((f) => f.file),
@@ -163,6 +184,7 @@ function* assembleSteps(
     order: yield* order.toArray(),
     // HF writes the same __metadata__ into every shard; the first shard's speaks for the model.
     metadata: files[0]?.metadata,
+    warnings: [...warnings, ...read.warnings],
   };
 }
 

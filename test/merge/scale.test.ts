@@ -39,6 +39,7 @@ function syntheticCheckpoint(label: string, count: number, extra: readonly strin
   }
   return {
     format: 'safetensors',
+    warnings: [],
     path: `/synthetic/${label}`,
     dir: `/synthetic/${label}`,
     files: [file],
