@@ -14,6 +14,7 @@ Nothing here is ever loaded back with torch.load: some of these files are hostil
 """
 import argparse
 import collections
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,26 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The marker the exploit would create if anything ran its pickle (tests check it never appears).
 MARKER = "/tmp/model-stock-exploit-marker"
+
+
+# What each readable file holds, from the tensors in memory before torch.save (never by loading the
+# file): {file: {name as saved: {dtype, shape, sha256 of its bytes}}} — the tests' oracle.
+EXPECTED = {}
+DTYPES = {
+    torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def expect(file, tensors):
+    entries = {}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        entries[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "sha256": hashlib.sha256(raw).hexdigest()}
+    EXPECTED[file] = entries
 
 
 def out(*parts):
@@ -70,6 +91,7 @@ def sharded_bf16():
     total = 0
     for name, shard in zip(names, [shard1, shard2]):
         torch.save(shard, out("sharded-bf16", name))
+        expect("sharded-bf16/" + name, shard)
         for k, v in shard.items():
             weight_map[k] = name
     # transformers counts each tensor's own bytes (tied names twice).
@@ -89,6 +111,7 @@ def single_f16():
     m = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 4)).half()
     m[1].num_batches_tracked.fill_(3)
     torch.save(m.state_dict(), out("single-f16.bin"))
+    expect("single-f16.bin", m.state_dict())
 
 
 def plain_state():
@@ -128,6 +151,8 @@ def nested_pt():
         },
         out("nested.pt"),
     )
+    expect("nested.pt", ddp)
+    expect("nested.pt#state_dict_ema", ema)
 
 
 class Scaled(torch.Tensor):
@@ -157,6 +182,7 @@ def exploit_pt():
         },
         out("exploit.pt"),
     )
+    expect("exploit.pt", state)
 
 
 def protocol4_pt():
@@ -169,6 +195,7 @@ def protocol4_pt():
     state["visual.int32"] = torch.arange(3, dtype=torch.int32)
     state["visual.uint8"] = torch.arange(3, dtype=torch.uint8)
     torch.save(state, out("protocol4.pt"), pickle_protocol=4)
+    expect("protocol4.pt", state)
 
 
 def lightning_ckpt():
@@ -186,6 +213,7 @@ def lightning_ckpt():
         },
         out("lightning.ckpt"),
     )
+    expect("lightning.ckpt", state)
 
 
 def refused():
@@ -220,6 +248,8 @@ def torch2_style(name, byteorder):
     with zipfile.ZipFile(out(name), "w", zipfile.ZIP_STORED) as z:
         for filename, data in records:
             z.writestr(zipfile.ZipInfo(filename, (1980, 1, 1, 0, 0, 0)), data)
+    if byteorder == "little":
+        expect(name, plain_state())
 
 
 if __name__ == "__main__":
@@ -232,4 +262,7 @@ if __name__ == "__main__":
     refused()
     torch2_style("torch2.bin", "little")
     torch2_style("bigendian.bin", "big")
+    with open(out("expected.json"), "w") as f:
+        json.dump(EXPECTED, f, indent=2, sort_keys=True)
+        f.write("\n")
     print("torch", torch.__version__)
