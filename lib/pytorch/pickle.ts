@@ -183,15 +183,19 @@ class Machine {
   private valueBytes = 0;
   private readonly stack: PyValue[] = [];
   private readonly marks: number[] = [];
-  private readonly memo = new Map<number, PyValue>();
+  /** The memo: torch's indices are dense from 0, kept in an array; any others in a Map. */
+  private readonly memo: PyValue[] = [];
+  private readonly sparseMemo = new Map<number, PyValue>();
   private readonly storages = new Map<string, PyStorage>();
   private readonly view: DataView;
+  private readonly buffer: Buffer;
 
   constructor(
     private readonly bytes: Uint8Array,
     private readonly limits: PickleLimits,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   private need(n: number): number {
@@ -254,6 +258,10 @@ class Machine {
       throw new Bad(`a string of ${n} bytes exceeds the limit of ${this.limits.string}`);
     const at = this.need(n);
     this.spend(STRING_COST + n);
+    // Names are ASCII: read those without a view object per string (a million tensors, millions of strings).
+    let ascii = true;
+    for (let i = at; i < at + n && ascii; i++) ascii = (this.bytes[i] as number) < 0x80;
+    if (ascii) return this.buffer.toString('latin1', at, at + n);
     try {
       return utf8.decode(this.bytes.subarray(at, at + n));
     } catch {
@@ -297,15 +305,21 @@ class Machine {
   }
 
   private memoPut(index: number): void {
-    if (!this.memo.has(index) && this.memo.size >= this.limits.memo) {
+    const value = this.top();
+    if (index < this.memo.length) {
+      this.memo[index] = value;
+      return;
+    }
+    if (this.memo.length + this.sparseMemo.size >= this.limits.memo && !this.sparseMemo.has(index)) {
       throw new Bad(`memo larger than the limit of ${this.limits.memo} entries`);
     }
-    this.memo.set(index, this.top());
+    if (index === this.memo.length) this.memo.push(value);
+    else this.sparseMemo.set(index, value);
     this.spend(ITEM_COST);
   }
 
   private memoGet(index: number): void {
-    const v = this.memo.get(index);
+    const v = index < this.memo.length ? this.memo[index] : this.sparseMemo.get(index);
     if (v === undefined) throw new Bad(`memo entry ${index} was never stored`);
     this.push(v);
   }
@@ -337,9 +351,10 @@ class Machine {
           throw new Bad(`MARKs nested deeper than ${this.limits.marks}`);
         this.marks.push(this.stack.length);
         return false;
-      case 0x30: // POP
+      case 0x30: // POP: the top value, or an empty MARK
         if (this.stack.length > this.fence()) this.stack.pop();
-        else this.popMark();
+        else if (this.marks.length > 0) this.popMark();
+        else throw new Bad('stack underflow');
         return false;
       case 0x31: // POP_MARK
         this.popMark();
@@ -545,7 +560,7 @@ class Machine {
         this.memoPut(this.u32());
         return false;
       case 0x94: // MEMOIZE
-        this.memoPut(this.memo.size);
+        this.memoPut(this.memo.length + this.sparseMemo.size);
         return false;
       case 0x68: // BINGET
         this.memoGet(this.u8());
