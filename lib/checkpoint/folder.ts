@@ -60,15 +60,17 @@ export function chooseWeights(names: ReadonlySet<string>): WeightChoice {
     f.indexFile,
     ...(f.isLoneFile ? [`*.${f.name}`] : []),
   ]);
-  const others = [...names].filter((n) => /\.(bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)$/i.test(n)).sort();
+  const some = (re: RegExp): string[] => [...names].filter((n) => re.test(n)).sort();
+  const shown = (files: string[]): string => files.slice(0, 3).join(', ') + (files.length > 3 ? ', …' : '');
+  const pytorch = some(/\.(bin|pt|pth|ckpt)$/i);
+  const foreign = some(/\.(gguf|h5|msgpack|onnx)$/i);
   return {
     kind: 'none',
     code: 'NO_CHECKPOINT',
     why:
       `no ${expected.slice(0, -1).join(', ')} or ${expected[expected.length - 1]}` +
-      (others.length > 0
-        ? ` (it has ${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''}: name a PyTorch weight file itself to read it)`
-        : ''),
+      (pytorch.length > 0 ? `; it has ${shown(pytorch)}: name a PyTorch weight file itself to read it` : '') +
+      (foreign.length > 0 ? `; it has ${shown(foreign)}, in formats model-stock does not read` : ''),
   };
 }
 

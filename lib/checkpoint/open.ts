@@ -73,6 +73,7 @@ async function formatOfFile(file: string): Promise<CheckpointFormat> {
   } catch (cause) {
     throw new ModelStockError('IO_ERROR', `cannot read: ${(cause as Error).message}`, { file, cause });
   }
+  // Neither name nor bytes: read as safetensors, as before there were other formats (its header says what is wrong).
   return FORMATS.find((f) => f.sniff(head)) ?? (FORMATS[0] as CheckpointFormat);
 }
 

@@ -17,8 +17,8 @@ export const safetensorsFormat: CheckpointFormat = {
   singleFile: SINGLE_FILE,
   isLoneFile: (name) => name.endsWith('.safetensors'),
   claims: (file) => file.endsWith('.safetensors'),
-  // Anything no format claims is read as safetensors, as before there were others: its header says.
-  sniff: () => true,
+  // An 8-byte header length, then the JSON header's "{".
+  sniff: (head) => head.byteLength >= 9 && head[8] === 0x7b && head[6] === 0 && head[7] === 0,
   async read(_target, files) {
     const read: WeightFile[] = [];
     for (const file of files) read.push(await runSliced(inOffsetOrder(await readSafetensorsFile(file))));
