@@ -9,21 +9,13 @@ import * as path from 'node:path';
 import { chooseWeights } from '../../lib/checkpoint/folder';
 import { checkUnchanged } from '../../lib/checkpoint/identity';
 import { openCheckpoint } from '../../lib/checkpoint/open';
-import { isModelStockError, type ErrorCode } from '../../lib/errors';
+import type { ErrorCode } from '../../lib/errors';
 import { writeModel } from '../helpers/models';
-import { fixture } from '../helpers/pytorch';
+import { fixture, rejectsWith } from '../helpers/pytorch';
 import { useTmpDir } from '../helpers/tmp';
 
-async function rejects(target: string, code: ErrorCode, file: string, ...mention: string[]): Promise<void> {
-  const e = await openCheckpoint(target).then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  assert.ok(isModelStockError(e), `expected ${code}, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  assert.equal(e.file, file);
-  for (const m of mention) assert.ok(e.message.includes(m), `"${e.message}" mentions ${m}`);
-}
+const rejects = (target: string, code: ErrorCode, file: string, ...mention: string[]) =>
+  rejectsWith(openCheckpoint(target), code, file, ...mention);
 
 describe('checkpoint formats', () => {
   const tmp = useTmpDir();

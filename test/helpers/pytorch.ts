@@ -3,10 +3,12 @@
  * make_fixtures.py with Debian's torch 1.13, with expected.json, what each readable file holds), and
  * a small pickle assembler for crafted data.pkl files.
  */
+import { strict as assert } from 'node:assert';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DType } from '../../lib/dtype';
+import { isModelStockError, type ErrorCode, type ModelStockError } from '../../lib/errors';
 import type { TensorInfo } from '../../lib/checkpoint/types';
 import { TorchZipWriter } from '../../lib/fixtures/torchZip';
 
@@ -193,4 +195,25 @@ export async function archiveOf(
 /** Little-endian bytes of float32 values. */
 export function f32(...values: number[]): Uint8Array {
   return new Uint8Array(new Float32Array(values).buffer);
+}
+
+/** The ModelStockError `work` rejects with, after checking its code, the file it names and what it says. */
+export async function rejectsWith(
+  work: Promise<unknown>,
+  code: ErrorCode,
+  file: string,
+  ...mention: (string | RegExp)[]
+): Promise<ModelStockError> {
+  const e = await work.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  assert.ok(isModelStockError(e), `expected ${code}, got ${String(e)}`);
+  assert.equal(e.code, code, e.message);
+  assert.equal(e.file, file);
+  for (const m of mention) {
+    if (typeof m === 'string') assert.ok(e.message.includes(m), `"${e.message}" mentions ${m}`);
+    else assert.match(e.message, m);
+  }
+  return e;
 }
