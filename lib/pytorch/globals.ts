@@ -159,6 +159,10 @@ const DANGEROUS_MODULES = [
   'pydoc',
   'torch.hub',
   'torch.jit',
+  'torch.utils.cpp_extension',
+  '_posixsubprocess',
+  'pip',
+  'numpy.testing',
 ];
 
 /** Single names that run code, or reach any attribute (and from there anything), when called. */

@@ -201,6 +201,16 @@ describe('merging PyTorch checkpoints', function () {
     assert.deepEqual(merged.get('lm_head.weight')!.bytes, merged.get('model.embed_tokens.weight')!.bytes);
     assert.deepEqual(merged.get('model.position_ids')!.bytes, b.get('model.position_ids')!.bytes);
     await checkAgainstReference(base, fts, out);
+    // The same weights as safetensors, in the state dict's order, each tied name with its own bytes.
+    const asSafetensors = path.join(tmp.dir, 'tied-base-st');
+    await writeModel(
+      asSafetensors,
+      [...b].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, values: t.bytes })),
+      { files: { 'config.json': fs.readFileSync(path.join(base, 'config.json'), 'utf8') } },
+    );
+    const outSt = path.join(tmp.dir, 'out-tied-st');
+    await mergeModelStock({ base: asSafetensors, models: fts, out: outSt });
+    assert.deepEqual(weightFiles(out), weightFiles(outSt));
   });
 
   it('a Lightning .ckpt whose names carry model.: NO_COMMON_TENSORS naming it, one name of each side', async () => {
