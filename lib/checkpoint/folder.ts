@@ -21,7 +21,8 @@ export type WeightChoice =
 type Found = { kind: 'index' | 'single'; file: string } | { kind: 'ambiguous'; files: string[] } | undefined;
 
 function find(format: CheckpointFormat, names: ReadonlySet<string>): Found {
-  if (names.has(format.indexFile)) return { kind: 'index', file: format.indexFile };
+  if (format.indexFile !== undefined && names.has(format.indexFile))
+    return { kind: 'index', file: format.indexFile };
   if (names.has(format.singleFile)) return { kind: 'single', file: format.singleFile };
   const lone = format.isLoneFile;
   if (lone === undefined) return undefined;
@@ -52,12 +53,12 @@ export function chooseWeights(names: ReadonlySet<string>): WeightChoice {
     return {
       kind: 'none',
       code: 'INVALID_INDEX',
-      why: `${ambiguous.files.length} .${ambiguous.format.name} files (${ambiguous.files.join(', ')}) but no ${ambiguous.format.indexFile} to say how they fit together`,
+      why: `${ambiguous.files.length} .${ambiguous.format.name} files (${ambiguous.files.join(', ')}) but no ${ambiguous.format.indexFile ?? 'index'} to say how they fit together`,
     };
   }
   const expected = FORMATS.flatMap((f) => [
     f.singleFile,
-    f.indexFile,
+    ...(f.indexFile !== undefined ? [f.indexFile] : []),
     ...(f.isLoneFile ? [`*.${f.name}`] : []),
   ]);
   const some = (re: RegExp): string[] => [...names].filter((n) => re.test(n)).sort();

@@ -75,8 +75,8 @@ export interface WeightFile {
  */
 export interface CheckpointFormat {
   readonly name: InputFormat;
-  /** The shard index in a model folder (`model.safetensors.index.json`). */
-  readonly indexFile: string;
+  /** The shard index in a model folder (`model.safetensors.index.json`), for a format that shards. */
+  readonly indexFile?: string;
   /** The file holding a whole model in a folder (`model.safetensors`). */
   readonly singleFile: string;
   /** A lone file of a folder taken as its model when the folder has neither of the above. */
