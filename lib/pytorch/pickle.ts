@@ -44,8 +44,10 @@ export interface PickleLimits {
 }
 
 /**
- * Far above what real checkpoints need — about 50 opcodes and 600 bytes of values per tensor, so a
- * state dict of ~800k tensors fits — and low enough that a hostile data.pkl stays under ~1 GiB of memory.
+ * Far above what real checkpoints need — about 50 opcodes and 1.3 KB of estimated values per tensor, so
+ * one file of ~400k tensors fits (the largest models hold under 100k, spread over shards) — and low
+ * enough that a hostile data.pkl ends in an error before ~500 MB of values (700 MB RSS measured with the
+ * worst repetitions, the 270 MB pickle itself included).
  */
 export const PICKLE_LIMITS: PickleLimits = {
   ops: 64 << 20,
@@ -56,8 +58,16 @@ export const PICKLE_LIMITS: PickleLimits = {
   valueBytes: 512 << 20,
 };
 
-/** Estimated bytes of a new container or record, of an item in one, and of a string beyond its text. */
-const CONTAINER_COST = 64;
+/**
+ * Estimated bytes each new value takes on V8's heap (measured: a hostile pickle repeating one kind of
+ * value until the limit stops it peaks at about the limit in RSS), an item in a container, and a string
+ * beyond its text. A call (REDUCE, NEWOBJ) is priced as the dict it may make.
+ */
+const LIST_COST = 96;
+const TUPLE_COST = 80;
+const DICT_COST = 144;
+const BYTES_COST = 160;
+const RECORD_COST = 96;
 const ITEM_COST = 16;
 const STRING_COST = 40;
 
@@ -277,7 +287,7 @@ class Machine {
       this.spend(STRING_COST + n);
       return latin1.decode(slice);
     }
-    this.spend(CONTAINER_COST);
+    this.spend(BYTES_COST);
     return new PyBytes(slice);
   }
 
@@ -292,7 +302,7 @@ class Machine {
     const [m, n] = python3Name(module, name, this.protocol);
     const g = new PyGlobal(m, n, globalMeaning(m, n));
     if (!this.globals.has(g.qualified)) this.globals.set(g.qualified, g.meaning);
-    this.spend(CONTAINER_COST);
+    this.spend(RECORD_COST);
     return g;
   }
 
@@ -422,13 +432,13 @@ class Machine {
         this.push(this.binary(this.u64(), 'bytes'));
         return false;
       case 0x5d: // EMPTY_LIST
-        this.spend(CONTAINER_COST);
+        this.spend(LIST_COST);
         this.push(new PyList());
         return false;
       case 0x6c: {
         // LIST
         const list = new PyList(this.popMark());
-        this.spend(CONTAINER_COST);
+        this.spend(LIST_COST);
         this.push(list);
         return false;
       }
@@ -448,7 +458,7 @@ class Machine {
         this.push(EMPTY_TUPLE);
         return false;
       case 0x74: // TUPLE
-        this.spend(CONTAINER_COST);
+        this.spend(TUPLE_COST);
         this.push(new PyTuple(this.popMark()));
         return false;
       case 0x85:
@@ -458,12 +468,12 @@ class Machine {
         const n = op - 0x84;
         const items: PyValue[] = new Array<PyValue>(n);
         for (let i = n - 1; i >= 0; i--) items[i] = this.pop();
-        this.spend(CONTAINER_COST + ITEM_COST * n);
+        this.spend(TUPLE_COST + ITEM_COST * n);
         this.push(new PyTuple(items));
         return false;
       }
       case 0x7d: // EMPTY_DICT
-        this.spend(CONTAINER_COST);
+        this.spend(DICT_COST);
         this.push(new PyDict());
         return false;
       case 0x64: {
@@ -471,7 +481,7 @@ class Machine {
         const items = this.popMark();
         const dict = new PyDict();
         this.setItems(dict, items);
-        this.spend(CONTAINER_COST);
+        this.spend(DICT_COST);
         this.push(dict);
         return false;
       }
@@ -489,7 +499,7 @@ class Machine {
         return false;
       }
       case 0x8f: // EMPTY_SET
-        this.spend(CONTAINER_COST);
+        this.spend(LIST_COST);
         this.push(new PySet());
         return false;
       case 0x90: {
@@ -503,7 +513,7 @@ class Machine {
       case 0x91: {
         // FROZENSET
         const set = new PySet(this.popMark());
-        this.spend(CONTAINER_COST);
+        this.spend(LIST_COST);
         this.push(set);
         return false;
       }
@@ -528,7 +538,7 @@ class Machine {
         const args = this.pop();
         const callee = this.pop();
         if (!(args instanceof PyTuple)) throw new Bad('REDUCE with arguments that are not a tuple');
-        this.spend(CONTAINER_COST);
+        this.spend(DICT_COST);
         this.push(this.call(callee, args, true));
         return false;
       }
@@ -539,7 +549,7 @@ class Machine {
         const args = this.pop();
         const cls = this.pop();
         if (!(args instanceof PyTuple)) throw new Bad('NEWOBJ with arguments that are not a tuple');
-        this.spend(CONTAINER_COST);
+        this.spend(DICT_COST);
         this.push(this.call(cls, args, false));
         return false;
       }
@@ -666,7 +676,7 @@ class Machine {
     }
     const storage = new PyStorage(type.qualified, dtype, key, numel);
     this.storages.set(key, storage);
-    this.spend(CONTAINER_COST);
+    this.spend(RECORD_COST);
     return storage;
   }
 }
