@@ -3,12 +3,12 @@ import { throwIfCancelled } from '../errors';
 import { decodeFloats, encodeFloats } from '../math/codec';
 import { gramSize } from '../math/gram';
 import {
-  decodeFactors,
+  decodeFactorSteps,
   layerGram,
   mergedRow,
   rankOf,
   rowGram,
-  rowProducts,
+  rowProductSteps,
   type DecodedFactors,
 } from '../math/lowRank';
 import {
@@ -20,13 +20,36 @@ import {
 } from './backend';
 
 /**
- * The pure-TypeScript low-rank session (lib/math/lowRank.ts behind the seam): the factors decoded to
- * float64 once, on the first step; the event loop gets a turn every YIELD_WORK multiply-adds.
+ * The pure-TypeScript low-rank session (lib/math/lowRank.ts behind the seam): the factors decoded (and
+ * orthonormalized) to float64 once, on the first step; the event loop gets a turn every YIELD_WORK
+ * multiply-adds, and a cancelled merge stops there.
  */
 
 const YIELD_WORK = 1 << 22;
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Runs a generator of steps (each yielding the multiply-adds it took) to its end, giving the event loop
+ * a turn and checking `signal` every YIELD_WORK multiply-adds.
+ */
+async function runSteps<T>(
+  steps: Generator<number, T>,
+  signal: AbortSignal | undefined,
+  what: string,
+): Promise<T> {
+  let work = 0;
+  for (;;) {
+    const step = steps.next();
+    if (step.done === true) return step.value;
+    work += step.value;
+    if (work >= YIELD_WORK) {
+      work = 0;
+      await yieldToLoop();
+      throwIfCancelled(signal, what);
+    }
+  }
+}
 
 /** Calls `body(from, to)` over [0, count) in steps of `step`, yielding and checking `signal` between them. */
 async function inSteps(
@@ -71,7 +94,7 @@ async function writeRows(
 }
 
 export class JsLowRankSession implements LowRankSession {
-  private decoded: DecodedFactors | undefined;
+  private decoded: Promise<DecodedFactors> | undefined;
   private readonly scales: Float64Array;
 
   constructor(
@@ -81,25 +104,28 @@ export class JsLowRankSession implements LowRankSession {
     this.scales = Float64Array.from(spec.factors, (f) => f?.scale ?? 0);
   }
 
-  private factors(): DecodedFactors {
-    const { factors, rows, cols, mergedRows } = this.spec;
-    this.decoded ??= decodeFactors(factors, rows, cols, 0, mergedRows ?? rows);
+  private factors(): Promise<DecodedFactors> {
+    const { factors, rows, cols, mergedRows, name } = this.spec;
+    this.decoded ??= runSteps(
+      decodeFactorSteps(factors, rows, cols, 0, mergedRows ?? rows),
+      this.signal,
+      `tensor "${name}"`,
+    );
     return this.decoded;
   }
 
   async gram(): Promise<Float64Array> {
     const what = `tensor "${this.spec.name}"`;
     throwIfCancelled(this.signal, what);
-    const f = this.factors();
+    const f = await this.factors();
     const n = f.n;
     const S = rankOf(f);
     const gram = new Float64Array(lowRankUnits(this.spec) * gramSize(n));
     if (S === 0 || f.uRows === 0) return gram;
-    const mv = rowProducts(f.v, S, f.cols);
+    const mv = await runSteps(rowProductSteps(f.v, S, f.cols), this.signal, what);
     if (!this.spec.filterWise) {
-      await yieldToLoop();
-      throwIfCancelled(this.signal, what);
-      gram.set(layerGram(f, rowProducts(f.ut, S, f.uRows), mv, this.scales));
+      const mu = await runSteps(rowProductSteps(f.ut, S, f.uRows), this.signal, what);
+      gram.set(layerGram(f, mu, mv, this.scales));
       return gram;
     }
     const step = Math.max(1, Math.floor(YIELD_WORK / (S * S)));
@@ -110,7 +136,7 @@ export class JsLowRankSession implements LowRankSession {
   }
 
   async interpolate(window: RowWindow, t: Float64Array, out: Uint8Array): Promise<void> {
-    const f = this.factors();
+    const f = await this.factors();
     const n = f.n;
     const coefs = new Float64Array(n);
     const filterWise = this.spec.filterWise;
@@ -139,7 +165,12 @@ export class JsLowRankSession implements LowRankSession {
 /** W0 + s·B·A for the job's rows, as float64 (the job is validated by checked.ts). */
 export async function materializeRowsJs(job: MaterializeJob, signal: AbortSignal | undefined): Promise<void> {
   const { window, factor, rows, cols } = job;
-  const f = decodeFactors([factor], rows, cols, window.firstRow, window.rows);
+  const what = `tensor "${job.name}"`;
+  const f = await runSteps(
+    decodeFactorSteps([factor], rows, cols, window.firstRow, window.rows),
+    signal,
+    what,
+  );
   const coef = [factor.scale];
   await writeRows(
     f,

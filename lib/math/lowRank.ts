@@ -35,30 +35,33 @@ const DEPENDENT = 4 * 2 ** -52;
  * native/lowrank.cc, so the js backend and the native scalar kernels write the same bytes.
  */
 export function orthonormalizeRows(v: Float64Array, rank: number, cols: number, l: Float64Array): void {
-  for (let a = 0; a < rank; a++) {
-    const qa = a * cols;
-    let norm = 0;
-    for (let c = 0; c < cols; c++) norm += v[qa + c]! * v[qa + c]!;
-    norm = Math.sqrt(norm);
-    for (let pass = 0; pass < 2; pass++) {
-      for (let b = 0; b < a; b++) {
-        const qb = b * cols;
-        let h = 0;
-        for (let c = 0; c < cols; c++) h += v[qb + c]! * v[qa + c]!;
-        for (let c = 0; c < cols; c++) v[qa + c] = v[qa + c]! - h * v[qb + c]!;
-        l[a * rank + b] = l[a * rank + b]! + h;
-      }
+  for (let a = 0; a < rank; a++) orthonormalizeRow(v, a, rank, cols, l);
+}
+
+/** Row a of orthonormalizeRows (rows 0 … a − 1 done). */
+function orthonormalizeRow(v: Float64Array, a: number, rank: number, cols: number, l: Float64Array): void {
+  const qa = a * cols;
+  let norm = 0;
+  for (let c = 0; c < cols; c++) norm += v[qa + c]! * v[qa + c]!;
+  norm = Math.sqrt(norm);
+  for (let pass = 0; pass < 2; pass++) {
+    for (let b = 0; b < a; b++) {
+      const qb = b * cols;
+      let h = 0;
+      for (let c = 0; c < cols; c++) h += v[qb + c]! * v[qa + c]!;
+      for (let c = 0; c < cols; c++) v[qa + c] = v[qa + c]! - h * v[qb + c]!;
+      l[a * rank + b] = l[a * rank + b]! + h;
     }
-    let rest = 0;
-    for (let c = 0; c < cols; c++) rest += v[qa + c]! * v[qa + c]!;
-    rest = Math.sqrt(rest);
-    if (rest <= DEPENDENT * rank * norm) {
-      v.fill(0, qa, qa + cols);
-      l[a * rank + a] = 0;
-    } else {
-      l[a * rank + a] = rest;
-      for (let c = 0; c < cols; c++) v[qa + c] = v[qa + c]! / rest;
-    }
+  }
+  let rest = 0;
+  for (let c = 0; c < cols; c++) rest += v[qa + c]! * v[qa + c]!;
+  rest = Math.sqrt(rest);
+  if (rest <= DEPENDENT * rank * norm) {
+    v.fill(0, qa, qa + cols);
+    l[a * rank + a] = 0;
+  } else {
+    l[a * rank + a] = rest;
+    for (let c = 0; c < cols; c++) v[qa + c] = v[qa + c]! / rest;
   }
 }
 
@@ -93,16 +96,17 @@ export function rankOf(f: DecodedFactors): number {
 }
 
 /**
- * Decodes the factors of a tensor of `rows` stored rows and `cols` columns; U only for rows
- * [uFirstRow, uFirstRow + uRows).
+ * Decodes the factors of a tensor of `rows` stored rows and `cols` columns; Y only for rows
+ * [uFirstRow, uFirstRow + uRows). A generator that yields the multiply-adds each step took, so a caller
+ * on the event loop can give it a turn between steps (runSteps).
  */
-export function decodeFactors(
+export function* decodeFactorSteps(
   factors: readonly (FactorBytes | undefined)[],
   rows: number,
   cols: number,
   uFirstRow: number,
   uRows: number,
-): DecodedFactors {
+): Generator<number, DecodedFactors> {
   const n = factors.length;
   const offsets = new Int32Array(n + 1);
   factors.forEach((f, i) => (offsets[i + 1] = offsets[i]! + (f?.rank ?? 0)));
@@ -110,10 +114,10 @@ export function decodeFactors(
   const factorOf = new Int32Array(S);
   const ut = new Float64Array(S * uRows);
   const v = new Float64Array(S * cols);
-  factors.forEach((f, i) => {
+  for (const [i, f] of factors.entries()) {
     const o = offsets[i]!;
     factorOf.fill(i, o, offsets[i + 1]);
-    if (f === undefined) return;
+    if (f === undefined) continue;
     const r = f.rank;
     const a = decodeFloats(f.a, f.aDtype) as Float64Array;
     const b = decodeFloats(f.b, f.bDtype) as Float64Array;
@@ -124,8 +128,12 @@ export function decodeFactors(
     } else {
       q.set(a.subarray(0, r * cols));
     }
+    yield r * (rows + cols);
     const l = new Float64Array(r * r);
-    orthonormalizeRows(q, r, cols, l);
+    for (let x = 0; x < r; x++) {
+      orthonormalizeRow(q, x, r, cols, l);
+      yield 4 * (x + 1) * cols;
+    }
     // Y = U·L, U = lora_B ([R, r]) or lora_Aᵀ (A is [r, R]).
     const row = new Float64Array(r);
     for (let k = 0; k < uRows; k++) {
@@ -136,13 +144,36 @@ export function decodeFactors(
         for (let x = y; x < r; x++) s += row[x]! * l[x * r + y]!;
         ut[(o + y) * uRows + k] = s;
       }
+      yield (r * r) / 2;
     }
-  });
+  }
   return { n, offsets, factorOf, uFirstRow, uRows, cols, ut, v };
 }
 
-/** X·Xᵀ (S × S, symmetric) for X = S rows of `length` elements, row-major; sums in index order. */
-export function rowProducts(x: Float64Array, S: number, length: number): Float64Array {
+/** decodeFactorSteps run to the end at once. */
+export function decodeFactors(
+  factors: readonly (FactorBytes | undefined)[],
+  rows: number,
+  cols: number,
+  uFirstRow: number,
+  uRows: number,
+): DecodedFactors {
+  const steps = decodeFactorSteps(factors, rows, cols, uFirstRow, uRows);
+  for (;;) {
+    const step = steps.next();
+    if (step.done === true) return step.value;
+  }
+}
+
+/**
+ * X·Xᵀ (S × S, symmetric) for X = S rows of `length` elements, row-major, sums in index order; a
+ * generator yielding the multiply-adds of each row of the result.
+ */
+export function* rowProductSteps(
+  x: Float64Array,
+  S: number,
+  length: number,
+): Generator<number, Float64Array> {
   const m = new Float64Array(S * S);
   for (let a = 0; a < S; a++) {
     const xa = a * length;
@@ -153,6 +184,7 @@ export function rowProducts(x: Float64Array, S: number, length: number): Float64
       m[a * S + b] = s;
       m[b * S + a] = s;
     }
+    yield (S - a) * length;
   }
   return m;
 }
