@@ -130,6 +130,18 @@ struct PackJobTask {
   void run() { packFactors(factors, rows, f, u, v, threads, abort); }
 };
 
+// The fields every job on packed factors starts with: the factors, the ISA and threads, the abort flag.
+template <class Job>
+Napi::Object parsePackedJob(const char* op, Napi::Value value, PackedFactors& f, Job& job,
+                            std::vector<Napi::Object>& keep) {
+  Napi::Object o = object(op, value, "job");
+  parsePacked(op, o, f, keep);
+  runtime(op, o, job.kernels, job.threads);
+  job.abort = abortFlag(op, o, keep);
+  job.f = &f;
+  return o;
+}
+
 struct GramJobTask {
   std::vector<Napi::Object> keep;
   PackedFactors f;
@@ -137,11 +149,7 @@ struct GramJobTask {
 
   void parse(Napi::Value value) {
     const char* op = "lowRankGram";
-    Napi::Object o = object(op, value, "job");
-    parsePacked(op, o, f, keep);
-    runtime(op, o, job.kernels, job.threads);
-    job.abort = abortFlag(op, o, keep);
-    job.f = &f;
+    Napi::Object o = parsePackedJob(op, value, f, job, keep);
     job.scales = doubles(op, o, "scales", static_cast<uint64_t>(f.n), keep);
     job.filterWise = boolean(op, o, "filterWise");
     const uint64_t units = job.filterWise ? f.uRows : 1;
@@ -158,11 +166,7 @@ struct OutputJobTask {
 
   void parse(Napi::Value value) {
     const char* op = "lowRankInterpolate";
-    Napi::Object o = object(op, value, "job");
-    parsePacked(op, o, f, keep);
-    runtime(op, o, job.kernels, job.threads);
-    job.abort = abortFlag(op, o, keep);
-    job.f = &f;
+    Napi::Object o = parsePackedJob(op, value, f, job, keep);
     job.firstRow = integer(op, o, "firstRow", 0);
     job.rows = integer(op, o, "rows", 0);
     if (job.firstRow + job.rows > f.uRows)

@@ -51,6 +51,27 @@ const MAX_TOTAL_RANK = 65536;
 /** Elements of one packed factor array (S × rows or S × cols float64): 2 GiB. */
 const MAX_PACKED = 2 ** 28;
 
+/** t: one ratio per unit. */
+function expectRatios(t: unknown, units: number, name: string): void {
+  expect(
+    t instanceof Float64Array && t.length === units,
+    `a Float64Array of one ratio per unit (${units})`,
+    't',
+    t,
+    name,
+  );
+}
+
+/** The Gram matrix a backend returned: `want` accumulators, else NATIVE_ERROR (the backend's fault). */
+function checkedGram(gram: unknown, want: number, source: object, tensor: string): Float64Array {
+  if (gram instanceof Float64Array && gram.length === want) return gram;
+  throw new ModelStockError(
+    'NATIVE_ERROR',
+    `the ${source.constructor.name} returned ${describe(gram)} for a Gram matrix of ${want} entries`,
+    { tensor },
+  );
+}
+
 /** `bytes` holds `count` elements of `dtype`. */
 function expectBytes(bytes: unknown, count: number, dtype: string, field: string, name: string): void {
   const want = count * floatSize(dtype as 'F32');
@@ -276,16 +297,8 @@ class CheckedSession implements TensorSession {
 
   async gramResult(): Promise<Float64Array> {
     if (this.closed) throw invalid('gramResult after close()', this.spec.name);
-    const gram = await this.inner.gramResult();
     const want = unitsOf(this.spec) * gramSize(this.spec.dtypes.length - 1);
-    if (!(gram instanceof Float64Array) || gram.length !== want) {
-      throw new ModelStockError(
-        'NATIVE_ERROR',
-        `the ${this.inner.constructor.name} returned ${describe(gram)} for a Gram matrix of ${want} entries`,
-        { tensor: this.spec.name },
-      );
-    }
-    return gram;
+    return checkedGram(await this.inner.gramResult(), want, this.inner, this.spec.name);
   }
 
   holds(firstElement: number, count: number): boolean {
@@ -296,14 +309,7 @@ class CheckedSession implements TensorSession {
     const { name, outDtype } = this.spec;
     try {
       this.window('interpolate', window, true);
-      const units = unitsOf(this.spec);
-      expect(
-        t instanceof Float64Array && t.length === units,
-        `a Float64Array of one ratio per unit (${units})`,
-        't',
-        t,
-        name,
-      );
+      expectRatios(t, unitsOf(this.spec), name);
       expect(
         out instanceof Uint8Array && out.byteLength === window.count * floatSize(outDtype),
         `a Uint8Array of count × size(${outDtype}) = ${window.count * floatSize(outDtype)} bytes`,
@@ -336,16 +342,8 @@ class CheckedLowRankSession implements LowRankSession {
   async gram(): Promise<Float64Array> {
     const { name, factors } = this.spec;
     if (this.closed) throw invalid('gram after close()', name);
-    const gram = await this.inner.gram();
     const want = lowRankUnits(this.spec) * gramSize(factors.length);
-    if (!(gram instanceof Float64Array) || gram.length !== want) {
-      throw new ModelStockError(
-        'NATIVE_ERROR',
-        `the ${this.inner.constructor.name} returned ${describe(gram)} for a Gram matrix of ${want} entries`,
-        { tensor: name },
-      );
-    }
-    return gram;
+    return checkedGram(await this.inner.gram(), want, this.inner, name);
   }
 
   interpolate(window: RowWindow, t: Float64Array, out: Uint8Array): Promise<void> {
@@ -353,14 +351,7 @@ class CheckedLowRankSession implements LowRankSession {
     try {
       if (this.closed) throw invalid('interpolate after close()', name);
       checkRowWindow(window, mergedRows ?? rows, cols, baseDtype, 'window', name);
-      const units = lowRankUnits(this.spec);
-      expect(
-        t instanceof Float64Array && t.length === units,
-        `a Float64Array of one ratio per unit (${units})`,
-        't',
-        t,
-        name,
-      );
+      expectRatios(t, lowRankUnits(this.spec), name);
       expectBytes(out, window.rows * cols, outDtype, 'out', name);
     } catch (e) {
       return Promise.reject(e);
