@@ -21,6 +21,19 @@ std::string str(uint64_t v) { return std::to_string(v); }
 // Σ r_i over the fine-tunes of one tensor (LoRA ranks are ≤ 256 in practice).
 constexpr int kMaxRank = 65536;
 
+// v as an integer in [min, max], named `field` in the error.
+int whole(const char* op, Napi::Value v, const std::string& field, int min, int max) {
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= min && d <= max) || d != static_cast<double>(static_cast<int>(d)))
+    fail(op, field, "an integer from " + std::to_string(min) + " to " + std::to_string(max), v);
+  return static_cast<int>(d);
+}
+
+bool flag(const char* op, Napi::Value v, const std::string& field) {
+  if (!v.IsBoolean()) fail(op, field, "a boolean", v);
+  return v.As<Napi::Boolean>().Value();
+}
+
 std::vector<int> ranksOf(const char* op, Napi::Object job) {
   Napi::Value v = job.Get("ranks");
   if (!v.IsArray()) fail(op, "job.ranks", "an array", v);
@@ -29,13 +42,9 @@ std::vector<int> ranksOf(const char* op, Napi::Object job) {
   std::vector<int> ranks;
   int total = 0;
   for (uint32_t i = 0; i < a.Length(); ++i) {
-    Napi::Value r = a.Get(i);
-    const double d = r.IsNumber() ? r.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 0 && d <= kMaxRank) || d != static_cast<double>(static_cast<int>(d)))
-      fail(op, "job.ranks[" + std::to_string(i) + "]", "an integer from 0 to " + std::to_string(kMaxRank), r);
-    total += static_cast<int>(d);
+    ranks.push_back(whole(op, a.Get(i), "job.ranks[" + std::to_string(i) + "]", 0, kMaxRank));
+    total += ranks.back();
     if (total > kMaxRank) throw ArgumentError(std::string(op) + ": job.ranks add up to more than " + std::to_string(kMaxRank));
-    ranks.push_back(static_cast<int>(d));
   }
   return ranks;
 }
@@ -56,12 +65,6 @@ double* doubles(const char* op, Napi::Object job, const char* key, uint64_t need
                         str(need));
   keep.push_back(a);
   return a.As<Napi::Float64Array>().Data();
-}
-
-bool boolean(const char* op, Napi::Object job, const char* key) {
-  Napi::Value v = job.Get(key);
-  if (!v.IsBoolean()) fail(op, std::string("job.") + key, "a boolean", v);
-  return v.As<Napi::Boolean>().Value();
 }
 
 // job.cols, job.uRows, job.ranks, job.u and job.v: packed factors as lowRankPack left them.
@@ -106,10 +109,8 @@ struct PackJobTask {
       LowRankFactorInput in{nullptr, DType::F32, nullptr, DType::F32, 0, false};
       if (!item.IsNull() && !item.IsUndefined()) {
         Napi::Object o = object(op, item, field);
-        const uint64_t rank = integer(op, o, "rank", 1);
-        if (rank > kMaxRank) fail(op, field + ".rank", "at most " + std::to_string(kMaxRank), o.Get("rank"));
-        in.rank = static_cast<int>(rank);
-        in.transposed = boolean(op, o, "transposed");
+        in.rank = whole(op, o.Get("rank"), field + ".rank", 1, kMaxRank);
+        in.transposed = flag(op, o.Get("transposed"), field + ".transposed");
         const uint64_t r = static_cast<uint64_t>(in.rank);
         const Input a = bytesOf(op, o.Get("a"), field + ".a", r * (in.transposed ? rows : f.cols), keep);
         const Input b = bytesOf(op, o.Get("b"), field + ".b", r * (in.transposed ? f.cols : rows), keep);
@@ -151,7 +152,7 @@ struct GramJobTask {
     const char* op = "lowRankGram";
     Napi::Object o = parsePackedJob(op, value, f, job, keep);
     job.scales = doubles(op, o, "scales", static_cast<uint64_t>(f.n), keep);
-    job.filterWise = boolean(op, o, "filterWise");
+    job.filterWise = flag(op, o.Get("filterWise"), "job.filterWise");
     const uint64_t units = job.filterWise ? f.uRows : 1;
     job.gram = doubles(op, o, "gram", units * static_cast<uint64_t>(gramSize(f.n)), keep);
   }
