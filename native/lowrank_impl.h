@@ -81,8 +81,9 @@ constexpr int outputTileRows() {
 }
 
 // tile[r][0 … kPanel) = w0[r] + Σ_a up[a][r]·vp[a] for one panel of V: a rank-S update of MR rows.
+// Not inlined: in the caller's register pressure GCC spilled the tile's vectors to the stack.
 template <class V, int MR>
-void outputTile(const double* up, const double* vp, int S, const double* const* w0, double* tile) {
+[[gnu::noinline]] void outputTile(const double* up, const double* vp, int S, const double* const* w0, double* tile) {
   using F = typename V::F64;
   constexpr size_t NV = kPanel / V::W64;
   F acc[MR][NV];
