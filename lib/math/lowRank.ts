@@ -38,24 +38,41 @@ export function orthonormalizeRows(v: Float64Array, rank: number, cols: number, 
   for (let a = 0; a < rank; a++) orthonormalizeRow(v, a, rank, cols, l);
 }
 
+/**
+ * Σ x[xo + c]·y[yo + c], c < n, in four interleaved partial sums added as (s0 + s1) + (s2 + s3): four
+ * independent chains, in the order native/lowrank.cc dot() uses.
+ */
+function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, n: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let c = 0;
+  for (; c + 4 <= n; c += 4) {
+    s0 += x[xo + c]! * y[yo + c]!;
+    s1 += x[xo + c + 1]! * y[yo + c + 1]!;
+    s2 += x[xo + c + 2]! * y[yo + c + 2]!;
+    s3 += x[xo + c + 3]! * y[yo + c + 3]!;
+  }
+  if (c < n) s0 += x[xo + c]! * y[yo + c]!;
+  if (c + 1 < n) s1 += x[xo + c + 1]! * y[yo + c + 1]!;
+  if (c + 2 < n) s2 += x[xo + c + 2]! * y[yo + c + 2]!;
+  return s0 + s1 + (s2 + s3);
+}
+
 /** Row a of orthonormalizeRows (rows 0 … a − 1 done). */
 function orthonormalizeRow(v: Float64Array, a: number, rank: number, cols: number, l: Float64Array): void {
   const qa = a * cols;
-  let norm = 0;
-  for (let c = 0; c < cols; c++) norm += v[qa + c]! * v[qa + c]!;
-  norm = Math.sqrt(norm);
+  const norm = Math.sqrt(dot(v, qa, v, qa, cols));
   for (let pass = 0; pass < 2; pass++) {
     for (let b = 0; b < a; b++) {
       const qb = b * cols;
-      let h = 0;
-      for (let c = 0; c < cols; c++) h += v[qb + c]! * v[qa + c]!;
+      const h = dot(v, qb, v, qa, cols);
       for (let c = 0; c < cols; c++) v[qa + c] = v[qa + c]! - h * v[qb + c]!;
       l[a * rank + b] = l[a * rank + b]! + h;
     }
   }
-  let rest = 0;
-  for (let c = 0; c < cols; c++) rest += v[qa + c]! * v[qa + c]!;
-  rest = Math.sqrt(rest);
+  const rest = Math.sqrt(dot(v, qa, v, qa, cols));
   if (rest <= DEPENDENT * rank * norm) {
     v.fill(0, qa, qa + cols);
     l[a * rank + a] = 0;
@@ -136,14 +153,14 @@ export function* decodeFactorSteps(
     }
     // Y = U·L, U = lora_B ([R, r]) or lora_Aᵀ (A is [r, R]).
     const row = new Float64Array(r);
+    const y = new Float64Array(r);
     for (let k = 0; k < uRows; k++) {
       const stored = uFirstRow + k;
       for (let x = 0; x < r; x++) row[x] = f.transposed ? a[x * rows + stored]! : b[stored * r + x]!;
-      for (let y = 0; y < r; y++) {
-        let s = 0;
-        for (let x = y; x < r; x++) s += row[x]! * l[x * r + y]!;
-        ut[(o + y) * uRows + k] = s;
-      }
+      // y_b = Σ_{x ≥ b} row_x·L_xb, each sum in ascending x (native/lowrank.cc's order).
+      y.fill(0);
+      for (let x = 0; x < r; x++) for (let q = 0; q <= x; q++) y[q] = y[q]! + row[x]! * l[x * r + q]!;
+      for (let q = 0; q < r; q++) ut[(o + q) * uRows + k] = y[q]!;
       yield (r * r) / 2;
     }
   }
