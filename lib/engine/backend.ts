@@ -77,8 +77,10 @@ export interface TensorSession {
  * A [r, R]), or none (zero: an adapter that does not target W). A low-rank session computes what Model
  * Stock needs from the factors alone — the Gram matrix exactly, in float64, from r × r products
  * (⟨d_i, d_j⟩ = s_i s_j Σ (B_iᵀB_j) ⊙ (A_i A_jᵀ); filter-wise, per stored row k,
- * s_i s_j B_i[k,:](A_i A_jᵀ)B_j[k,:]ᵀ, transposed s_i s_j A_i[:,k]ᵀ(B_iᵀB_j)A_j[:,k]) — and the merged
- * rows W0 + (t/N)·Σ d_i in one fused pass that reads W0 once. No R × C product is ever formed.
+ * s_i s_j B_i[k,:](A_i A_jᵀ)B_j[k,:]ᵀ, transposed s_i s_j A_i[:,k]ᵀ(B_iᵀB_j)A_j[:,k]), evaluated on
+ * factors whose A side was orthonormalized first so that rank terms cancelling each other cost no more
+ * accuracy than in a dense Gram (lib/math/lowRank.ts) — and the merged rows W0 + (t/N)·Σ d_i in one fused
+ * pass that reads W0 once. No R × C product is ever formed.
  */
 export interface LowRankFactor {
   /** lora_A: [rank, C] (plain) or [rank, R] (transposed), row-major, `aDtype` elements, any byte alignment. */
@@ -144,8 +146,8 @@ export interface LowRankSession {
 /**
  * W0 + s·B·A (or its transpose) for a window of rows, as float64: the fine-tune of one adapter, for
  * tensors that mix low-rank and dense fine-tunes (they then take the dense path with F64 inputs). In
- * float64, d = w − w0 comes back within ~2^-53·|w0| of s·B·A, which keeps cosines within the contract's
- * 1e-9; a materialization in the base's dtype or in float32 would not.
+ * float64, d = w − w0 comes back within ~2^-52·(|w0| + |s|·‖B[k,:]‖·‖A‖) of s·B·A, which keeps cosines
+ * within the contract's 1e-9; a materialization in the base's dtype or in float32 would not.
  */
 export interface MaterializeJob {
   /** The tensor's name, for messages. */
