@@ -78,9 +78,9 @@ export interface TensorSession {
  * Stock needs from the factors alone — the Gram matrix exactly, in float64, from r × r products
  * (⟨d_i, d_j⟩ = s_i s_j Σ (B_iᵀB_j) ⊙ (A_i A_jᵀ); filter-wise, per stored row k,
  * s_i s_j B_i[k,:](A_i A_jᵀ)B_j[k,:]ᵀ, transposed s_i s_j A_i[:,k]ᵀ(B_iᵀB_j)A_j[:,k]), evaluated on
- * factors whose A side was orthonormalized first so that rank terms cancelling each other cost no more
- * accuracy than in a dense Gram (lib/math/lowRank.ts) — and the merged rows W0 + (t/N)·Σ d_i in one fused
- * pass that reads W0 once. No R × C product is ever formed.
+ * factors rewritten with orthonormal rows along the stored rows (A; Bᵀ when transposed), so that rank
+ * terms cancelling each other cost no more accuracy than in a dense Gram (lib/math/lowRank.ts) — and the
+ * merged rows W0 + (t/N)·Σ d_i in one fused pass that reads W0 once. No R × C product is ever formed.
  */
 export interface LowRankFactor {
   /** lora_A: [rank, C] (plain) or [rank, R] (transposed), row-major, `aDtype` elements, any byte alignment. */
