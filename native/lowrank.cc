@@ -32,6 +32,24 @@ double elementOf(const uint8_t* p, DType d) {
   return 0;
 }
 
+// n consecutive elements, decoded exactly (the switch outside the loop).
+void decodeRun(const uint8_t* src, DType d, size_t n, double* dst) {
+  switch (d) {
+    case DType::F64:
+      for (size_t k = 0; k < n; ++k) dst[k] = loadF64(src + 8 * k);
+      break;
+    case DType::F32:
+      for (size_t k = 0; k < n; ++k) dst[k] = loadF32(src + 4 * k);
+      break;
+    case DType::F16:
+      for (size_t k = 0; k < n; ++k) dst[k] = f16ToF32(loadU16(src + 2 * k));
+      break;
+    case DType::BF16:
+      for (size_t k = 0; k < n; ++k) dst[k] = bf16ToF32(loadU16(src + 2 * k));
+      break;
+  }
+}
+
 // Element (i, j) of a row-major matrix of `width` columns, decoded exactly.
 double at(const uint8_t* m, DType d, uint64_t i, uint64_t j, uint64_t width) {
   return elementOf(m + (i * width + j) * dtypeSize(d), d);
@@ -127,9 +145,15 @@ void packFactors(const std::vector<LowRankFactorInput>& factors, uint64_t rows, 
     if (r == 0 || aborted(abort)) return;
     q[i].resize(static_cast<size_t>(r) * cols);
     l[i].assign(static_cast<size_t>(r) * r, 0.0);
-    for (int a = 0; a < r; ++a)
-      for (uint64_t c = 0; c < cols; ++c)
-        q[i][a * cols + c] = in.transposed ? at(in.b, in.bDtype, c, a, r) : at(in.a, in.aDtype, a, c, cols);
+    if (in.transposed) {
+      std::vector<double> row(static_cast<size_t>(r));
+      for (uint64_t c = 0; c < cols; ++c) {
+        decodeRun(in.b + c * r * dtypeSize(in.bDtype), in.bDtype, static_cast<size_t>(r), row.data());
+        for (int a = 0; a < r; ++a) q[i][a * cols + c] = row[a];
+      }
+    } else {
+      decodeRun(in.a, in.aDtype, static_cast<size_t>(r) * cols, q[i].data());
+    }
     orthonormalizeRows(q[i].data(), r, cols, l[i].data());
   });
   if (aborted(abort)) throw Cancelled();
@@ -155,8 +179,11 @@ void packFactors(const std::vector<LowRankFactorInput>& factors, uint64_t rows, 
       std::vector<double> row(static_cast<size_t>(r)), y(static_cast<size_t>(r));
       for (uint64_t j = 0; j < n; ++j) {
         const uint64_t k = f.uFirstRow + first + j;
-        for (int a = 0; a < r; ++a)
-          row[a] = in.transposed ? at(in.a, in.aDtype, a, k, rows) : at(in.b, in.bDtype, k, a, r);
+        if (in.transposed) {
+          for (int a = 0; a < r; ++a) row[a] = at(in.a, in.aDtype, a, k, rows);
+        } else {
+          decodeRun(in.b + k * r * dtypeSize(in.bDtype), in.bDtype, static_cast<size_t>(r), row.data());
+        }
         // y_b = Σ_{a ≥ b} row_a·L_ab, each sum in ascending a; the b's advance together.
         std::fill(y.begin(), y.end(), 0.0);
         for (int a = 0; a < r; ++a)

@@ -88,7 +88,7 @@ struct LowRankDotsTask {
   const double* x;   // packed factor (U or V)
   int S;
   uint64_t p0, p1;   // panels summed
-  double* partial;   // S × S, upper triangle written (a ≤ b)
+  double* partial;   // S × S, zeroed; the upper triangle (a ≤ b) accumulated
 };
 
 struct LowRankRowsTask {
