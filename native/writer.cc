@@ -61,10 +61,11 @@ constexpr uint64_t kAlign = 4096;
 // Buffered writes are issued in pieces of this size, so one large tensor does not dirty more than a
 // piece past the flush threshold before its writeback starts.
 constexpr uint64_t kPiece = 8u << 20;
-// Free staging blocks kept for reuse: fresh blocks fault their pages in again. A TinyLlama merge has
-// at most three blocks live (two writes in flight, each leaving a partial block for the next); with two
-// spares it still allocated 16 fresh blocks, with four it allocates 3.
-constexpr size_t kSpareBlocks = 4;
+// Free staging blocks kept for reuse: fresh blocks fault their pages in again. The engine gives one
+// write at a time, so a block written is reused by the next write; two spares leave room for a write
+// that ends in one block and the next shard's header in another. The budget counts them
+// (lib/safetensors/shardFile.ts, STAGING_BLOCKS).
+constexpr size_t kSpareBlocks = 2;
 
 // Failures injected by tests (lib/safetensors/shardFile.ts reads MODEL_STOCK_TEST_REFUSE_IO): the
 // calls answer EINVAL as a file system that refuses them would.
