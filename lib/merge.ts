@@ -165,7 +165,10 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     const result = await runPlan(plan, {
       backend,
       source: reader,
-      sink: { write: (name, offset, data) => w.write(name, offset, data) },
+      sink: {
+        write: (name, offset, data) => w.write(name, offset, data),
+        blockOffset: (name, offset) => w.blockOffset(name, offset),
+      },
       theta,
       // At least half, when the staging's smallest blocks would leave less (a budget of a few MiB).
       memory: Math.max(memory - staged.bytes, Math.floor(memory / 2)),

@@ -196,6 +196,7 @@ export function buildProgram(): Command {
 
   program
     .command('doctor')
+    .summary('what this machine merges with; with FOLDER, whether its file system takes O_DIRECT')
     .description(
       'print the backend auto selects, the SIMD instruction set, threads and CUDA support; with FOLDER, ' +
         'whether its file system takes O_DIRECT (--io direct reads, direct writes) and how much of it is cached',

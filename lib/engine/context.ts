@@ -15,6 +15,11 @@ export type TensorSource = Pick<
 /** Where output tensor bytes go (positional writes into the output shards). */
 export interface TensorSink {
   write(name: string, byteOffsetInTensor: number, data: Uint8Array): Promise<void>;
+  /**
+   * Where byte `byteOffsetInTensor` of tensor `name` lies within a 4 KiB block of its file: a buffer
+   * whose bytes sit at the same offset is written from where it is (O_DIRECT), not copied.
+   */
+  blockOffset?(name: string, byteOffsetInTensor: number): number;
 }
 
 export interface EngineOptions {

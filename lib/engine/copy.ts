@@ -57,6 +57,7 @@ function* convertElements(
       name,
       reads: () => [{ tensor: from, start: k * inSize, length: n * inSize }],
       outBytes: n * outSize,
+      outAt: { name, offset: k * outSize },
       last: false,
       run: async ([view], out) => ({
         name,

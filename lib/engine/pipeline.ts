@@ -49,6 +49,8 @@ export interface Task {
   readonly reads: () => readonly TaskRead[];
   /** Bytes of output run() fills (0: none). */
   readonly outBytes: number;
+  /** Where that output goes (laid out like the file, it is written without a copy). */
+  readonly outAt?: { readonly name: string; readonly offset: number };
   /** Computes; `inputs` in the order of reads(). Returns what to write, if anything. */
   readonly run: (
     inputs: readonly Uint8Array[],
@@ -81,8 +83,10 @@ export interface PipelineOptions {
   readonly inRing: Ring | undefined;
   /** Where outputs are computed into (undefined when nothing is written). */
   readonly outRing: Ring | undefined;
-  /** Throws CANCELLED once the merge's signal fired: checked before every task. */
+  /** Throws CANCELLED once the merge's signal fired: checked before every task and write piece. */
   readonly checkCancelled: () => void;
+  /** The merge's signal: a wait for reads, ring space or writes ends as soon as it fires. */
+  readonly signal?: AbortSignal;
   /** A task starts computing. */
   readonly onTask: (task: Task, bytesRead: number) => void;
   /** A task computed (its write may still be in flight). */
@@ -91,6 +95,35 @@ export interface PipelineOptions {
 
 /** Tasks read ahead of the one computing, at most (ring space bounds the bytes). */
 const MAX_AHEAD = 64;
+/**
+ * Writes are given in pieces of at most this size, WRITES_IN_FLIGHT at once, the next one only if the
+ * pipeline has not failed meanwhile: the device has several requests of the output at once, and a
+ * cancelled merge waits for those pieces, not for a whole tensor's output.
+ */
+const WRITE_PIECE = 8 << 20;
+const WRITES_IN_FLIGHT = 4;
+/** O_DIRECT's block: outputs are laid out at their file offset within one. */
+const BLOCK = 4096;
+
+/** A FIFO semaphore: at most `free` holders at once, served in the order they asked. */
+class Slots {
+  private readonly waiting: (() => void)[] = [];
+  constructor(private free: number) {}
+
+  acquire(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    if (next !== undefined) next();
+    else this.free++;
+  }
+}
 /** The event loop gets a turn at least this often (ms) between tasks, even when every task is quick. */
 const YIELD_EVERY_MS = 10;
 
@@ -161,6 +194,23 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
     return r as T;
   };
 
+  /** Settles never; rejects once the signal fires: raced with every wait of the compute loop. */
+  const abort = new Promise<never>((_, reject) => {
+    const fire = (): void => reject(new Error('aborted'));
+    if (o.signal?.aborted === true) fire();
+    else o.signal?.addEventListener('abort', fire, { once: true });
+  });
+  abort.catch(noop);
+  /** Waits for `p`, or throws CANCELLED as soon as the signal fires. */
+  const orCancel = async <T>(p: Promise<T>): Promise<T> => {
+    try {
+      return await Promise.race([p, abort]);
+    } catch (e) {
+      o.checkCancelled();
+      throw e;
+    }
+  };
+
   const { source } = o;
   const read = async (): Promise<void> => {
     for (;;) {
@@ -226,7 +276,9 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
     });
   };
 
-  let writes: Promise<void> = Promise.resolve();
+  /** Writes not yet settled (a failed one stays, to be thrown at the end). */
+  const writes = new Set<Promise<void>>();
+  const slots = new Slots(WRITES_IN_FLIGHT);
   let writeFailure: { error: unknown } | undefined;
   let current: Entry | undefined;
   let lastYield = now();
@@ -237,7 +289,7 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
       if (entry === undefined) {
         if (readerDone) break;
         const t = now();
-        await Promise.race([new Promise<void>((r) => (wakeCompute = r)), reader]);
+        await orCancel(Promise.race([new Promise<void>((r) => (wakeCompute = r)), reader]));
         readWait += now() - t;
         wakeCompute = undefined;
         continue;
@@ -246,23 +298,32 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
       wakeReader?.();
       o.checkCancelled();
       let t = now();
-      await entry.read;
+      await orCancel(entry.read);
       readWait += now() - t;
       o.onTask(
         entry.task,
         entry.reads.reduce((a, r) => a + r.length, 0),
       );
       let out: RingSlice | undefined;
+      let outBytes: Uint8Array | undefined;
       if (entry.task.outBytes > 0) {
         if (o.outRing === undefined) throw new Error('internal: an output without an output ring');
+        // Laid out like the file, so a direct writer writes it without a copy.
+        const at = entry.task.outAt;
+        const head = at === undefined ? undefined : o.sink?.blockOffset?.(at.name, at.offset);
         t = now();
-        out = await o.outRing.take(entry.task.outBytes);
+        out = await orCancel(
+          head === undefined
+            ? o.outRing.take(entry.task.outBytes)
+            : o.outRing.take(head + entry.task.outBytes, BLOCK),
+        );
         writeWait += now() - t;
+        outBytes = out.bytes.subarray(head ?? 0, (head ?? 0) + entry.task.outBytes);
       }
       t = now();
       let w: TaskWrite | undefined;
       try {
-        w = await entry.task.run(entry.views, out?.bytes);
+        w = await entry.task.run(entry.views, outBytes);
       } catch (e) {
         out?.release();
         throw e;
@@ -278,19 +339,34 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
         const sink = o.sink;
         const write = w;
         const slice = out;
-        writes = writes
-          .then(() =>
-            writing.track(
-              sink.write(write.name, write.offset, write.data).catch((e: unknown) => {
+        const pieces: Promise<void>[] = [];
+        for (let at = 0; at < Math.max(1, write.data.byteLength); at += WRITE_PIECE) {
+          const piece = write.data.subarray(at, at + WRITE_PIECE);
+          pieces.push(
+            slots.acquire().then(async () => {
+              try {
+                if (failed) return;
+                await writing.track(sink.write(write.name, write.offset + at, piece));
+              } catch (e) {
                 throw write.from === undefined ? e : mappedWriteError(e, write.from);
-              }),
-            ),
-          )
-          .finally(() => {
-            slice?.release();
-            if (keepsInputs) releaseInputs(entry);
-          });
-        writes.catch((e: unknown) => (writeFailure ??= { error: e }));
+              } finally {
+                slots.release();
+              }
+            }),
+          );
+        }
+        const done = Promise.allSettled(pieces).then((results) => {
+          slice?.release();
+          if (keepsInputs) releaseInputs(entry);
+          const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+          if (failure !== undefined) throw failure.reason;
+        });
+        done.catch((e: unknown) => (writeFailure ??= { error: e }));
+        writes.add(done);
+        void done.then(
+          () => writes.delete(done),
+          () => undefined,
+        );
       }
       o.onTaskDone(entry.task);
       // Awaiting settled promises only runs microtasks: give timers and I/O callbacks a turn too.
@@ -300,7 +376,7 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
       }
     }
     const t = now();
-    await writes;
+    await orCancel(Promise.all([...writes]));
     writeWait += now() - t;
     await reader;
   } catch (e) {
@@ -311,7 +387,7 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
     o.outRing?.close(reason);
     // Let every read and write into the rings settle before the caller frees them.
     await reader.catch(noop);
-    await Promise.allSettled([current?.read, ...queue.map((q) => q.read), writes]);
+    await Promise.allSettled([current?.read, ...queue.map((q) => q.read), ...writes]);
     throw e;
   }
   return {

@@ -129,6 +129,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
       inRing,
       outRing,
       checkCancelled: () => throwIfCancelled(opts.signal, 'the merge'),
+      signal: opts.signal,
       onTask: (task, bytes) => {
         if (task.step !== stepNow) readAhead.at((stepNow = task.step));
         bytesDone += bytes;

@@ -62,7 +62,9 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     isMapped(source, t) ? 0 : (source.layout?.(t, 0, 1)?.alignment ?? floatSize(t.dtype as FloatDType));
   const stepIn = (s: MergeStep): number =>
     inputsOf(s).reduce((a, t) => a + ringBytes(t, 0, mergedBytes(s, t)), SLICE_ALIGN);
-  const stepOut = (s: MergeStep): number => (gramOnly ? 0 : alignUp(mergedOutBytes(s), SLICE_ALIGN));
+  /** An output is laid out like the file: up to a block before it, and its slice's alignment. */
+  const OUT_SLACK = 2 * 4096;
+  const stepOut = (s: MergeStep): number => (gramOnly ? 0 : mergedOutBytes(s) + OUT_SLACK);
 
   let totalIn = 0;
   let totalOut = 0;
@@ -79,8 +81,8 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
       minIn = Math.max(minIn, 2 * (slack(s.base) + least(s.base)));
       if (s.outDtype !== s.base.dtype) {
         totalOut += s.outByteLength;
-        maxOut = Math.max(maxOut, s.outByteLength);
-        minOut = Math.max(minOut, 2 * (SLICE_ALIGN + 8));
+        maxOut = Math.max(maxOut, s.outByteLength + OUT_SLACK);
+        minOut = Math.max(minOut, 2 * (OUT_SLACK + 8));
       }
       continue;
     }
@@ -93,7 +95,7 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     // However small the budget, half of each ring holds a window of more than its slack.
     const tensors = inputsOf(s);
     minIn = Math.max(minIn, 2 * tensors.reduce((a, t) => a + slack(t) + least(t), SLICE_ALIGN));
-    if (!gramOnly) minOut = Math.max(minOut, 2 * (SLICE_ALIGN + floatSize(s.outDtype)));
+    if (!gramOnly) minOut = Math.max(minOut, 2 * (OUT_SLACK + 4096));
   }
   const share = totalIn + totalOut === 0 ? 0 : totalIn / (totalIn + totalOut);
   const ring = (budget: number, max: number, min: number): number =>
@@ -123,7 +125,7 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
       const room = inRing / 2 - tensors.reduce((a, t) => a + slack(t), SLICE_ALIGN);
       limits.push(Math.floor(room / ringSizes));
     }
-    if (!gramOnly) limits.push(Math.floor((outRing / 2 - SLICE_ALIGN) / outSize));
+    if (!gramOnly) limits.push(Math.floor((outRing / 2 - OUT_SLACK) / outSize));
     if (Number.isFinite(sessionBytes)) {
       const perElement = sizes.reduce((a, b) => a + b, 0) + outSize;
       limits.push(Math.floor((sessionBytes - 64 * (sizes.length + 1)) / perElement));
@@ -142,7 +144,7 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
       const inSize = floatSize(inDtype);
       const outSize = floatSize(outDtype);
       const byIn = inRing > 0 ? Math.floor(copyRoom / inSize) : Math.floor(window / inSize);
-      const byOut = Math.floor((outRing / 2 - SLICE_ALIGN) / outSize);
+      const byOut = Math.floor((outRing / 2 - OUT_SLACK) / outSize);
       return Math.max(1, Math.min(byIn, byOut, MAX_CONVERT_ELEMENTS, Math.floor(window / inSize)));
     },
   };

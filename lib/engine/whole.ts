@@ -24,6 +24,7 @@ export function wholeTask(step: MergeStep, index: number, ctx: StepContext, last
     name: step.name,
     reads: () => tensors.map((tensor) => ({ tensor, start: 0, length: mergedBytes(step, tensor) })),
     outBytes: sink === undefined ? 0 : mergedOutBytes(step),
+    outAt: { name: step.name, offset: 0 },
     last,
     run: async (views, out) => {
       const session = openSession(step, ctx);

@@ -108,6 +108,7 @@ export function* windowedTasks(
       after: ratiosKnown,
       reads: () => (session!.holds(first, count) ? [] : rangesOf(first, count)),
       outBytes: count * outSize,
+      outAt: { name: step.name, offset: first * outSize },
       last: last && final,
       run: async (inputs, out) => {
         const s = session!;

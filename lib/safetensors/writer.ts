@@ -120,6 +120,12 @@ export class SafetensorsWriter {
     return this.track(p);
   }
 
+  /** Where byte `byteOffsetInTensor` of `name` lies within a 4 KiB block of its shard. */
+  blockOffset(name: string, byteOffsetInTensor: number): number {
+    const target = this.targets.get(name);
+    return target === undefined ? 0 : (target.offset + byteOffsetInTensor) % 4096;
+  }
+
   private track(p: Promise<void>): Promise<void> {
     this.pending.add(p);
     const forget = () => this.pending.delete(p);
