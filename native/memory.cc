@@ -2,14 +2,9 @@
 // (the backend seam lets a backend own them: aligned here, pinned for a device). The memory is
 // reported to V8 as external, so the GC sees its weight; freeHost detaches the buffer and frees the
 // bytes at once instead of at some later GC (a long-running service merges again and again).
-#include <algorithm>
 #include <cstdlib>
 #include <unordered_map>
 #include <string>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "exports.h"
 #include "js_errors.h"
@@ -18,11 +13,6 @@ namespace ms {
 namespace {
 
 constexpr double kMaxHost = 4294967295.0;  // Node 20 aborts on an external ArrayBuffer over 4 GiB − 1
-// Buffers this large (the pipeline's rings) are backed by transparent huge pages where the kernel
-// allows it (THP `madvise` mode): their first touch takes one fault per 2 MiB instead of per 4 KiB,
-// and O_DIRECT pins 2 MiB folios, not 4 KiB pages.
-constexpr size_t kHugeFrom = 8u << 20;
-constexpr size_t kHugePage = 2u << 20;
 
 struct HostBlock {
   void* data;
@@ -63,13 +53,9 @@ Napi::Value AllocHost(const Napi::CallbackInfo& info) {
     throw codedError(env, "allocHost: expected a power-of-two alignment up to 2 MiB", "INVALID_ARGUMENT");
   const size_t size = static_cast<size_t>(bytes);
   void* data = nullptr;
-  size_t alignment = a < sizeof(void*) ? sizeof(void*) : static_cast<size_t>(a);
-  if (size >= kHugeFrom) alignment = std::max(alignment, kHugePage);
+  const size_t alignment = a < sizeof(void*) ? sizeof(void*) : static_cast<size_t>(a);
   if (posix_memalign(&data, alignment, size) != 0 || data == nullptr)
     throw codedError(env, "allocHost: out of memory allocating " + std::to_string(size) + " bytes", "NATIVE_ERROR");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (size >= kHugeFrom) ::madvise(data, size / kHugePage * kHugePage, MADV_HUGEPAGE);  // advice only
-#endif
   auto* block = new HostBlock{data, static_cast<int64_t>(size)};
   Napi::MemoryManagement::AdjustExternalMemory(env, block->bytes);
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, data, size, finalizeBlock, block);

@@ -378,14 +378,17 @@ class ShardWriter {
 
   // Whole 4 KiB blocks straight from the caller's (aligned) buffer.
   void writeDirect(uint64_t position, const uint8_t* data, uint64_t length) {
+    if (!writeAligned(position, data, length)) writeBuffered(position, data, length);
+  }
+
+  // One O_DIRECT write; false when the file system refused it (everything after goes buffered).
+  bool writeAligned(uint64_t position, const uint8_t* bytes, uint64_t length) {
     const bool refused = refuse_.directWrite && !refusedOnce_.exchange(true);
-    const WriteResult r = refused ? WriteResult{EINVAL, position} : pwriteAll(fd_, data, length, position);
-    if (r.error == 0) return;
+    const WriteResult r = refused ? WriteResult{EINVAL, position} : pwriteAll(fd_, bytes, length, position);
+    if (r.error == 0) return true;
     if (r.error != EINVAL) throw IoError(writeFailed(r));
     refuseDirect(r.error);
-    const WriteResult b = pwriteAll(fd_, data, length, position);
-    if (b.error != 0) throw IoError(writeFailed(b));
-    noteWritten(position, length);
+    return false;
   }
 
   // O_DIRECT refused although the flag was accepted (a file system whose alignment exceeds ours): the
@@ -416,15 +419,9 @@ class ShardWriter {
         std::memset(bytes + length, 0, static_cast<size_t>(padded - length));
         padded_.store(true);
       }
-      const bool refused = refuse_.directWrite && !refusedOnce_.exchange(true);
-      const WriteResult r = refused ? WriteResult{EINVAL, position} : pwriteAll(fd_, bytes, padded, position);
-      if (r.error == 0) return;
-      if (r.error != EINVAL) throw IoError(writeFailed(r));
-      refuseDirect(r.error);
+      if (writeAligned(position, bytes, padded)) return;
     }
-    const WriteResult r = pwriteAll(fd_, bytes, length, position);
-    if (r.error != 0) throw IoError(writeFailed(r));
-    noteWritten(position, length);
+    writeBuffered(position, bytes, length);
   }
 
   void writeBuffered(uint64_t position, const uint8_t* data, uint64_t length) {

@@ -13,6 +13,7 @@ import { CLI, mergeArgs } from '../helpers/cli';
 import { dropFromPageCache, withRamfs } from '../helpers/pageCache';
 import { assertValidReport } from '../helpers/schema';
 import { useTmpDir } from '../helpers/tmp';
+import { withEnv } from '../helpers/writer';
 
 /**
  * `--io direct` and `--io auto` end to end: what runs is what the report says, a refused O_DIRECT falls
@@ -37,18 +38,6 @@ function shards(out: string): Buffer[] {
     .filter((n) => n.endsWith('.safetensors'))
     .sort()
     .map((n) => fs.readFileSync(path.join(out, n)));
-}
-
-/** Runs `body` with MODEL_STOCK_TEST_REFUSE_READ set to `calls`. */
-async function withReadRefused<T>(calls: string, body: () => Promise<T>): Promise<T> {
-  const saved = process.env.MODEL_STOCK_TEST_REFUSE_READ;
-  process.env.MODEL_STOCK_TEST_REFUSE_READ = calls;
-  try {
-    return await body();
-  } finally {
-    if (saved === undefined) delete process.env.MODEL_STOCK_TEST_REFUSE_READ;
-    else process.env.MODEL_STOCK_TEST_REFUSE_READ = saved;
-  }
 }
 
 describe('direct input reads (--io direct, --io auto)', function () {
@@ -99,7 +88,9 @@ describe('direct input reads (--io direct, --io auto)', function () {
     ['directRead', 'O_DIRECT read refused (Invalid argument)'],
   ] as const) {
     it(`a refused O_DIRECT (${calls}, injected) falls back to pread, with the reason in the report`, async () => {
-      const report = await withReadRefused(calls, () => merge(`refused-${calls}`, 'direct'));
+      const report = await withEnv('MODEL_STOCK_TEST_REFUSE_READ', calls, () =>
+        merge(`refused-${calls}`, 'direct'),
+      );
       assert.deepEqual(
         report.inputs!.map((i) => [i.io, i.fallback]),
         [0, 1, 2].map(() => ['pread', why]),
