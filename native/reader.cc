@@ -234,8 +234,10 @@ class Batch {
     if (!failed_.load() && !(abort_ != nullptr && __atomic_load_n(abort_, __ATOMIC_RELAXED) != 0)) {
       try {
         read(chunks_[index]);
+      } catch (const IoError& e) {
+        fail(e.what(), "IO_ERROR");
       } catch (const std::exception& e) {
-        fail(e.what(), dynamic_cast<const IoError*>(&e) != nullptr ? "IO_ERROR" : "NATIVE_ERROR");
+        fail(e.what(), "NATIVE_ERROR");
       }
     }
     if (remaining_.fetch_sub(1) == 1) {
