@@ -140,6 +140,22 @@ describe('direct input reads (--io direct, --io auto)', function () {
     );
   });
 
+  it('a bad io mode or queue depth is BAD_CONFIG, before anything is read', async () => {
+    for (const bad of [
+      { io: 'odirect' as IoMode },
+      { ioQueueDepth: 0 },
+      { ioQueueDepth: 65 },
+      { ioQueueDepth: 1.5 },
+    ]) {
+      await assert.rejects(
+        mergeModelStock({ ...fx, out: path.join(tmp.dir, 'bad'), ...bad }),
+        (e: unknown) => (e as { code?: unknown }).code === 'BAD_CONFIG',
+        JSON.stringify(bad),
+      );
+    }
+    assert.ok(!fs.existsSync(path.join(tmp.dir, 'bad')));
+  });
+
   it('nothing stays open after a direct merge, a failed one or a cancelled one', async () => {
     const addon = loadNativeAddon().addon!;
     const before = addon.inputReaderStats().openFiles;
