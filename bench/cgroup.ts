@@ -38,6 +38,46 @@ function readNumber(file: string, key?: string): number | undefined {
   }
 }
 
+/** Cgroups made and not yet removed: removed at exit, and on SIGINT/SIGTERM before the process ends. */
+const live = new Set<MemoryCgroup>();
+let cleanupInstalled = false;
+
+function removeLeftOnExit(): void {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  process.on('exit', () => {
+    for (const cg of live) cg.remove();
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      // The processes inside got the same signal from the terminal, or are ours to end; a cgroup can
+      // only be removed once they are gone (remove() waits up to 5 s), then the signal's exit status.
+      for (const cg of live) {
+        for (const pid of procsOf(cg)) {
+          try {
+            process.kill(pid, signal);
+          } catch {
+            // already gone
+          }
+        }
+        cg.remove();
+      }
+      process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+    });
+}
+
+function procsOf(cg: MemoryCgroup): number[] {
+  try {
+    return fs
+      .readFileSync(path.join(cg.dir, 'cgroup.procs'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /**
  * A fresh cgroup named `name` limited to `limit` bytes, or why none can be made here. Remove it when
  * done, whatever happens (try/finally).
@@ -82,6 +122,7 @@ export function createMemoryCgroup(name: string, limit: number): MemoryCgroup | 
         ? readNumber(path.join(dir, 'memory.oom_control'), 'oom_kill')
         : readNumber(path.join(dir, 'memory.events'), 'oom_kill'),
     remove: () => {
+      live.delete(cgroup);
       // The kernel may take a moment to let go of a cgroup whose last process just exited.
       for (let attempt = 0; ; attempt++) {
         try {
@@ -101,5 +142,7 @@ export function createMemoryCgroup(name: string, limit: number): MemoryCgroup | 
     cgroup.remove();
     return `cannot set ${path.join(dir, limitFile)}: ${(e as Error).message}`;
   }
+  live.add(cgroup);
+  removeLeftOnExit();
   return cgroup;
 }

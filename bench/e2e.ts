@@ -21,16 +21,20 @@
  * are left out with a note otherwise) and the warm rows' inputs are read again, untimed, after them.
  *
  *   node dist/bench/e2e.js [--runs N] [--preset tinyllama|medium] [--backends native,js,cuda] [--skip-js]
- *        [--write-modes rolling,plain,node] [--io mmap,direct,pread,fs] [--no-cold] [--limits 4,3]
- *        [--double] [--large LAYERS] [--scratch DIR] [--baseline DIR]
+ *        [--write-modes rolling,plain,node] [--io mmap,direct,pread,fs] [--cold-io mmap,pread] [--no-cold]
+ *        [--limits 4,3] [--double] [--large LAYERS] [--scratch DIR] [--baseline DIR] [--no-pytorch]
  *
  * --write-modes adds a warm fsync row per write mode besides the default's; --io a warm --no-fsync row
- * per input mode; --limits a "cold, inputs K× the memory limit" row per K (cold rows only; empty: none);
+ * per input mode; --cold-io a cold fsync row per input mode, inside the limits too (e.g. mmap: what
+ * `auto` ran before it measured); --limits a "cold, inputs K× the memory limit" row per K (cold rows
+ * only; empty: none);
  * --double a 2× model (peak RSS must not grow with the model); --large LAYERS a cold row on a fixture
  * with that many layers (e.g. 90: 3 × 9 GB), and one inside a limit of a quarter of its inputs (opt-in:
  * it needs ~4 × the model size of disk). --scratch: where outputs and floor files go (default: beside
  * the fixture). --baseline DIR: every merge row runs a second time with another checkout's build
- * (DIR/dist/bench/e2e.js, e.g. the commit before a change), interleaved: before/after in one run.
+ * (DIR/dist/bench/e2e.js, e.g. the commit before a change), interleaved: before/after in one run. A
+ * warm row merges the same weights saved as PyTorch `.bin` shards (bench/pytorch.ts; target: within
+ * 1.1× of the safetensors default row); --no-pytorch leaves it out.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -44,6 +48,7 @@ import { WRITE_MODES, type WriteMode } from '../lib/safetensors/shardFile';
 import type { PipelineProfile } from '../lib/engine/pipeline';
 import { catGroups, dropCaches, durableWrite, readFiles, type DurableWrite } from './floor';
 import { limitedReadFloor, trialCgroup } from './limited';
+import { pytorchFixture } from './pytorch';
 import {
   fixed,
   formatTable,
@@ -56,6 +61,7 @@ import {
 } from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
+const PYTORCH_ROW = (backend: string): string => `merge (${backend}), default: fsync, warm, .bin inputs`;
 const CHILD_FLAG = '--child';
 const RESULT_TAG = 'BENCH_RESULT ';
 
@@ -185,12 +191,14 @@ interface Options {
   backends: Bench[];
   writeModes: WriteMode[];
   ioModes: IoMode[];
+  coldIo: IoMode[];
   cold: boolean;
   limits: number[];
   double: boolean;
   large: number | undefined;
   scratch: string | undefined;
   baseline: string | undefined;
+  pytorch: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -205,11 +213,13 @@ function parseOptions(argv: string[]): Options {
       preset: { type: 'string', default: 'tinyllama' },
       cold: { type: 'boolean', default: true },
       'no-cold': { type: 'boolean', default: false },
+      'cold-io': { type: 'string', default: '' },
       limits: { type: 'string', default: '4,3' },
       double: { type: 'boolean', default: false },
       large: { type: 'string' },
       scratch: { type: 'string' },
       baseline: { type: 'string' },
+      'no-pytorch': { type: 'boolean', default: false },
     },
   });
   const runs = Number(values.runs);
@@ -231,10 +241,13 @@ function parseOptions(argv: string[]): Options {
     if (!WRITE_MODES.includes(m as WriteMode)) throw new Error(`--write-modes: unknown mode "${m}"`);
     return m as WriteMode;
   });
-  const ioModes = list(values.io).map((m) => {
-    if (!IO_MODES.includes(m as IoMode)) throw new Error(`--io: unknown mode "${m}"`);
-    return m as IoMode;
-  });
+  const ioModesOf = (option: string, v: string): IoMode[] =>
+    list(v).map((m) => {
+      if (!IO_MODES.includes(m as IoMode)) throw new Error(`${option}: unknown mode "${m}"`);
+      return m as IoMode;
+    });
+  const ioModes = ioModesOf('--io', values.io);
+  const coldIo = ioModesOf('--cold-io', values['cold-io']);
   const limits = list(values.limits).map((k) => {
     const n = Number(k);
     if (!(n > 1)) throw new Error(`--limits: "${k}" is not a ratio > 1 of the inputs to the memory limit`);
@@ -253,12 +266,14 @@ function parseOptions(argv: string[]): Options {
     backends: values['skip-js'] ? backends.filter((b) => b !== 'js') : backends,
     writeModes,
     ioModes,
+    coldIo,
     cold: values.cold && !values['no-cold'],
     limits,
     double: values.double,
     large,
     scratch: values.scratch,
     baseline,
+    pytorch: !values['no-pytorch'],
   };
 }
 
@@ -294,8 +309,12 @@ async function fixtureOf(
   return info;
 }
 
+/**
+ * A merge row's job; base and models only where they are other inputs than the fixture's (the same
+ * weights in another format).
+ */
+type Job = Omit<ChildJob, 'base' | 'models' | 'out'> & Partial<Pick<ChildJob, 'base' | 'models'>>;
 /** A merge row: its job, and (with --baseline) the same job on the other build. */
-type Job = Omit<ChildJob, 'base' | 'models' | 'out'>;
 interface MergeRow {
   readonly row: Measured;
   readonly job: Job;
@@ -549,8 +568,19 @@ async function main(argv: string[]): Promise<void> {
     ...(main !== 'js' && o.backends.includes('js')
       ? [{ label: 'merge (js), default: fsync, warm', job: { ...d, backend: 'js' as const, fsync: true } }]
       : []),
+    ...(o.pytorch
+      ? [{ label: PYTORCH_ROW(main), job: { ...d, fsync: true, ...(await pytorchFixture(fixture)) } }]
+      : []),
   ];
-  const cold = o.cold ? [{ label: `merge (${main}), default: fsync, cold`, job: { ...d, fsync: true } }] : [];
+  const cold = o.cold
+    ? [
+        { label: `merge (${main}), default: fsync, cold`, job: { ...d, fsync: true } },
+        ...o.coldIo.map((io) => ({
+          label: `merge (${main}), fsync, io ${io}, cold`,
+          job: { ...d, io, fsync: true },
+        })),
+      ]
+    : [];
   try {
     const rows = await measureFixture(fixture, o, scratch, warm, cold, o.limits, '');
     if (o.double) {
@@ -604,6 +634,14 @@ async function main(argv: string[]): Promise<void> {
       `medians of ${o.runs} run(s), spread = max/min; each merge in a fresh process; dirty pages flushed before each trial\n`,
     );
     printTable(rows);
+    const bin = rows.find((r) => r.label === PYTORCH_ROW(main));
+    const safetensors = rows.find((r) => r.label === `merge (${main}), default: fsync, warm`);
+    if (bin !== undefined && safetensors !== undefined) {
+      const ratio = median(bin.seconds) / median(safetensors.seconds);
+      console.log(
+        `  .bin inputs / .safetensors inputs (same weights, default merge, warm): ${fixed(ratio)}× (target ≤ 1.1×)`,
+      );
+    }
     for (const n of notes) console.log(`  ${n}`);
   } finally {
     if (o.scratch === undefined) rmSync(scratch, { recursive: true, force: true });

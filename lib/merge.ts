@@ -24,7 +24,7 @@ import { planShardsSliced } from './safetensors/layout';
 import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { openInputSources, type InputSources } from './engine/inputSources';
-import { checkUnchanged } from './safetensors/identity';
+import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
 import { writerStaging } from './safetensors/shardFile';
 import type { MergeOptions, MergeReport } from './types';
@@ -202,6 +202,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
         outDtype: options.outDtype,
         tokenizerSource: options.tokenizerSource,
         chatTemplate: options.chatTemplate,
+        stateDictKey: options.stateDictKey,
       });
     const summary: MergeReport = {
       method: 'model_stock',

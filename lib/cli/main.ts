@@ -19,6 +19,7 @@ import {
 } from './inputs';
 import { runInspect } from './inspect';
 import { plot } from './plot';
+import { addServeCommand } from './serve';
 import { exitCodeFor, interruptedBy } from './signals';
 import { formatBytes } from './size';
 import { groupedWarningLines } from '../report/warnings';
@@ -104,7 +105,7 @@ async function runMerge(
 export function buildProgram(): Command {
   const program = new Command('model-stock')
     .description(
-      'Model Stock (Jang, Yun, Han, ECCV 2024): merge fine-tuned safetensors checkpoints of one base model',
+      'Model Stock (Jang, Yun, Han, ECCV 2024): merge fine-tuned checkpoints (safetensors, PyTorch) of one base model',
     )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -193,6 +194,8 @@ export function buildProgram(): Command {
     .requiredOption('-o, --out <file>', 'SVG file to write')
     .option('--overwrite', 'replace the output file if it exists')
     .action(plot);
+
+  addServeCommand(program);
 
   program
     .command('doctor')

@@ -1,7 +1,7 @@
 import { floatSize, type FloatDType } from '../dtype';
 import { decodeFloats, encodeFloats } from '../math/codec';
 import type { CopyStep, MergeStep } from '../plan/plan';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { Task } from './pipeline';
 import type { Sizing } from './sizing';
 

@@ -14,7 +14,7 @@
  */
 import { ModelStockError } from '../errors';
 import { AbortFlag } from './abort';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { NativeAddon, NativeInputFile, NativeRangeRead, NativeReadRefusal } from './native/addon-types';
 import { Hints } from './hints';
 import type { ReadLayout, RegionRead, TensorSource } from './io';

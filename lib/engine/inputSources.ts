@@ -14,7 +14,7 @@
  * input is read with Node's own reads (`fs`).
  */
 import { ModelStockError } from '../errors';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import { FileSource } from './fileSource';
 import { openTensorSource, type IoMode, type ReadLayout, type RegionRead, type TensorSource } from './io';
 import type { NativeAddon } from './native/addon-types';

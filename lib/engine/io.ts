@@ -2,7 +2,7 @@ import { ModelStockError, throwIfCancelled } from '../errors';
 import { FileSource } from './fileSource';
 import { Hints } from './hints';
 import { TensorReader } from '../safetensors/window';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { NativeAddon, NativeMapping } from './native/addon-types';
 import { loadNativeAddon } from './native/loader';
 

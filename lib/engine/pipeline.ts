@@ -17,7 +17,7 @@
  * failure is rethrown: the caller may free the buffers and remove the output then.
  */
 import { ModelStockError } from '../errors';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { TensorSink, TensorSource } from './context';
 import { mappedWriteError, type RegionRead } from './io';
 import { alignUp, type Ring, type RingSlice } from './ring';

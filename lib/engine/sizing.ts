@@ -12,7 +12,7 @@
  */
 import { floatSize, type FloatDType } from '../dtype';
 import type { MergeStep, PlanStep } from '../plan/plan';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import { inputsOf, mergedBytes, mergedOutBytes, type EngineOptions } from './context';
 import { isMapped } from './pipeline';
 import { alignUp } from './ring';

@@ -17,7 +17,7 @@ describe('docs/cli.md is the help the commands print', () => {
     for (const c of commands) assert.ok(doc.includes(`## \`model-stock ${c}\``), `no section for ${c}`);
   });
 
-  for (const args of [[], ...['merge', 'inspect', 'plot', 'doctor'].map((c) => [c])]) {
+  for (const args of [[], ...['merge', 'inspect', 'plot', 'serve', 'doctor'].map((c) => [c])]) {
     it(`holds \`model-stock ${[...args, '--help'].join(' ')}\` word for word`, () => {
       const r = runCli([...args, '--help']);
       assert.equal(r.code, 0, r.stderr);

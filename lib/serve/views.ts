@@ -1,0 +1,68 @@
+/**
+ * How jobs look in responses (docs/serve.md pins these shapes). `GET /api/jobs/:id` has everything,
+ * the report included; the list has a summary per job.
+ */
+import { groupedWarningLines } from '../report/warnings';
+import type { Jobs } from './jobs';
+import type { JobRequest } from './request';
+import type { JobError, JobRow, JobState, Progress } from './store';
+
+export interface JobSummary {
+  readonly id: string;
+  readonly kind: string;
+  readonly state: JobState;
+  readonly createdAt: string;
+  readonly startedAt: string | null;
+  readonly finishedAt: string | null;
+  readonly progress: Progress;
+  readonly error?: JobError;
+  /** The body it was submitted with. */
+  readonly request: JobRequest;
+  readonly warningCount: number;
+  /** Whether /report and /picture.svg have something (a succeeded job). */
+  readonly hasReport: boolean;
+}
+
+export interface JobView extends Omit<JobSummary, 'warningCount'> {
+  /** Every warning, in order. */
+  readonly warnings: readonly string[];
+  /** The same grouped by kind, one line each, as the terminal prints them. */
+  readonly warningLines: readonly string[];
+}
+
+function common(row: JobRow, jobs: Jobs) {
+  return {
+    id: row.id,
+    kind: row.kind,
+    state: row.state,
+    createdAt: row.createdAt,
+    startedAt: row.startedAt ?? null,
+    finishedAt: row.finishedAt ?? null,
+    progress: jobs.liveProgress(row.id) ?? row.progress,
+    ...(row.error !== undefined ? { error: row.error } : {}),
+    request: row.request,
+  };
+}
+
+export function jobSummary(row: JobRow, jobs: Jobs): JobSummary {
+  return { ...common(row, jobs), warningCount: jobs.warningCount(row), hasReport: row.hasReport };
+}
+
+export function jobView(row: JobRow, jobs: Jobs): JobView {
+  const warnings = jobs.warnings(row);
+  return {
+    ...common(row, jobs),
+    hasReport: row.hasReport,
+    warnings,
+    warningLines: groupedWarningLines(warnings),
+  };
+}
+
+/**
+ * The view's JSON with the stored report text spliced in as `report`: a report of a million tensors
+ * is not parsed and serialized again for every request.
+ */
+export function withReport(view: JobView, reportJson: string | undefined): string {
+  const text = JSON.stringify(view);
+  return reportJson === undefined ? text : `${text.slice(0, -1)},"report":${reportJson.trimEnd()}}`;
+}
