@@ -233,6 +233,16 @@ export class JobStore {
     ).map((e) => ({ id: e.id, type: e.type, data: JSON.parse(e.data) as unknown }));
   }
 
+  /** The job's last `state` event (a finished job's final state). */
+  lastState(seq: number): JobEvent | undefined {
+    const e = this.db
+      .prepare(
+        "SELECT id, type, data FROM events WHERE job_seq = ? AND type = 'state' ORDER BY id DESC LIMIT 1",
+      )
+      .get(seq) as { id: number; type: EventType; data: string } | undefined;
+    return e === undefined ? undefined : { id: e.id, type: e.type, data: JSON.parse(e.data) as unknown };
+  }
+
   warnings(seq: number): string[] {
     return (
       this.db

@@ -11,6 +11,8 @@ import { createServer } from '../../lib/serve/server';
 import { TOKEN } from './serve';
 
 export interface ChildConfig {
+  /** Default 0: a free port. */
+  readonly port?: number;
   readonly models: string;
   readonly out: string;
   readonly state: string;
@@ -89,7 +91,7 @@ export function startServeChild(config: ChildConfig): Promise<ServeChild> {
 async function main(config: ChildConfig): Promise<void> {
   let hits = 0;
   const server = await createServer({
-    port: 0,
+    port: config.port ?? 0,
     models: [config.models],
     out: config.out,
     state: config.state,
