@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
- * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs) and the event-loop liveness
- * cases (bench/liveness.ts). Each is also a command of its own: `npm run bench:inspect`,
- * `npm run bench:liveness`.
+ * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the event-loop liveness
+ * cases (bench/liveness.ts) and the merge service's soak and load (bench/serve.ts). Each is also a
+ * command of its own: `npm run bench:inspect`, `npm run bench:liveness`, `npm run bench:serve`.
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -30,3 +30,4 @@ const shared = [
 ];
 run('inspect.js', shared);
 run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
+run('serve.js', []);
