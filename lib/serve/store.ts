@@ -16,9 +16,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { JobKind, JobRequest } from './request';
+import type { JobError, JobState, Progress } from './wire';
 import { openSqlite, type SqliteDatabase, type SqliteStatement } from './sqlite';
 
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
+export type { JobError, JobState, Progress };
+
 export const JOB_STATES: readonly JobState[] = [
   'queued',
   'running',
@@ -30,18 +32,7 @@ export const JOB_STATES: readonly JobState[] = [
 const FINAL: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled', 'interrupted']);
 export const isFinal = (s: JobState): boolean => FINAL.has(s);
 
-export interface Progress {
-  readonly bytesDone: number;
-  readonly bytesTotal: number;
-  readonly tensorsDone: number;
-  readonly tensorsTotal: number;
-}
 export const NO_PROGRESS: Progress = { bytesDone: 0, bytesTotal: 0, tensorsDone: 0, tensorsTotal: 0 };
-
-export interface JobError {
-  readonly code: string;
-  readonly message: string;
-}
 
 export type EventType = 'progress' | 'warning' | 'state';
 

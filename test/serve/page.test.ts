@@ -441,28 +441,12 @@ describe('the service page in headless Chromium', function () {
     await page.keyboard.press('Space');
     await page.keyboard.press('Tab');
     await page.keyboard.press('Space');
-    for (
-      let i = 0;
-      i < 20 &&
-      (await page.evaluate(() => (globalThis as Win).document.activeElement?.id as string)) !== 'submit';
-      i++
-    )
-      await page.keyboard.press('Tab');
-    assert.equal(
-      await page.evaluate(() => (globalThis as Win).document.activeElement?.id as string),
-      'submit',
-    );
+    assert.equal(await tabTo(page, 'submit'), 'submit');
     await page.keyboard.press('Enter');
     await waitState(page, 'succeeded');
     assert.equal(await page.locator('#job-kind').innerText(), 'Inspection');
     // Forget it from the keyboard: Tab from the form reaches the job's buttons.
-    for (
-      let i = 0;
-      i < 20 &&
-      (await page.evaluate(() => (globalThis as Win).document.activeElement?.id as string)) !== 'job-forget';
-      i++
-    )
-      await page.keyboard.press('Tab');
+    assert.equal(await tabTo(page, 'job-forget'), 'job-forget');
     await page.keyboard.press('Enter');
     await page.locator('#job-empty').waitFor({ state: 'visible' });
   });
@@ -471,6 +455,13 @@ describe('the service page in headless Chromium', function () {
     assert.ok(browserProcesses(profile).length > 0);
   });
 });
+
+/** Presses Tab until the element with `id` has the focus (at most 20 times); the focused element's id. */
+async function tabTo(page: Page, id: string): Promise<string> {
+  const focused = () => page.evaluate(() => (globalThis as Win).document.activeElement?.id as string);
+  for (let i = 0; i < 20 && (await focused()) !== id; i++) await page.keyboard.press('Tab');
+  return focused();
+}
 
 /**
  * A base and two fine-tunes that share two tensors; four more tensors only the base has, each copied

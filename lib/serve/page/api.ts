@@ -1,65 +1,15 @@
 /**
  * The page's client of the HTTP API (docs/serve.md): every call carries `Authorization: Bearer`, and
- * every refusal becomes an ApiError with the server's code and message. These types are the API's
- * documented JSON as the page reads it.
+ * every refusal becomes an ApiError with the server's code and message. The JSON's types are the
+ * server's own (../wire.ts).
  */
 
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
+import type { JobSummary } from '../wire.js';
+
+export type { JobError, JobPage, JobState, JobSummary, ListedModel, Progress } from '../wire.js';
+export type JobRequest = JobSummary['request'];
+
 export const FINAL_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled', 'interrupted']);
-
-export interface Progress {
-  readonly bytesDone: number;
-  readonly bytesTotal: number;
-  readonly tensorsDone: number;
-  readonly tensorsTotal: number;
-}
-
-export interface JobError {
-  readonly code: string;
-  readonly message: string;
-}
-
-export interface JobRequest {
-  readonly kind: 'merge' | 'inspect';
-  readonly config?: string;
-  readonly out?: string;
-  readonly options?: {
-    readonly base?: string;
-    readonly models?: readonly string[];
-    readonly out?: string;
-    readonly [key: string]: unknown;
-  };
-}
-
-/** An entry of GET /api/jobs. */
-export interface JobSummary {
-  readonly id: string;
-  readonly kind: 'merge' | 'inspect';
-  readonly state: JobState;
-  readonly createdAt: string;
-  readonly startedAt: string | null;
-  readonly finishedAt: string | null;
-  readonly progress: Progress;
-  readonly error?: JobError;
-  readonly request: JobRequest;
-  readonly warningCount: number;
-  readonly hasReport: boolean;
-}
-
-export interface JobPage {
-  readonly jobs: readonly JobSummary[];
-  /** The id to ask `before` for the next (older) page; absent on the last page. */
-  readonly next?: string;
-}
-
-export interface ListedModel {
-  readonly ref: string;
-  readonly root: number;
-  readonly path: string;
-  readonly format: string;
-  readonly files: number;
-  readonly bytes: number;
-}
 
 /** A refusal: the server's `{error: {code, message}}`, or what went wrong before any answer. */
 export class ApiError extends Error {

@@ -265,13 +265,15 @@ export class JobPanel {
   }
 }
 
-/** `base + ft-a, ft-b → out`, or the YAML's first line. */
+/** `base + ft-a, ft-b → out`, or the YAML's base. */
 export function describeRequest(r: JobRequest): string {
-  const out = r.options?.out ?? r.out;
-  if (r.options !== undefined) {
-    const models = (r.options.models ?? []).join(', ');
-    return `${r.options.base ?? '?'} + ${models}${out !== undefined ? ` → ${out}` : ''}`;
+  const o = r.options;
+  const out = o?.out ?? r.out;
+  const to = out !== undefined ? ` → ${String(out)}` : '';
+  if (o !== undefined) {
+    const models = Array.isArray(o.models) ? o.models.map(String).join(', ') : '';
+    return `${String(o.base ?? '?')} + ${models}${to}`;
   }
   const base = /^base_model:\s*(.+)$/m.exec(r.config ?? '')?.[1]?.trim();
-  return `mergekit YAML${base !== undefined ? ` (base ${base})` : ''}${out !== undefined ? ` → ${out}` : ''}`;
+  return `mergekit YAML${base !== undefined ? ` (base ${base})` : ''}${to}`;
 }
