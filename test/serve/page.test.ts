@@ -216,6 +216,7 @@ describe('the service page in headless Chromium', function () {
 
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: path.join(shots, 'page-390.png'), fullPage: true });
+    await page.locator('#job-body').screenshot({ path: path.join(shots, 'page-390-job.png') });
     // Nothing wider than a phone's screen: no sideways scrolling of the page.
     assert.ok(
       (await page.evaluate(() => (globalThis as Win).document.documentElement.scrollWidth as number)) <= 390,
