@@ -16,6 +16,8 @@
         'native/kernels_avx2.cc',
         'native/kernels_avx512.cc',
         'native/kernels_scalar.cc',
+        'native/lowrank.cc',
+        'native/lowrank_job.cc',
         'native/memory.cc',
         'native/lock.cc',
         'native/pool.cc',

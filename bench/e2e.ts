@@ -18,13 +18,14 @@
  *
  *   node dist/bench/e2e.js [--runs N] [--preset tinyllama|medium] [--backends native,js,cuda] [--skip-js]
  *        [--write-modes rolling,plain,node] [--io mmap,pread,fs] [--no-cold] [--double]
- *        [--large LAYERS] [--scratch DIR]
+ *        [--large LAYERS] [--scratch DIR] [--no-pytorch]
  *
  * --write-modes adds a warm fsync row per write mode besides the default's; --io a warm --no-fsync row
  * per input mode; --double a 2× model (peak RSS must not grow with the model); --large LAYERS a cold row
  * on a fixture with that many layers (e.g. 90: 3 × 9 GB, larger than the page cache of a 24 GiB
  * machine; opt-in: it needs ~4 × the model size of disk). --scratch: where outputs and floor files go
- * (default: beside the fixture).
+ * (default: beside the fixture). A warm row merges the same weights saved as PyTorch `.bin` shards
+ * (bench/pytorch.ts; target: within 1.1× of the safetensors default row); --no-pytorch leaves it out.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -36,6 +37,7 @@ import { ensureFixture, PRESETS, type FixtureInfo } from '../lib/fixtures/genera
 import { createBackend, mergeModelStock } from '../lib/index';
 import { WRITE_MODES, type WriteMode } from '../lib/safetensors/shardFile';
 import { catGroups, dropCaches, durableWrite, readFiles, type DurableWrite } from './floor';
+import { pytorchFixture } from './pytorch';
 import {
   fixed,
   formatTable,
@@ -48,6 +50,7 @@ import {
 } from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
+const PYTORCH_ROW = (backend: string): string => `merge (${backend}), default: fsync, warm, .bin inputs`;
 const CHILD_FLAG = '--child';
 const RESULT_TAG = 'BENCH_RESULT ';
 
@@ -160,6 +163,7 @@ interface Options {
   double: boolean;
   large: number | undefined;
   scratch: string | undefined;
+  pytorch: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -177,6 +181,7 @@ function parseOptions(argv: string[]): Options {
       double: { type: 'boolean', default: false },
       large: { type: 'string' },
       scratch: { type: 'string' },
+      'no-pytorch': { type: 'boolean', default: false },
     },
   });
   const runs = Number(values.runs);
@@ -215,6 +220,7 @@ function parseOptions(argv: string[]): Options {
     double: values.double,
     large,
     scratch: values.scratch,
+    pytorch: !values['no-pytorch'],
   };
 }
 
@@ -258,7 +264,11 @@ async function measureFixture(
   f: FixtureInfo,
   o: Options,
   scratch: string,
-  warm: { label: string; job: Omit<ChildJob, 'base' | 'models' | 'out'> }[],
+  warm: {
+    label: string;
+    /** base and models: other inputs than the fixture's (the same weights in another format). */
+    job: Omit<ChildJob, 'base' | 'models' | 'out'> & Partial<Pick<ChildJob, 'base' | 'models'>>;
+  }[],
   cold: { label: string; job: Omit<ChildJob, 'base' | 'models' | 'out'> }[],
   tag: string,
 ): Promise<Measured[]> {
@@ -396,6 +406,9 @@ async function main(argv: string[]): Promise<void> {
     ...(main !== 'js' && o.backends.includes('js')
       ? [{ label: 'merge (js), default: fsync, warm', job: { ...d, backend: 'js' as const, fsync: true } }]
       : []),
+    ...(o.pytorch
+      ? [{ label: PYTORCH_ROW(main), job: { ...d, fsync: true, ...(await pytorchFixture(fixture)) } }]
+      : []),
   ];
   const cold = o.cold ? [{ label: `merge (${main}), default: fsync, cold`, job: { ...d, fsync: true } }] : [];
   try {
@@ -449,6 +462,14 @@ async function main(argv: string[]): Promise<void> {
       `medians of ${o.runs} run(s), spread = max/min; each merge in a fresh process; dirty pages flushed before each trial\n`,
     );
     printTable(rows);
+    const bin = rows.find((r) => r.label === PYTORCH_ROW(main));
+    const safetensors = rows.find((r) => r.label === `merge (${main}), default: fsync, warm`);
+    if (bin !== undefined && safetensors !== undefined) {
+      const ratio = median(bin.seconds) / median(safetensors.seconds);
+      console.log(
+        `  .bin inputs / .safetensors inputs (same weights, default merge, warm): ${fixed(ratio)}× (target ≤ 1.1×)`,
+      );
+    }
     for (const n of notes) console.log(`  ${n}`);
   } finally {
     if (o.scratch === undefined) rmSync(scratch, { recursive: true, force: true });

@@ -6,11 +6,16 @@
  *
  *   gram GB/s        input bytes / time;     ratio: vs the time memcpy takes to copy those input bytes
  *   interp GB/s      (input + output) bytes / time, read + written;  ratio: vs memcpy read + written
+ *
+ * Then the low-rank (LoRA) steps on Llama/TinyLlama-shaped tensors, N = 2 adapters of rank 16 (BF16
+ * factors, BF16 base and output): the Gram from the factors (packing and orthonormalization included),
+ * layer- and filter-wise; the fused output (base read + output written / time) against the dense
+ * interpolation of the same tensor from three BF16 inputs (the route that needs materialized fine-tunes).
  */
 import * as os from 'node:os';
 import { Bench } from 'tinybench';
 import { floatSize, type FloatDType } from '../lib/dtype';
-import type { Backend, TensorSpec } from '../lib/engine/backend';
+import type { Backend, LowRankFactor, LowRankSpec, TensorSpec } from '../lib/engine/backend';
 import type { NativeIsa } from '../lib/engine/native/addon-types';
 import { loadNativeAddon } from '../lib/engine/native/loader';
 import { createBackend } from '../lib/engine/registry';
@@ -139,6 +144,119 @@ async function main(): Promise<void> {
   console.log(
     '\nGB/s: gram = input bytes read / time; interpolate = input read + output written / time.' +
       '\n× memcpy: gram = time to memcpy the input bytes / time; interpolate = GB/s ÷ memcpy read + written GB/s.',
+  );
+  await lowRankRows(quick, isas, allThreads);
+}
+
+/** Stored [rows, cols] shapes of the tensors LoRA adapters target. */
+const LORA_SHAPES: readonly [string, number, number][] = [
+  ['4096×4096 Llama-7B q/k/v/o', 4096, 4096],
+  ['2048×2048 TinyLlama q/o', 2048, 2048],
+  ['256×2048 TinyLlama k/v', 256, 2048],
+  ['5632×2048 TinyLlama gate/up', 5632, 2048],
+  ['2048×5632 TinyLlama down', 2048, 5632],
+];
+const LORA_RANK = 16;
+
+function randomFactor(rows: number, cols: number, seed: number): LowRankFactor {
+  const [a] = randomInputs('BF16', LORA_RANK * cols, seed);
+  const [b] = randomInputs('BF16', rows * LORA_RANK, seed + 1);
+  return { a: a!, aDtype: 'BF16', b: b!, bDtype: 'BF16', rank: LORA_RANK, scale: 2, transposed: false };
+}
+
+async function lowRankRows(quick: boolean, isas: readonly NativeIsa[], allThreads: number): Promise<void> {
+  const header = [
+    'tensor',
+    'backend',
+    'threads',
+    'gram ms',
+    'rows gram ms',
+    'out ms',
+    'out GB/s',
+    'dense ms',
+    'out ÷ dense',
+  ];
+  const table: string[][] = [];
+  for (const [label, rows, cols] of LORA_SHAPES) {
+    const count = rows * cols;
+    const factors = [randomFactor(rows, cols, 11), randomFactor(rows, cols, 13)];
+    const spec = (filterWise: boolean): LowRankSpec => ({
+      name: label,
+      rows,
+      cols,
+      baseDtype: 'BF16',
+      outDtype: 'BF16',
+      filterWise,
+      factors,
+    });
+    const inputs = randomInputs('BF16', count, 17);
+    const window = { firstRow: 0, rows, base: inputs[0]! };
+    const out = new Uint8Array(count * 2);
+    const t = new Float64Array([0.7]);
+    const dense: TensorSpec = {
+      name: label,
+      dtypes: ['BF16', 'BF16', 'BF16'],
+      outDtype: 'BF16',
+      numel: count,
+      unitLength: count,
+    };
+    const configs: { backend: string; threads: number; make: () => Backend }[] = [
+      { backend: 'js', threads: 1, make: () => createBackend('js') },
+    ];
+    if (isas.length > 0) {
+      for (const threads of [1, allThreads])
+        configs.push({
+          backend: `native ${isas[0]}`,
+          threads,
+          make: () => createBackend('native', { threads }),
+        });
+    }
+    for (const c of configs) {
+      const backend = c.make();
+      const gram = (filterWise: boolean) => async (): Promise<void> => {
+        const session = backend.openLowRank(spec(filterWise));
+        await session.gram();
+        await session.close();
+      };
+      const session = backend.openLowRank(spec(false));
+      await session.gram(); // packed once: the output rows time the fused kernel alone
+      const denseSession = backend.openTensor(dense);
+      const jsOutput = c.backend === 'js' && count > 1 << 22;
+      const tasks: [string, () => Promise<void>][] = [
+        ['gram', gram(false)],
+        ['rows', gram(true)],
+        ['out', () => session.interpolate(window, t, out)],
+        ['dense', () => denseSession.interpolate({ firstElement: 0, count, inputs }, t, out)],
+      ];
+      // js on the largest tensors: the output passes take seconds; measured on the smaller ones only.
+      const measured = await measure(jsOutput ? tasks.slice(0, 2) : tasks, quick);
+      const ms = (name: string): number | undefined => measured.find((r) => r.what === name)?.medianMs;
+      const outMs = ms('out');
+      const denseMs = ms('dense');
+      table.push([
+        label,
+        c.backend,
+        String(c.threads),
+        fixed(ms('gram')!, 2),
+        fixed(ms('rows')!, 2),
+        outMs === undefined ? '–' : fixed(outMs, 1),
+        outMs === undefined ? '–' : fixed((count * 4) / outMs / 1e6),
+        denseMs === undefined ? '–' : fixed(denseMs, 1),
+        outMs === undefined || denseMs === undefined ? '–' : fixed(outMs / denseMs),
+      ]);
+      await session.close();
+      await denseSession.close();
+      await backend.dispose();
+    }
+  }
+  console.log(
+    `\nlow-rank steps: N = 2 adapters of rank ${LORA_RANK} (BF16 factors), BF16 base and output, medians`,
+  );
+  console.log(formatTable(header, table));
+  console.log(
+    '\ngram: the Gram from the factors (packing and orthonormalization included), one unit; rows gram: one unit per row.' +
+      '\nout GB/s: base read + output written / time of the fused output pass; dense: the dense interpolation of the' +
+      '\nsame tensor from base + 2 materialized BF16 fine-tunes; out ÷ dense: their time ratio.',
   );
 }
 

@@ -18,12 +18,12 @@ import { ensureFixture, PRESETS } from '../lib/fixtures/generate';
 import { writeHeaderFile, zeroSizeTensors } from '../lib/fixtures/hostile';
 import { mergeModelStock } from '../lib/merge';
 import { makePlanSliced } from '../lib/plan/plan';
-import { openCheckpoint } from '../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../lib/checkpoint/open';
 import { readSafetensorsFile } from '../lib/safetensors/file';
-import { readIndexFile } from '../lib/safetensors/indexFile';
+import { readIndexFile } from '../lib/checkpoint/indexFile';
 import { planShardsSliced } from '../lib/safetensors/layout';
 import { writeReportJson } from '../lib/output/report';
-import type { Checkpoint, TensorInfo } from '../lib/safetensors/types';
+import type { Checkpoint, TensorInfo } from '../lib/checkpoint/types';
 import type { MergeReport } from '../lib/types';
 import { ChunkedMap } from '../lib/util/chunkedMap';
 import { forEachSliced, mapSliced, runSliced } from '../lib/util/sliced';
@@ -150,6 +150,7 @@ async function downstream(count: number): Promise<void> {
     );
     return {
       format: 'safetensors',
+      warnings: [],
       path: label,
       dir: label,
       files: [label],

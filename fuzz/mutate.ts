@@ -32,7 +32,7 @@ export const DTYPES = [...Object.keys(DTYPE_SIZES), ...Object.keys(DTYPE_BITS)] 
 
 /** A fuzz input: bytes, and for headers the size of the data section the file claims to have. */
 export interface FuzzInput {
-  readonly kind: 'header' | 'index';
+  readonly kind: 'header' | 'index' | 'pytorch';
   readonly bytes: Uint8Array;
   readonly dataBytes: number;
 }

@@ -8,7 +8,7 @@
 import { ModelStockError, type ErrorCode } from '../lib/errors';
 import { dtypeBits, isKnownDType, type DType } from '../lib/dtype';
 import { scanKeys } from '../lib/safetensors/header';
-import type { TensorInfo } from '../lib/safetensors/types';
+import type { TensorInfo } from '../lib/checkpoint/types';
 
 interface ParsedHeader {
   /** In header (JSON) order. */

@@ -6,13 +6,21 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { FuzzInput } from './mutate';
-import { SHARED_BYTES, decodeInput, type WorkerData, type WorkerMessage } from './protocol';
+import {
+  SHARED_BYTES,
+  decodeInput,
+  type PytorchCounts,
+  type WorkerData,
+  type WorkerMessage,
+} from './protocol';
 
 export interface FuzzOptions {
   readonly seconds: number;
   readonly seed: number;
   /** No progress for this long is a hang (default 10 s; the slowest legitimate input takes ms). */
   readonly hangMs?: number;
+  /** The share of inputs that are mutated PyTorch files (default 0.3; the rest: headers and index files). */
+  readonly pytorchShare?: number;
 }
 
 export interface FuzzFinding {
@@ -26,13 +34,20 @@ export interface FuzzResult {
   readonly seed: number;
   readonly iterations: number;
   readonly findings: FuzzFinding[];
+  /** PyTorch inputs: how many ran, reached the pickle interpreter, and gave a tensor table. */
+  readonly pytorch: PytorchCounts;
 }
 
 export function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   const shared = new SharedArrayBuffer(SHARED_BYTES);
   const state = new Int32Array(shared, 0, 4);
   const bytes = new Uint8Array(shared, 16);
-  const data: WorkerData = { seed: opts.seed, seconds: opts.seconds, shared };
+  const data: WorkerData = {
+    seed: opts.seed,
+    seconds: opts.seconds,
+    shared,
+    pytorchShare: opts.pytorchShare ?? 0.3,
+  };
   const worker = new Worker(path.join(__dirname, 'worker.js'), {
     workerData: data,
     resourceLimits: { maxOldGenerationSizeMb: 1024 },
@@ -43,12 +58,13 @@ export function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
     let lastIteration = -1;
     let lastProgress = performance.now();
     let settled = false;
+    let pytorch: PytorchCounts = { inputs: 0, interpreted: 0, tables: 0 };
     const finish = (iterations: number, extra?: Omit<FuzzFinding, 'original'>): void => {
       if (settled) return;
       settled = true;
       clearInterval(watchdog);
       if (extra !== undefined) findings.push({ ...extra, original: extra.input });
-      void worker.terminate().then(() => resolve({ seed: opts.seed, iterations, findings }));
+      void worker.terminate().then(() => resolve({ seed: opts.seed, iterations, findings, pytorch }));
     };
     const watchdog = setInterval(() => {
       const iteration = Atomics.load(state, 0);
@@ -64,7 +80,10 @@ export function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
     }, 250);
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'finding') findings.push({ problem: m.problem, input: m.input, original: m.original });
-      else finish(m.iterations);
+      else {
+        pytorch = m.pytorch;
+        finish(m.iterations);
+      }
     });
     worker.on('error', (e: Error) => {
       finish(Atomics.load(state, 0), {

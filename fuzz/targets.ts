@@ -7,12 +7,24 @@ import { isUtf8 } from 'node:buffer';
 import { isDeepStrictEqual } from 'node:util';
 import { isModelStockError } from '../lib/errors';
 import { parseHeader, parseHeaderSliced, type ParsedHeader } from '../lib/safetensors/header';
-import { parseIndex, type ParsedIndex } from '../lib/safetensors/indexFile';
+import { parseIndex, type ParsedIndex } from '../lib/checkpoint/indexFile';
+import { readPytorchSource } from '../lib/pytorch/archive';
+import { memorySource } from '../lib/pytorch/source';
 import type { FuzzInput } from './mutate';
 import { referenceParseHeader, referenceParseIndex } from './reference';
 
 export const HEADER_FILE = '/fuzz/model.safetensors';
 export const INDEX_FILE = '/fuzz/model.safetensors.index.json';
+export const PYTORCH_FILE = '/fuzz/pytorch_model.bin';
+
+/** What a PyTorch file may end in besides a tensor table: the reader's own codes. */
+const PYTORCH_CODES = new Set([
+  'INVALID_ARCHIVE',
+  'INVALID_PICKLE',
+  'INVALID_STORAGE',
+  'UNSUPPORTED_FORMAT',
+  'NON_CONTIGUOUS',
+]);
 
 type Outcome<T> = { ok: T } | { code: string; file: string | undefined } | { other: unknown };
 
@@ -44,11 +56,43 @@ export interface Checked {
   readonly problem: string | undefined;
   /** What the parser gave: "a valid parse" or an error code. */
   readonly outcome: string;
+  /** PyTorch inputs: whether data.pkl reached the interpreter, and whether a tensor table came out. */
+  readonly interpreted?: boolean;
+  readonly table?: boolean;
 }
 
 /** Runs one input through its target; `sliced` also runs the async parser and compares. */
 export async function checkInput(input: FuzzInput, sliced: boolean): Promise<Checked> {
+  if (input.kind === 'pytorch') return checkPytorch(input);
   return input.kind === 'header' ? checkHeader(input, sliced) : checkIndex(input);
+}
+
+/**
+ * A PyTorch file read from memory: a tensor table whose every tensor lies inside the file, or one of
+ * the reader's codes naming the file — never another exception (a hang or a crash the watchdog sees).
+ */
+async function checkPytorch(input: FuzzInput): Promise<Checked> {
+  let interpreted = false;
+  const got = await outcomeAsync(() =>
+    readPytorchSource(memorySource(PYTORCH_FILE, input.bytes), {}, () => (interpreted = true)),
+  );
+  const checked = (problem: string | undefined): Checked => ({
+    problem,
+    outcome: show(got),
+    interpreted,
+    table: 'ok' in got,
+  });
+  if ('other' in got) return checked(`threw ${show(got)}`);
+  if ('code' in got) {
+    if (!PYTORCH_CODES.has(got.code)) return checked(`ends in ${got.code}, not a PyTorch reader code`);
+    return checked(got.file === PYTORCH_FILE ? undefined : `${got.code} names ${String(got.file)}`);
+  }
+  for (const t of got.ok.tensors) {
+    if (!(t.offset >= 0 && t.byteLength >= 0 && t.offset + t.byteLength <= input.bytes.byteLength)) {
+      return checked(`tensor "${t.name}" [${t.offset}, +${t.byteLength}) lies outside the file`);
+    }
+  }
+  return checked(undefined);
 }
 
 async function checkHeader(input: FuzzInput, sliced: boolean): Promise<Checked> {

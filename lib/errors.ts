@@ -23,10 +23,10 @@ export type ErrorCode =
   | 'NO_CHECKPOINT' // folder has no checkpoint (safetensors, PyTorch) or adapter file
   | 'IO_ERROR'
   // PyTorch checkpoints (.bin / .pt / .pth / .ckpt), read as data: the pickle is interpreted, never run
-  | 'UNSUPPORTED_FORMAT' // legacy (pre-1.6) pickle stream or tar, a compressed zip entry, big-endian data
+  | 'UNSUPPORTED_FORMAT' // legacy (pre-1.6) pickle stream or tar, a compressed zip entry, big-endian data, a quantized/sparse/meta tensor
   | 'INVALID_ARCHIVE' // zip structure or bounds (central directory, zip64, entry names, offsets)
   | 'INVALID_PICKLE' // an opcode outside what torch writes, a limit exceeded, no state dict found
-  | 'INVALID_STORAGE' // a storage shorter than a tensor on it needs, or an unknown storage type
+  | 'INVALID_STORAGE' // a storage shorter than a tensor on it needs, missing, or of an unknown type
   | 'NON_CONTIGUOUS' // a tensor stored as a strided (e.g. transposed) view of its storage
   // LoRA adapters (PEFT)
   | 'UNSUPPORTED_ADAPTER' // an adapter field or module we cannot merge exactly (DoRA, IA3, …), named

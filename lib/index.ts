@@ -3,7 +3,7 @@ export { inspectModelStock } from './inspect';
 export { modelStock, modelStockTensors } from './math/inMemory';
 export { ModelStockError, isModelStockError, type ErrorCode } from './errors';
 export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule } from './math/ratio';
-export { openCheckpoint } from './safetensors/checkpoint';
+export { openCheckpoint } from './checkpoint/open';
 export { parseMergekitYaml, readMergekitYaml, MERGEKIT_KEYS, type MergekitConfig } from './config/mergekit';
 export { resolveModelRef } from './hub/resolve';
 export { renderReportSvg, PLOT_FILE } from './report/svg';

@@ -10,8 +10,8 @@ import { resolveModelRef } from './hub/resolve';
 import { modelConfigOf, type ModelConfig } from './plan/embeddings';
 import { makePlanSliced, type Plan } from './plan/plan';
 import { forEachSliced, runSliced } from './util/sliced';
-import { openCheckpoint } from './safetensors/checkpoint';
-import type { Checkpoint } from './safetensors/types';
+import { openCheckpoint } from './checkpoint/open';
+import type { Checkpoint } from './checkpoint/types';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import type { TensorSource } from './engine/io';
 import type { InputReport, InspectOptions, TensorReport } from './types';
@@ -50,7 +50,7 @@ const positive = (v: number | undefined, name: string, max = Number.MAX_SAFE_INT
 export function validateInputOptions(o: InspectOptions): void {
   const bad = (m: string): ModelStockError => new ModelStockError('BAD_CONFIG', m);
   if (typeof o.base !== 'string' || o.base === '')
-    throw bad('base: a model folder or .safetensors file is required');
+    throw bad('base: a model folder, a weight file (.safetensors, .bin, .pt, …) or a Hub ID is required');
   if (!Array.isArray(o.models)) throw bad('models: expected a list of model folders');
   if (o.models.length < 2) {
     throw new ModelStockError(
@@ -67,6 +67,10 @@ export function validateInputOptions(o: InspectOptions): void {
       `out dtype must be one of ${FLOAT_DTYPES.join(', ')}, got "${o.outDtype}"`,
     );
   }
+  if (o.stateDictKey !== undefined && (typeof o.stateDictKey !== 'string' || o.stateDictKey === ''))
+    throw bad(
+      'stateDictKey must be a non-empty string: the top-level entry of each PyTorch input holding its weights',
+    );
   if (o.io !== undefined && !IO_MODES.includes(o.io))
     throw bad(`io must be one of ${IO_MODES.join(', ')}, got "${o.io}"`);
   positive(o.memory, 'memory');
@@ -148,9 +152,17 @@ export async function openInputs(
     const resolved = new Map(refs.map((r, i) => [modelRefKey(r), paths[i]!]));
     await checkLayerRanges(o.layerRanges, (ref) => resolved.get(modelRefKey(ref)) ?? ref);
   }
-  const base = await openCheckpoint(paths[0]!);
+  const open = async (p: string): Promise<Checkpoint> => {
+    const checkpoint = await openCheckpoint(p, { stateDictKey: o.stateDictKey });
+    for (const w of checkpoint.warnings) {
+      hooks.record(w);
+      o.onWarning?.(w);
+    }
+    return checkpoint;
+  };
+  const base = await open(paths[0]!);
   const models: Checkpoint[] = [];
-  for (const p of paths.slice(1)) models.push(await openCheckpoint(p));
+  for (const p of paths.slice(1)) models.push(await open(p));
   const labels = o.models.map((m, i) => `model ${i + 1} (${m})`);
   const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
   const plan = await makePlanSliced(base, models, {

@@ -4,7 +4,7 @@ import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
 import { DEFAULT_MEMORY, openInputs, reportInputs, reportTensors, validateInputOptions } from './inputs';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { checkUnchanged } from './safetensors/identity';
+import { checkUnchanged } from './checkpoint/identity';
 import type { InspectOptions, InspectReport } from './types';
 
 /**

@@ -24,7 +24,7 @@ import { planShardsSliced } from './safetensors/layout';
 import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { openTensorSource, type TensorSource } from './engine/io';
-import { checkUnchanged } from './safetensors/identity';
+import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
 import type { MergeOptions, MergeReport } from './types';
 
@@ -188,6 +188,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
         outDtype: options.outDtype,
         tokenizerSource: options.tokenizerSource,
         chatTemplate: options.chatTemplate,
+        stateDictKey: options.stateDictKey,
       });
     const summary: MergeReport = {
       method: 'model_stock',

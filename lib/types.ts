@@ -21,14 +21,21 @@ export interface MergeProgress {
 /** What `inspectModelStock` takes: the inputs and how to compute — everything but the output. */
 export interface InspectOptions {
   /**
-   * Base (pre-trained) model: a folder, one .safetensors file, or a Hugging Face Hub ID `org/name[@revision]`
-   * (resolved through the Hugging Face cache, downloaded when missing and online; see `hub`).
+   * Base (pre-trained) model: a folder (safetensors or PyTorch weights), one weight file (`.safetensors`,
+   * or PyTorch's `.bin`, `.pt`, `.pth`, `.ckpt`), or a Hugging Face Hub ID `org/name[@revision]` (resolved
+   * through the Hugging Face cache, downloaded when missing and online; see `hub`).
    */
   readonly base: string;
   /** N ≥ 2 fine-tuned models of the same architecture; references as for `base`. */
   readonly models: readonly string[];
   /** One ratio per output row (`[shape[0], rest]`) instead of per tensor. Default false. */
   readonly filterWise?: boolean;
+  /**
+   * PyTorch inputs: the top-level entry holding the weights (e.g. `state_dict_ema`), for every PyTorch
+   * input (one without it is BAD_CONFIG). Default: the top level if it holds a tensor, else the first of
+   * `state_dict`, `model_state_dict`, `model`, `module` that holds tensors.
+   */
+  readonly stateDictKey?: string;
   /** Default 'mean-cos'. */
   readonly theta?: ThetaRule;
   /** Output dtype for merged tensors; default: each tensor's base dtype. */

@@ -14,6 +14,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   } functions[] = {
       {"gram", ms::Gram},                // workers.cc
       {"interpolate", ms::Interpolate},  // workers.cc
+      {"lowRankPack", ms::LowRankPack},                // lowrank_job.cc
+      {"lowRankGram", ms::LowRankGram},                // lowrank_job.cc
+      {"lowRankInterpolate", ms::LowRankInterpolate},  // lowrank_job.cc
       {"info", ms::Info},                // runtime.cc
       {"setErrorConstructor", ms::SetErrorConstructor},  // runtime.cc
       {"allocHost", ms::AllocHost},      // memory.cc

@@ -8,6 +8,11 @@ namespace ms {
 Napi::Value Gram(const Napi::CallbackInfo& info);
 Napi::Value Interpolate(const Napi::CallbackInfo& info);
 
+// lowrank_job.cc: the low-rank (LoRA) steps, as Promises
+Napi::Value LowRankPack(const Napi::CallbackInfo& info);
+Napi::Value LowRankGram(const Napi::CallbackInfo& info);
+Napi::Value LowRankInterpolate(const Napi::CallbackInfo& info);
+
 // runtime.cc: what the addon runs on; the error class
 Napi::Value Info(const Napi::CallbackInfo& info);
 Napi::Value SetErrorConstructor(const Napi::CallbackInfo& info);

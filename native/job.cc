@@ -7,7 +7,7 @@
 #include "js_errors.h"
 
 namespace ms {
-namespace {
+namespace parse {
 
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -71,7 +71,8 @@ Napi::TypedArray typedArray(const char* op, Napi::Value v, const std::string& fi
   return v.As<Napi::TypedArray>();
 }
 
-Input input(const char* op, Napi::Value v, const std::string& field, uint64_t count, ParsedWindow& task) {
+Input bytesOf(const char* op, Napi::Value v, const std::string& field, uint64_t count,
+              std::vector<Napi::Object>& keep) {
   Napi::Object o = object(op, v, field);
   const DType d = dtype(op, o.Get("dtype"), field + ".dtype");
   Napi::Value b = o.Get("bytes");
@@ -80,40 +81,51 @@ Input input(const char* op, Napi::Value v, const std::string& field, uint64_t co
   if (bytes.ByteLength() != want)
     throw ArgumentError(std::string(op) + ": " + field + ".bytes has " + std::to_string(bytes.ByteLength()) +
                         " bytes but count × size(" + dtypeName(d) + ") = " + std::to_string(want));
-  task.arrays.push_back(bytes);
+  keep.push_back(bytes);
   return Input{bytes.Data(), d};
 }
 
-// The job's ISA (default: the best this CPU runs) and parallelism (default 0: all cores).
-void parseRuntime(const char* op, Napi::Object job, WindowGeometry& g) {
+void runtime(const char* op, Napi::Object job, const KernelTable*& kernels, unsigned& threadCount) {
   Napi::Value isa = job.Get("isa");
   if (isa.IsUndefined()) {
-    g.kernels = bestKernels();
+    kernels = bestKernels();
   } else {
     if (!isa.IsString()) fail(op, "job.isa", "'avx512', 'avx2' or 'scalar'", isa);
     try {
-      g.kernels = kernelsFor(isa.As<Napi::String>().Utf8Value());
+      kernels = kernelsFor(isa.As<Napi::String>().Utf8Value());
     } catch (const std::runtime_error& e) {
       throw ArgumentError(std::string(op) + ": job." + e.what());
     }
   }
-  g.threads = 0;
+  threadCount = 0;
   if (!job.Get("threads").IsUndefined()) {
     const uint64_t threads = integer(op, job, "threads", 0);
     if (threads > 1024) fail(op, "job.threads", "an integer from 0 to 1024", job.Get("threads"));
-    g.threads = static_cast<unsigned>(threads);
+    threadCount = static_cast<unsigned>(threads);
   }
 }
 
-// The merge's abort flag: an Int32Array (over a SharedArrayBuffer) whose element 0 JS sets to 1.
-const int32_t* abortFlag(const char* op, Napi::Object job, ParsedWindow& task) {
+const int32_t* abortFlag(const char* op, Napi::Object job, std::vector<Napi::Object>& keep) {
   Napi::Value v = job.Get("abort");
   if (v.IsUndefined()) return nullptr;
   Napi::TypedArray flag = typedArray(op, v, "job.abort", napi_int32_array, "an Int32Array");
   if (flag.ElementLength() < 1) fail(op, "job.abort", "an Int32Array of at least one element", v);
-  task.arrays.push_back(flag);
+  keep.push_back(flag);
   return flag.As<Napi::Int32Array>().Data();
 }
+
+}  // namespace parse
+
+namespace {
+
+using namespace parse;
+
+Input input(const char* op, Napi::Value v, const std::string& field, uint64_t count, ParsedWindow& task) {
+  return bytesOf(op, v, field, count, task.arrays);
+}
+
+// The job's ISA (default: the best this CPU runs) and parallelism (default 0: all cores).
+void parseRuntime(const char* op, Napi::Object job, WindowGeometry& g) { runtime(op, job, g.kernels, g.threads); }
 
 // Fills inputs and geometry; returns the number of units the window touches' last index + 1.
 uint64_t parseWindow(const char* op, Napi::Value jobValue, ParsedWindow& task, WindowGeometry& g, Napi::Object& job) {
@@ -122,7 +134,7 @@ uint64_t parseWindow(const char* op, Napi::Value jobValue, ParsedWindow& task, W
   g.firstElement = integer(op, job, "firstElement", 0);
   g.unitLength = integer(op, job, "unitLength", 1);
   parseRuntime(op, job, g);
-  g.abort = abortFlag(op, job, task);
+  g.abort = abortFlag(op, job, task.arrays);
   if (static_cast<double>(g.firstElement) + static_cast<double>(g.count) > kMaxSafeInteger)
     throw ArgumentError(std::string(op) + ": job.firstElement + job.count exceeds 2^53 − 1");
   Napi::Value modelsValue = job.Get("models");

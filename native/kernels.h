@@ -66,10 +66,18 @@ struct InterpolateBlock {
   double* scratch;  // (N+2)·(kTile+kTilePad) doubles, 64-byte aligned (float32 mode uses it as floats)
 };
 
+// Low-rank (LoRA) steps: lowrank.h.
+struct LowRankDotsTask;
+struct LowRankRowsTask;
+struct LowRankOutputTask;
+
 struct KernelTable {
   const char* isa;
   void (*gramBlock)(const GramBlock&);
   void (*interpolateBlock)(const InterpolateBlock&);
+  void (*lowRankDots)(const LowRankDotsTask&);
+  void (*lowRankRows)(const LowRankRowsTask&);
+  void (*lowRankOutput)(const LowRankOutputTask&);
 };
 
 // Each is null when the ISA was not compiled in (non-x86 builds).

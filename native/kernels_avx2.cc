@@ -6,6 +6,7 @@
 
 #include "convert.h"
 #include "kernels.h"
+#include "lowrank.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -15,6 +16,8 @@
 MS_TARGET_BEGIN("avx2,fma,f16c")
 namespace ms {
 namespace {
+
+#include "narrow_x86.h"
 
 struct V {
   static constexpr size_t W = 8, W64 = 4;
@@ -58,6 +61,10 @@ struct V {
     _mm256_storeu_pd(dst, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
     _mm256_storeu_pd(dst + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
   }
+  static F32 narrow(F64 lo, F64 hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
+  static F32 narrowOdd(F64 lo, F64 hi) { return _mm256_set_m128(narrowOdd4(hi), narrowOdd4(lo)); }
+  static void keep(F64& v) { __asm__("" : "+x"(v)); }
+  static void storeF64(uint8_t* p, F64 v) { _mm256_storeu_pd(reinterpret_cast<double*>(p), v); }
   static F64 lo(F32 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
   static F64 hi(F32 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
   // A prefetch past the end of a buffer is harmless: prefetches never fault.
@@ -85,11 +92,13 @@ struct V {
 };
 
 #include "kernels_impl.h"
+#include "lowrank_impl.h"
 
 }  // namespace
 
 const KernelTable* avx2Kernels() {
-  static const KernelTable table{"avx2", &gramBlock<V>, &interpolateBlock<V>};
+  static const KernelTable table{"avx2", &gramBlock<V>, &interpolateBlock<V>,
+                                 &lowRankDots<V>, &lowRankRows<V>, &lowRankOutput<V>};
   return &table;
 }
 

@@ -6,6 +6,7 @@
 
 #include "convert.h"
 #include "kernels.h"
+#include "lowrank.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -20,6 +21,8 @@
 MS_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 namespace ms {
 namespace {
+
+#include "narrow_x86.h"
 
 struct V {
   static constexpr size_t W = 16, W64 = 8;
@@ -57,6 +60,17 @@ struct V {
     _mm512_storeu_pd(dst, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
     _mm512_storeu_pd(dst + 8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
   }
+  static F32 join(__m256 lo, __m256 hi) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+  }
+  static F32 narrow(F64 lo, F64 hi) { return join(_mm512_cvtpd_ps(lo), _mm512_cvtpd_ps(hi)); }
+  // The AVX2 rounding to odd, a quarter at a time (one tested path for both ISAs).
+  static __m256 narrowOdd8(F64 x) {
+    return _mm256_set_m128(narrowOdd4(_mm512_extractf64x4_pd(x, 1)), narrowOdd4(_mm512_castpd512_pd256(x)));
+  }
+  static F32 narrowOdd(F64 lo, F64 hi) { return join(narrowOdd8(lo), narrowOdd8(hi)); }
+  static void keep(F64& v) { __asm__("" : "+v"(v)); }
+  static void storeF64(uint8_t* p, F64 v) { _mm512_storeu_pd(p, v); }
   static F64 lo(F32 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
   static F64 hi(F32 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
   // A prefetch past the end of a buffer is harmless: prefetches never fault.
@@ -81,11 +95,13 @@ struct V {
 };
 
 #include "kernels_impl.h"
+#include "lowrank_impl.h"
 
 }  // namespace
 
 const KernelTable* avx512Kernels() {
-  static const KernelTable table{"avx512", &gramBlock<V>, &interpolateBlock<V>};
+  static const KernelTable table{"avx512", &gramBlock<V>, &interpolateBlock<V>,
+                                 &lowRankDots<V>, &lowRankRows<V>, &lowRankOutput<V>};
   return &table;
 }
 

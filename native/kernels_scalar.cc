@@ -6,6 +6,7 @@
 
 #include "convert.h"
 #include "kernels.h"
+#include "lowrank.h"
 
 namespace ms {
 namespace {
@@ -48,11 +49,13 @@ struct V {
 };
 
 #include "kernels_impl.h"
+#include "lowrank_impl.h"
 
 }  // namespace
 
 const KernelTable* scalarKernels() {
-  static const KernelTable table{"scalar", &gramBlock<V>, &interpolateBlock<V>};
+  static const KernelTable table{"scalar", &gramBlock<V>, &interpolateBlock<V>,
+                                 &lowRankDots<V>, &lowRankRows<V>, &lowRankOutput<V>};
   return &table;
 }
 

@@ -2,7 +2,7 @@
 // Packs what scripts/gpu-check.sh needs on a GPU machine that has no Node or npm, into .gpu/ (ignored
 // by git; ≤ 64 MiB with the working tree, the device tool's carry limit):
 //   .gpu/node.xz          this machine's node binary, stripped, xz-compressed
-//   .gpu/bundle.tar.xz    package.json, .mocharc.json, README.md, docs/, dist/, the addon built here (CUDA compiled in,
+//   .gpu/bundle.tar.xz    package.json, .mocharc.json, README.md, docs/, test/data/, dist/, the addon built here (CUDA compiled in,
 //                         static CUDA runtime), and the node_modules the test suite and benches load
 //                         (mocha included), found by walking their dependencies.
 // Run after `npm ci` and `npm run build` (scripts/gpu-check.sh pack does all three).
@@ -58,12 +58,14 @@ for (const name of ROOTS) walk(name, root);
 const staging = fs.mkdtempSync(path.join(os.tmpdir(), 'model-stock-gpu-pack-'));
 try {
   const copy = (rel) => fs.cpSync(path.join(root, rel), path.join(staging, rel), { recursive: true });
-  // README.md and docs/: the docs test checks their links and the report schema.
+  // README.md and docs/: the docs test checks their links and the report schema; test/data: the torch.save
+  // files the PyTorch tests and the fuzzer read.
   for (const rel of [
     'package.json',
     '.mocharc.json',
     'README.md',
     'docs',
+    'test/data',
     'dist',
     'build/Release/model_stock.node',
   ])

@@ -37,6 +37,7 @@ export interface InputFlags {
   base?: string;
   model?: string[];
   filterWise?: boolean;
+  stateDictKey?: string;
   theta: ThetaRule;
   backend: BackendChoice;
   memory?: number;
@@ -50,10 +51,14 @@ export function addInputOptions(cmd: Command): Command {
   return cmd
     .option(
       '--base <model>',
-      'base (pre-trained) model: folder, .safetensors file or Hub ID org/name[@revision]',
+      'base (pre-trained) model: folder, weight file (.safetensors, .bin, .pt, .pth, .ckpt) or Hub ID org/name[@revision]',
     )
     .option('--model <model>', 'fine-tuned model, as --base (repeat, at least twice)', collect)
     .option('--filter-wise', 'one ratio per output row instead of per tensor')
+    .option(
+      '--state-dict-key <key>',
+      'PyTorch inputs: the entry holding the weights, e.g. state_dict_ema (default: the top level, else state_dict, model_state_dict, model, module)',
+    )
     .addOption(
       new Option('--theta <rule>', 'how pairwise cosines combine (N > 2)')
         .choices(['mean-cos', 'mean-angle'])
@@ -94,6 +99,7 @@ export function resolveInputs(
   let base = f.base;
   let models = f.model ?? [];
   let filterWise = f.filterWise ?? false;
+  let stateDictKey = f.stateDictKey;
   let yaml: MergekitConfig | undefined;
   if (config !== undefined) {
     yaml = readMergekitYaml(config);
@@ -103,6 +109,7 @@ export function resolveInputs(
     base = yaml.base;
     models = yaml.models;
     filterWise = f.filterWise ?? yaml.filterWise;
+    stateDictKey ??= yaml.stateDictKey;
     for (const w of yaml.warnings) onWarning(`${config}: ${w}`);
   }
   if (base === undefined) throw new UsageError('missing --base DIR (or a CONFIG.yml)');
@@ -120,6 +127,7 @@ export function resolveInputs(
       base,
       models,
       filterWise,
+      ...(stateDictKey !== undefined ? { stateDictKey } : {}),
       theta: f.theta,
       backend: f.backend,
       memory: f.memory,

@@ -102,7 +102,7 @@ async function runMerge(
 export function buildProgram(): Command {
   const program = new Command('model-stock')
     .description(
-      'Model Stock (Jang, Yun, Han, ECCV 2024): merge fine-tuned safetensors checkpoints of one base model',
+      'Model Stock (Jang, Yun, Han, ECCV 2024): merge fine-tuned checkpoints (safetensors, PyTorch) of one base model',
     )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()

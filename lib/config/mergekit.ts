@@ -79,6 +79,11 @@ export const MERGEKIT_KEYS: readonly {
   },
   { key: 'out_dtype', fate: 'honoured', note: 'the output dtype' },
   {
+    key: 'state_dict_key',
+    fate: 'honoured',
+    note: "model-stock's own (mergekit has none): the entry of every PyTorch input that holds its weights, as `--state-dict-key`",
+  },
+  {
     key: 'tokenizer_source',
     fate: 'honoured',
     note: "`base`, the base's reference, or another listed model whose vocabulary fits the base's embedding rows (its tokenizer files are copied); `union` is refused",
@@ -140,6 +145,8 @@ export interface MergekitConfig {
   readonly chatTemplate: string | undefined;
   /** From `slices`: ranges to check against each model's layer count once resolved. */
   readonly layerRanges: LayerRangeCheck[];
+  /** model-stock's `state_dict_key`: the entry of every PyTorch input that holds its weights. */
+  readonly stateDictKey: string | undefined;
   /** Keys accepted but without effect, models dropped. */
   readonly warnings: string[];
 }
@@ -156,6 +163,7 @@ const TOP_KEYS = new Set([
   'tokenizer',
   'chat_template',
   'name',
+  'state_dict_key',
 ]);
 
 type Mapping = Record<string, unknown>;
@@ -408,7 +416,21 @@ export function parseMergekitYaml(text: string, file: string): MergekitConfig {
   // mergekit computes in `dtype` and writes `out_dtype ?? dtype`; we always compute in float64/float32, so
   // `dtype` only decides the output dtype when out_dtype is absent.
   const outDtype = dtypeOf('out_dtype') ?? dtypeOf('dtype');
-  return { base, models, filterWise, outDtype, tokenizerSource, chatTemplate, layerRanges, warnings };
+  if (given(c.state_dict_key) && (typeof c.state_dict_key !== 'string' || c.state_dict_key === '')) {
+    throw bad('state_dict_key must be the name of the entry holding the weights, e.g. state_dict_ema');
+  }
+  const stateDictKey = given(c.state_dict_key) ? (c.state_dict_key as string) : undefined;
+  return {
+    base,
+    models,
+    filterWise,
+    outDtype,
+    tokenizerSource,
+    chatTemplate,
+    layerRanges,
+    stateDictKey,
+    warnings,
+  };
 }
 
 export function readMergekitYaml(file: string): MergekitConfig {
@@ -437,6 +459,7 @@ export function resolvedConfigYaml(o: {
   outDtype: FloatDType | undefined;
   tokenizerSource?: string;
   chatTemplate?: string;
+  stateDictKey?: string;
 }): string {
   const doc: Record<string, unknown> = {
     merge_method: 'model_stock',
@@ -446,6 +469,7 @@ export function resolvedConfigYaml(o: {
     ...(o.outDtype !== undefined ? { out_dtype: TORCH_NAME[o.outDtype] } : {}),
     tokenizer_source: o.tokenizerSource ?? 'base',
     ...(o.chatTemplate !== undefined ? { chat_template: o.chatTemplate } : {}),
+    ...(o.stateDictKey !== undefined ? { state_dict_key: o.stateDictKey } : {}),
   };
   const comment = o.theta !== 'mean-cos' ? `# model-stock: --theta ${o.theta}\n` : '';
   return comment + toYaml(doc);

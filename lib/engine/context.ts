@@ -1,7 +1,7 @@
 import { floatSize, type FloatDType } from '../dtype';
 import type { ThetaRule } from '../math/ratio';
 import type { MergeStep } from '../plan/plan';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { MergeProgress } from '../types';
 import type { Arena } from './arena';
 import type { Backend, TensorSpec } from './backend';

@@ -1,7 +1,7 @@
 import { floatSize, type FloatDType } from '../dtype';
 import { decodeFloats, encodeFloats } from '../math/codec';
 import type { CopyStep, MergeStep } from '../plan/plan';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { Arena } from './arena';
 import { acquire, type StepContext, type TensorSink } from './context';
 import { mappedWriteError } from './io';

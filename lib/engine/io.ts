@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { ModelStockError, throwIfCancelled } from '../errors';
 import { AbortFlag } from './abort';
 import { TensorReader } from '../safetensors/window';
-import type { TensorInfo } from '../safetensors/types';
+import type { TensorInfo } from '../checkpoint/types';
 import type { NativeAddon, NativeMapping } from './native/addon-types';
 import { loadNativeAddon } from './native/loader';
 

@@ -16,10 +16,14 @@ import {
   type BackendCapacity,
   type BackendInfo,
   type BackendOptions,
+  type LowRankSession,
+  type LowRankSpec,
+  type MaterializeJob,
   type TensorSession,
   type TensorSpec,
   type TensorWindow,
 } from './backend';
+import { JsLowRankSession, materializeRowsJs } from './jsLowRank';
 
 /**
  * The pure-TypeScript backend: lib/math/kernels.ts behind the seam, and the baseline the native engine
@@ -206,6 +210,14 @@ export class JsBackend implements Backend {
 
   openTensor(spec: TensorSpec): TensorSession {
     return new JsSession(spec, this.scratchPool, this.options.signal);
+  }
+
+  openLowRank(spec: LowRankSpec): LowRankSession {
+    return new JsLowRankSession(spec, this.options.signal);
+  }
+
+  materializeRows(job: MaterializeJob): Promise<void> {
+    return materializeRowsJs(job, this.options.signal);
   }
 
   async dispose(): Promise<void> {

@@ -53,12 +53,11 @@ registerBackend({
  */
 const AUTO_ORDER: readonly BackendName[] = ['native', 'js'];
 
-export interface CreateBackendOptions extends BackendOptions {
-  readonly onWarning?: (message: string) => void;
-}
+/** `onWarning` also hears the backend's own warnings (BackendOptions.onWarning). */
+export type CreateBackendOptions = BackendOptions;
 
-export function createBackend(choice: BackendChoice, opts: CreateBackendOptions = {}): Backend {
-  const { onWarning, ...options } = opts;
+export function createBackend(choice: BackendChoice, options: CreateBackendOptions = {}): Backend {
+  const { onWarning } = options;
   if (choice === 'auto') {
     const skipped: string[] = [];
     for (const name of AUTO_ORDER) {

@@ -12,7 +12,6 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { INDEX_FILE } from '../safetensors/checkpoint';
 import { chooseWeights, indexShards } from './files';
 import { COMMIT_HASH, repoFolderName, type HubModelId } from './reference';
 
@@ -74,7 +73,7 @@ export async function snapshotWeights(dir: string): Promise<{ ok: true } | { ok:
   if (choice.kind === 'none') return { ok: false, missing: choice.why };
   let shards: string[];
   try {
-    shards = indexShards(await fs.promises.readFile(path.join(dir, INDEX_FILE), 'utf8'));
+    shards = indexShards(await fs.promises.readFile(path.join(dir, choice.file), 'utf8'), choice.file);
   } catch (e) {
     return { ok: false, missing: (e as Error).message };
   }

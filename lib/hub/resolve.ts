@@ -8,7 +8,6 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import { INDEX_FILE } from '../safetensors/checkpoint';
 import { findCachedSnapshot, linkPointer, lockPath, storageFolder, writeRef } from './cache';
 import { HubClient, HubRequestError, type RepoFile, type RevisionInfo } from './client';
 import { SIDE_FILES, chooseWeights, indexShards } from './files';
@@ -140,13 +139,14 @@ async function downloadSnapshot(
   if (choice.kind === 'single') {
     await fetchAll([pick(choice.file), ...side]);
   } else {
-    await fetchAll([pick(INDEX_FILE), ...side]);
+    const indexFile = path.join(snapshot, choice.file);
+    await fetchAll([pick(choice.file), ...side]);
     let shards: string[];
     try {
-      shards = indexShards(await fs.promises.readFile(path.join(snapshot, INDEX_FILE), 'utf8'));
+      shards = indexShards(await fs.promises.readFile(indexFile, 'utf8'), choice.file);
     } catch (e) {
       throw new ModelStockError('INVALID_INDEX', `Hub model ${what}: ${(e as Error).message}`, {
-        file: path.join(snapshot, INDEX_FILE),
+        file: indexFile,
       });
     }
     for (const shard of shards) {
@@ -154,9 +154,7 @@ async function downloadSnapshot(
         throw new ModelStockError(
           'INVALID_INDEX',
           `Hub model ${what}: the index names ${shard}, which the repository does not have`,
-          {
-            file: path.join(snapshot, INDEX_FILE),
-          },
+          { file: indexFile },
         );
       }
     }

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FloatDType, TORCH_DTYPE } from '../dtype';
-import type { MergeReport, TensorReport } from '../types';
+import type { InputFormat, MergeReport, TensorReport } from '../types';
 import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
 import { copyFileSynced, writeFileSynced } from './atomic';
 import { onPath } from './fsops';
@@ -65,6 +65,18 @@ export async function copyBaseFiles(
 
 const fmt = (x: number | undefined): string => (x === undefined ? '–' : x.toFixed(4));
 
+const FORMAT_NAMES: Record<InputFormat, string> = {
+  safetensors: 'safetensors',
+  pytorch: 'PyTorch checkpoint',
+  lora: 'LoRA adapter',
+};
+
+/** ` (PyTorch checkpoint)`: how input `i` (0 the base) was stored, when the report says. */
+function storedAs(report: MergeReport, i: number): string {
+  const input = report.inputs?.[i];
+  return input === undefined ? '' : ` (${FORMAT_NAMES[input.format]})`;
+}
+
 /**
  * A short model card: what was merged, how, and where the per-tensor numbers are; `picture` is the
  * file name of the report's SVG beside it, embedded when given.
@@ -115,8 +127,8 @@ This model was merged with [Model Stock](https://arxiv.org/abs/2403.19522) (Jang
 by model-stock, ${report.filterWise ? 'filter-wise (one ratio per output row)' : 'layer-wise (one ratio per tensor)'},
 combining the pairwise cosines by \`${report.theta}\`.
 
-- base: \`${report.base}\`
-- fine-tuned: ${report.models.map((m) => `\`${m}\``).join(', ')}
+- base: \`${report.base}\`${storedAs(report, 0)}
+- fine-tuned: ${report.models.map((m, i) => `\`${m}\`${storedAs(report, i + 1)}`).join(', ')}
 - tensors: ${merged} merged, ${copied} copied from the base
 - interpolation ratio t over merged tensors: min ${fmt(count > 0 ? min : undefined)}, mean ${fmt(mean)}, max ${fmt(count > 0 ? max : undefined)}
 - backend: ${report.backend.name} (${report.backend.isa})

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
-import type { Checkpoint } from '../safetensors/types';
+import type { Checkpoint } from '../checkpoint/types';
 import { copyFileSynced, writeFileSynced } from './atomic';
 import { onPath } from './fsops';
 

@@ -1,6 +1,6 @@
 import { DType, FloatDType, dtypeBits, isCopyDType, isMergeableDType } from '../dtype';
 import { ModelStockError } from '../errors';
-import type { Checkpoint, TensorInfo } from '../safetensors/types';
+import type { Checkpoint, TensorInfo } from '../checkpoint/types';
 import { embeddingRole, type ModelConfig } from './embeddings';
 import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';

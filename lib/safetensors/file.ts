@@ -6,7 +6,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelStockError } from '../errors';
 import { parseHeaderSliced } from './header';
-import { identityOf } from './identity';
+import { identityOf } from '../checkpoint/identity';
 import type { SafetensorsFile } from './types';
 
 /** The reference crate's MAX_HEADER_SIZE: a bigger header is refused before it is read. */

@@ -21,7 +21,7 @@ import { DTYPE_BITS, DTYPE_SIZES, dtypeBits, isKnownDType, type DType } from '..
 import { ChunkedList } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, runSync, sortIndices, type Sliced } from '../util/sliced';
 import { JsonObject, JsonSyntaxError, parseJson, type JsonValue } from './json';
-import type { TensorInfo } from './types';
+import type { TensorInfo } from '../checkpoint/types';
 
 export interface ParsedHeader {
   /** In header (JSON) order. */

@@ -5,7 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { ModelStockError } from '../errors';
-import type { TensorInfo } from './types';
+import type { TensorInfo } from '../checkpoint/types';
 
 export const DEFAULT_WINDOW_BYTES = 1 << 30;
 

@@ -10,7 +10,7 @@ import { isModelStockError, ModelStockError } from '../errors';
 import { indexJsonPieces } from './layout';
 import { ChunkedMap } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, type Sliced } from '../util/sliced';
-import { INDEX_FILE } from './checkpoint';
+import { INDEX_FILE } from './format';
 import { createShardFile, weakerMode, type ShardFile, type WriteMode, type WriteReport } from './shardFile';
 import type { ShardLayout } from './types';
 

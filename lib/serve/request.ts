@@ -51,6 +51,7 @@ export const JOB_OPTIONS = {
     convert: (v: number | string) => (typeof v === 'number' ? v : sizeOption(v)),
   },
   backend: { schema: { enum: ['auto', 'js', 'native', 'cuda'] }, kinds: BOTH },
+  stateDictKey: { schema: { type: 'string', minLength: 1, maxLength: 256 }, kinds: BOTH },
 } as const satisfies Record<string, OptionField>;
 
 export type OptionName = keyof typeof JOB_OPTIONS;
@@ -135,6 +136,7 @@ export async function prepareJob(request: JobRequest, roots: Roots): Promise<Pre
       filterWise: yaml.filterWise,
       ...(yaml.outDtype !== undefined ? { outDtype: yaml.outDtype } : {}),
       ...(yaml.chatTemplate !== undefined ? { chatTemplate: yaml.chatTemplate } : {}),
+      ...(yaml.stateDictKey !== undefined ? { stateDictKey: yaml.stateDictKey } : {}),
     };
   } else {
     const o = request.options ?? {};
@@ -191,6 +193,7 @@ export async function prepareJob(request: JobRequest, roots: Roots): Promise<Pre
               outDtype: library.outDtype as MergeOptions['outDtype'],
               tokenizerSource: yaml?.tokenizerSource,
               chatTemplate: yaml?.chatTemplate,
+              stateDictKey: library.stateDictKey as string | undefined,
             }),
           }
         : {}),

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
 import { openTensorSource, type IoMode } from '../../lib/engine/io';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { backendsUnderTest } from '../helpers/backends';
 import { writeModel } from '../helpers/models';
 import { mulberry32, randomTensor } from '../helpers/random';

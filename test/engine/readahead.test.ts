@@ -5,7 +5,7 @@ import type { TensorSource } from '../../lib/engine/context';
 import { openTensorSource, type IoMode } from '../../lib/engine/io';
 import { ReadAhead } from '../../lib/engine/readahead';
 import type { PlanStep } from '../../lib/plan/plan';
-import type { TensorInfo } from '../../lib/safetensors/types';
+import type { TensorInfo } from '../../lib/checkpoint/types';
 import { backendsUnderTest } from '../helpers/backends';
 import { randomBytes } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';

@@ -12,7 +12,7 @@ import type { BackendName } from '../../lib/engine/backend';
 import type { IoMode } from '../../lib/engine/io';
 import { isModelStockError } from '../../lib/errors';
 import { mergeModelStock } from '../../lib/merge';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 
 export interface FaultCase {
   readonly backend: BackendName;

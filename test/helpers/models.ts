@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DType, FloatDType, isMergeableDType } from '../../lib/dtype';
 import { decodeFloats, encodeFloats } from '../../lib/math/codec';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { planShards } from '../../lib/safetensors/layout';
 import { TensorReader } from '../../lib/safetensors/window';
 import { SafetensorsWriter } from '../../lib/safetensors/writer';

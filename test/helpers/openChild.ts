@@ -6,8 +6,8 @@
  *
  *   node openChild.js MODEL_DIR PROBE_TENSOR
  */
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
-import type { TensorInfo } from '../../lib/safetensors/types';
+import { openCheckpoint } from '../../lib/checkpoint/open';
+import type { TensorInfo } from '../../lib/checkpoint/types';
 import { measureLiveness } from './liveness';
 
 export interface OpenResult {

@@ -7,7 +7,7 @@ import { loadNativeAddon } from '../../lib/engine/native/loader';
 import { ModelStockError } from '../../lib/errors';
 import { resolveModelRef } from '../../lib/hub/resolve';
 import type { DownloadProgress, HubOptions } from '../../lib/hub/settings';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { addToHfCache, repoFiles } from '../helpers/hfCache';
 import { startMockHub, type MockHub } from '../helpers/mockHub';
 import { writeModel } from '../helpers/models';
@@ -384,18 +384,48 @@ describe('hub: resolving model IDs through the Hugging Face cache', () => {
       );
     });
 
-    it('a repository without safetensors weights is refused before any download', async () => {
+    it('a repository with only PyTorch weights: its index and .bin shards are downloaded, no other .bin/.pt', async () => {
       const binOnly = fresh('bin');
       fs.mkdirSync(binOnly);
-      fs.writeFileSync(path.join(binOnly, 'pytorch_model.bin'), 'pickle');
-      fs.writeFileSync(path.join(binOnly, 'config.json'), '{}');
+      const torchMade = path.resolve(__dirname, '..', '..', '..', 'test', 'data', 'pytorch', 'sharded-bf16');
+      for (const f of fs.readdirSync(torchMade))
+        fs.copyFileSync(path.join(torchMade, f), path.join(binOnly, f));
+      fs.writeFileSync(path.join(binOnly, 'training_args.bin'), 'a pickled TrainingArguments');
+      fs.writeFileSync(path.join(binOnly, 'optimizer.pt'), 'optimizer state');
+      fs.writeFileSync(path.join(binOnly, 'README.md'), '# card');
       const other = await startMockHub([{ repo: 'org/bin', dir: binOnly }]);
       try {
+        const dir = await resolveModelRef('org/bin', {
+          cacheDir: fresh('cache'),
+          endpoint: other.url,
+          token: false,
+        });
+        assert.deepEqual(fs.readdirSync(dir).sort(), [
+          'config.json',
+          'pytorch_model-00001-of-00002.bin',
+          'pytorch_model-00002-of-00002.bin',
+          'pytorch_model.bin.index.json',
+        ]);
+        const cp = await openCheckpoint(dir);
+        assert.equal(cp.format, 'pytorch');
+        assert.equal(cp.order.length, 11);
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('a repository without weights model-stock reads is refused before any download', async () => {
+      const gguf = fresh('gguf');
+      fs.mkdirSync(gguf);
+      fs.writeFileSync(path.join(gguf, 'model.gguf'), 'gguf');
+      fs.writeFileSync(path.join(gguf, 'config.json'), '{}');
+      const other = await startMockHub([{ repo: 'org/gguf', dir: gguf }]);
+      try {
         await rejects(
-          resolveModelRef('org/bin', { cacheDir: fresh('cache'), endpoint: other.url, token: false }),
+          resolveModelRef('org/gguf', { cacheDir: fresh('cache'), endpoint: other.url, token: false }),
           'NO_CHECKPOINT',
           'pytorch_model.bin',
-          'safetensors only',
+          'model.gguf, in formats model-stock does not read',
         );
         assert.ok(!other.requests.some((r) => r.path.includes('/resolve/')));
       } finally {

@@ -18,7 +18,7 @@ import { modelCard, modelCardSliced } from '../../lib/output/extras';
 import { writeReportJson } from '../../lib/output/report';
 import { makePlanSliced } from '../../lib/plan/plan';
 import { indexJsonPieces, planShardsSliced } from '../../lib/safetensors/layout';
-import type { Checkpoint, TensorInfo } from '../../lib/safetensors/types';
+import type { Checkpoint, TensorInfo } from '../../lib/checkpoint/types';
 import { SafetensorsWriter } from '../../lib/safetensors/writer';
 import type { MergeReport, TensorReport } from '../../lib/types';
 import { ChunkedMap } from '../../lib/util/chunkedMap';
@@ -39,6 +39,7 @@ function syntheticCheckpoint(label: string, count: number, extra: readonly strin
   }
   return {
     format: 'safetensors',
+    warnings: [],
     path: `/synthetic/${label}`,
     dir: `/synthetic/${label}`,
     files: [file],

@@ -9,7 +9,7 @@ import {
   tokenizerVocabSize,
   writeChatTemplate,
 } from '../../lib/output/tokenizer';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { writeModel } from '../helpers/models';
 import { sentencePieceModel, tokenizerJson } from '../helpers/tokenizers';
 import { useTmpDir } from '../helpers/tmp';

@@ -5,7 +5,7 @@
 import { strict as assert } from 'node:assert';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { readSafetensorsFile } from '../../lib/safetensors/file';
 import { TensorReader } from '../../lib/safetensors/window';
 import { useTmpDir } from '../helpers/tmp';

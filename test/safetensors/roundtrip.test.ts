@@ -2,12 +2,12 @@
 import { strict as assert } from 'node:assert';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { readSafetensorsFile } from '../../lib/safetensors/file';
 import { indexJson, planShards } from '../../lib/safetensors/layout';
 import { TensorReader } from '../../lib/safetensors/window';
 import { SafetensorsWriter } from '../../lib/safetensors/writer';
-import type { Checkpoint } from '../../lib/safetensors/types';
+import type { Checkpoint } from '../../lib/checkpoint/types';
 import { useTmpDir } from '../helpers/tmp';
 import { tensor, writeModel, type TestTensor } from '../helpers/safetensorsModel';
 

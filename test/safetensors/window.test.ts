@@ -2,9 +2,9 @@
 import { strict as assert } from 'node:assert';
 import { truncate } from 'node:fs/promises';
 import * as path from 'node:path';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { TensorReader } from '../../lib/safetensors/window';
-import type { TensorInfo } from '../../lib/safetensors/types';
+import type { TensorInfo } from '../../lib/checkpoint/types';
 import { isModelStockError } from '../../lib/errors';
 import { useTmpDir } from '../helpers/tmp';
 import { tensor, writeModel } from '../helpers/safetensorsModel';

@@ -6,10 +6,14 @@ import {
   type BackendCapacity,
   type BackendInfo,
   type BackendOptions,
+  type LowRankSession,
+  type LowRankSpec,
+  type MaterializeJob,
   type TensorSession,
   type TensorSpec,
   type TensorWindow,
 } from '../backend';
+import { NativeBackend } from '../native/backend';
 import { loadNativeAddon } from '../native/loader';
 import type { NativeAddon, NativeInput } from '../native/addon-types';
 import type { CudaAddon, CudaDeviceInfo, CudaInfo, CudaTensorSession } from './addon-types';
@@ -144,6 +148,7 @@ export class CudaBackend implements Backend {
   private readonly cudaInfo: CudaInfo;
   private readonly device: CudaDeviceInfo;
   private readonly pinned = new WeakSet<Uint8Array>();
+  private host: NativeBackend | undefined;
 
   /** Device 0; BACKEND_UNAVAILABLE saying why (not compiled in, no driver, no device). */
   constructor(private readonly options: BackendOptions = {}) {
@@ -223,7 +228,39 @@ export class CudaBackend implements Backend {
     }
   }
 
+  /**
+   * The low-rank (LoRA) steps run on the host's native kernels, and the merge hears so once. Why not
+   * on the device: the Gram from factors is (R + C)·S² flops on megabytes of factors — less than one
+   * kernel launch and copy costs; the fused output reads W0 once and writes once, so on the device it
+   * would add a PCIe round trip of both per window, for a rank-S GEMM the host's SIMD kernels already
+   * run near memory speed (bench:kernels). Falling back to dense windows instead would read N + 1
+   * inputs and materialize every fine-tune. A device kernel is future work; measured nowhere yet.
+   */
+  private hostBackend(): NativeBackend {
+    if (this.host === undefined) {
+      this.host = new NativeBackend(
+        { threads: this.options.threads, signal: this.options.signal },
+        this.native,
+      );
+      const { isa, threads } = this.host.info();
+      this.options.onWarning?.(
+        `cuda backend: LoRA low-rank steps (the Gram from the adapters' factors and the merged output of ` +
+          `adapted tensors) run on the CPU's native kernels (${isa}, ${threads} threads), not on the device`,
+      );
+    }
+    return this.host;
+  }
+
+  openLowRank(spec: LowRankSpec): LowRankSession {
+    return this.hostBackend().openLowRank(spec);
+  }
+
+  materializeRows(job: MaterializeJob): Promise<void> {
+    return this.hostBackend().materializeRows(job);
+  }
+
   async dispose(): Promise<void> {
     // Sessions free their device memory when closed; the context and memory pool live with the process.
+    await this.host?.dispose();
   }
 }

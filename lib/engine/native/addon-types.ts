@@ -19,6 +19,17 @@ export interface NativeAddon {
   /** The interpolation pass over one window, same contract. native/workers.cc */
   interpolate(job: NativeInterpolateJob): Promise<void>;
 
+  /**
+   * Low-rank (LoRA) steps, native/lowrank_job.cc (the layout: native/lowrank.h). lowRankPack decodes a
+   * tensor's factors into `u` and `v` (zero-filled by the caller), which the session keeps; the other two
+   * read them. Same error contract as gram/interpolate; CANCELLED between tasks when `abort` is set.
+   */
+  lowRankPack(job: NativeLowRankPackJob): Promise<void>;
+  /** Overwrites `gram` with the units × P Gram accumulators of the packed factors. */
+  lowRankGram(job: NativeLowRankGramJob): Promise<void>;
+  /** out = encode(w0 + Σ_i coef[k·N + i]·(U_i·V_i)[k, :]) for the window's rows, in float64. */
+  lowRankInterpolate(job: NativeLowRankInterpolateJob): Promise<void>;
+
   /** What the addon can run on: the best ISA, the default thread count, CPU features. native/runtime.cc */
   info(): NativeInfo;
   /** The class native errors are made of: `new ctor(code, message)`. Called once by the loader. */
@@ -142,6 +153,69 @@ export interface NativeInterpolateJob extends NativeWindowJob {
   /** One ratio per unit, at least up to the last unit touched. */
   readonly t: Float64Array;
   /** `count × size(outDtype)` bytes. */
+  readonly out: Uint8Array;
+  readonly outDtype: FloatDType;
+}
+
+/** A job's ISA, parallelism and abort flag (NativeWindowJob's fields of the same names). */
+export interface NativeRuntime {
+  readonly isa?: NativeIsa;
+  readonly threads?: number;
+  readonly abort?: Int32Array;
+}
+
+/** One fine-tune's factors (lib/engine/backend.ts LowRankFactor without its scale). */
+export interface NativeLowRankFactor {
+  readonly a: NativeInput;
+  readonly b: NativeInput;
+  readonly rank: number;
+  readonly transposed: boolean;
+}
+
+/**
+ * Packed factors of N fine-tunes: S = Σ ranks, U in stored-row order for `uRows` rows, V for `cols`
+ * columns, each in panels of 16 along its long side: `u` holds ⌈uRows/16⌉·S·16 doubles, `v` ⌈cols/16⌉·S·16.
+ */
+export interface NativeLowRankPacked {
+  readonly cols: number;
+  readonly uRows: number;
+  /** r_i per fine-tune, 0 for a zero task vector. */
+  readonly ranks: readonly number[];
+  readonly u: Float64Array;
+  readonly v: Float64Array;
+}
+
+export interface NativeLowRankPackJob extends NativeRuntime {
+  /** The stored tensor's rows R (a transposed factor's lora_A rows are that long) and columns C. */
+  readonly rows: number;
+  readonly cols: number;
+  /** The rows of U to pack: [uFirstRow, uFirstRow + uRows). */
+  readonly uFirstRow: number;
+  readonly uRows: number;
+  /** null: a zero task vector. a: [rank, C] (plain) or [rank, R]; b: [R, rank] (plain) or [C, rank]. */
+  readonly factors: readonly (NativeLowRankFactor | null)[];
+  readonly u: Float64Array;
+  readonly v: Float64Array;
+}
+
+export interface NativeLowRankGramJob extends NativeLowRankPacked, NativeRuntime {
+  /** s_i per fine-tune. */
+  readonly scales: Float64Array;
+  /** One unit per row of U, else one. */
+  readonly filterWise: boolean;
+  /** units × P entries. */
+  readonly gram: Float64Array;
+}
+
+export interface NativeLowRankInterpolateJob extends NativeLowRankPacked, NativeRuntime {
+  /** rows × N coefficients: row k's task vectors are weighted coef[k·N + i]. */
+  readonly coef: Float64Array;
+  /** The window: rows [firstRow, firstRow + rows) of U. */
+  readonly firstRow: number;
+  readonly rows: number;
+  /** rows × cols elements. */
+  readonly base: NativeInput;
+  /** rows × cols × size(outDtype) bytes. */
   readonly out: Uint8Array;
   readonly outDtype: FloatDType;
 }

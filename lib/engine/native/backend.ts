@@ -7,13 +7,18 @@ import {
   type BackendCapacity,
   type BackendInfo,
   type BackendOptions,
+  type LowRankSession,
+  type LowRankSpec,
+  type MaterializeJob,
   type TensorSession,
   type TensorSpec,
   type TensorWindow,
 } from '../backend';
 import type { NativeAddon, NativeInput, NativeIsa, NativeWindowJob } from './addon-types';
 import { AbortFlag } from '../abort';
+import { withTensor } from './errors';
 import { loadNativeAddon } from './loader';
+import { NativeLowRankSession, materializeRowsNative } from './lowRank';
 
 /**
  * The native backend: native/'s SIMD kernels on the addon's thread pool, behind the seam. Its ISA and
@@ -73,16 +78,8 @@ class NativeSession implements TensorSession {
     // The addon holds nothing between jobs.
   }
 
-  /** The addon's errors are ModelStockErrors already; this adds the tensor they concern. */
-  private async named(p: Promise<void>): Promise<void> {
-    try {
-      await p;
-    } catch (e) {
-      if (e instanceof ModelStockError && e.tensor === undefined) {
-        throw new ModelStockError(e.code, e.message, { tensor: this.spec.name, cause: e });
-      }
-      throw e;
-    }
+  private named(p: Promise<void>): Promise<void> {
+    return withTensor(this.spec.name, () => p);
   }
 }
 
@@ -144,6 +141,14 @@ export class NativeBackend implements Backend {
 
   openTensor(spec: TensorSpec): TensorSession {
     return new NativeSession(spec, this.addon, this.runtime);
+  }
+
+  openLowRank(spec: LowRankSpec): LowRankSession {
+    return new NativeLowRankSession(spec, this.addon, this.runtime);
+  }
+
+  materializeRows(job: MaterializeJob): Promise<void> {
+    return materializeRowsNative(this.addon, job, this.runtime);
   }
 
   async dispose(): Promise<void> {

@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { openCheckpoint } from '../../lib/safetensors/checkpoint';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { isModelStockError, type ErrorCode } from '../../lib/errors';
 import { useTmpDir } from '../helpers/tmp';
 import { craft, headerOf } from '../helpers/craft';

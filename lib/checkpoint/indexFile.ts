@@ -6,8 +6,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { ModelStockError } from '../errors';
 import { ChunkedMap } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
-import { isValidUtf8 } from './header';
-import { JsonObject, JsonSyntaxError, parseJson } from './json';
+import { isValidUtf8 } from '../safetensors/header';
+import { JsonObject, JsonSyntaxError, parseJson } from '../safetensors/json';
 
 /**
  * Transformers' index for a 1M-tensor model is ~60 MB; real ones are a few hundred KB. A bigger file
