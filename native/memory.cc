@@ -8,6 +8,7 @@
 
 #include "exports.h"
 #include "js_errors.h"
+#include "pages.h"
 
 namespace ms {
 namespace {
@@ -20,7 +21,7 @@ struct HostBlock {
   // Returns the memory; idempotent (freeHost, then the finalizer when the JS object is collected).
   void release(Napi::Env env) {
     if (data == nullptr) return;
-    std::free(data);
+    unmapPages(data, static_cast<size_t>(bytes));
     data = nullptr;
     Napi::MemoryManagement::AdjustExternalMemory(env, -bytes);
   }
@@ -54,7 +55,7 @@ Napi::Value AllocHost(const Napi::CallbackInfo& info) {
   const size_t size = static_cast<size_t>(bytes);
   void* data = nullptr;
   const size_t alignment = a < sizeof(void*) ? sizeof(void*) : static_cast<size_t>(a);
-  if (posix_memalign(&data, alignment, size) != 0 || data == nullptr)
+  if ((data = mapPages(size, alignment)) == nullptr)
     throw codedError(env, "allocHost: out of memory allocating " + std::to_string(size) + " bytes", "NATIVE_ERROR");
   auto* block = new HostBlock{data, static_cast<int64_t>(size)};
   Napi::MemoryManagement::AdjustExternalMemory(env, block->bytes);

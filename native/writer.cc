@@ -33,6 +33,7 @@
 
 #include "args.h"
 #include "exports.h"
+#include "pages.h"
 #include "js_errors.h"
 #include "promise_worker.h"
 
@@ -93,8 +94,8 @@ bool isRefusal(int e) { return e == EINVAL || e == EOPNOTSUPP || e == ENOSYS || 
 std::atomic<int64_t> gOpenFiles{0};
 std::atomic<int64_t> gStagingBlocks{0};
 
-void freeBlock(uint8_t* b) {
-  std::free(b);
+void freeBlock(uint8_t* b, uint64_t bytes) {
+  unmapPages(b, static_cast<size_t>(bytes));
   gStagingBlocks--;
 }
 
@@ -144,9 +145,14 @@ class ShardWriter {
 
   ~ShardWriter() {
     if (fd_ >= 0) closeFile(fd_);
+<<<<<<< HEAD
     for (auto& [index, block] : blocks_)
       if (block.data != nullptr) freeBlock(block.data);
     for (uint8_t* b : spare_) freeBlock(b);
+=======
+    for (auto& [index, block] : blocks_) freeBlock(block.data, blockBytes_);
+    for (uint8_t* b : spare_) freeBlock(b, blockBytes_);
+>>>>>>> i21
   }
 
   ShardWriter(const ShardWriter&) = delete;
@@ -254,10 +260,14 @@ class ShardWriter {
 
   void releaseBlocks() {
     std::lock_guard<std::mutex> lock(mu_);
+<<<<<<< HEAD
     for (auto& [index, block] : blocks_)
       if (block.data != nullptr) freeBlock(block.data);
+=======
+    for (auto& [index, block] : blocks_) freeBlock(block.data, blockBytes_);
+>>>>>>> i21
     blocks_.clear();
-    for (uint8_t* b : spare_) freeBlock(b);
+    for (uint8_t* b : spare_) freeBlock(b, blockBytes_);
     spare_.clear();
   }
 
@@ -285,8 +295,8 @@ class ShardWriter {
       spare_.pop_back();
       return b;
     }
-    void* p = nullptr;
-    if (posix_memalign(&p, kAlign, static_cast<size_t>(blockBytes_)) != 0 || p == nullptr)
+    void* p = mapPages(static_cast<size_t>(blockBytes_), kAlign);
+    if (p == nullptr)
       throw std::runtime_error("out of memory allocating a " + std::to_string(blockBytes_) + "-byte staging block");
     gStagingBlocks++;
     return static_cast<uint8_t*>(p);
@@ -297,7 +307,7 @@ class ShardWriter {
     if (spare_.size() < kSpareBlocks)
       spare_.push_back(b);
     else
-      freeBlock(b);
+      freeBlock(b, blockBytes_);
   }
 
   // A caller's buffer whose bytes sit at the same offset within a 4 KiB block as in the file (the engine

@@ -238,6 +238,14 @@ export class Jobs {
     const feed = this.feeds.get(row.id);
     const events = this.o.store.events(row.seq, after);
     if (feed !== undefined) events.push(...feed.pendingAfter(Math.max(after, events.at(-1)?.id ?? 0)));
+    else if (events.length === 0) {
+      // A finished job, and the client has seen ids up to or past its end. Either it saw the final
+      // state, or — a server killed with kill -9 sends progress ids it never stored, and the restart's
+      // `interrupted` takes the next stored id — it saw ids this job's end now reuses. Either way it
+      // gets the final state again, so its stream ends instead of resuming forever.
+      const final = this.o.store.lastState(row.seq);
+      if (final !== undefined) events.push(final);
+    }
     return { events, feed };
   }
 

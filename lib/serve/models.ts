@@ -6,25 +6,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isInside, type Roots } from './roots';
+import type { ListedModel, ModelFormat } from './wire';
+
+export type { ListedModel, ModelFormat };
 
 export const MAX_DEPTH = 3;
 /** Folders read per listing at most: a root holding a whole file system is cut short, saying so. */
 export const MAX_FOLDERS = 5000;
-
-export type ModelFormat = 'safetensors' | 'pytorch' | 'lora';
-
-export interface ListedModel {
-  /** What to send as base/models: relative to the roots, or absolute when an earlier root shadows it. */
-  readonly ref: string;
-  /** Index of its --models root. */
-  readonly root: number;
-  /** Relative to that root, with `/`. */
-  readonly path: string;
-  readonly format: ModelFormat;
-  /** Weight files and their bytes. */
-  readonly files: number;
-  readonly bytes: number;
-}
 
 /** The folder's weights: a PEFT adapter, safetensors, or PyTorch pickles; undefined when it holds none. */
 function formatOf(names: readonly string[]): ModelFormat | undefined {

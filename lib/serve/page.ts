@@ -1,8 +1,10 @@
 /**
  * The web page's files, served at `/` from a folder of the built package (dist/lib/serve/page): `/` is
- * its index.html, `/NAME` one of its files. Only plain files directly in that folder, with a known
- * type, are served — no listing, no hidden files, no subfolders, no links out. Until the page is built
- * there, `/` says where the API is. The page's CSP allows its own scripts and styles only.
+ * its index.html, `/a/b.js` the file at that path inside it. The page's modules keep the paths they
+ * have under lib/ (serve/page/app.js imports ../../report/warnings.js, the code the terminal groups
+ * warnings with), so files may lie a few folders down. Only plain files of a known type are served:
+ * every path component a plain name (no `..`, nothing hidden), no link anywhere on the way, no
+ * listing. Until the page is built there, `/` says where the API is.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -21,8 +23,10 @@ const TYPES: Readonly<Record<string, string>> = {
   '.map': 'application/json; charset=utf-8',
 };
 
-/** A page file name: one component, not hidden, a known type. */
+/** A component of a page file's path: not hidden, not `..`. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+/** Components in a page file's path at most (serve/page/app.js is 3). */
+const MAX_DEPTH = 4;
 
 export interface PageFile {
   readonly type: string;
@@ -35,15 +39,16 @@ const PLACEHOLDER =
   '<code>/api</code> (see docs/serve.md); every route but <code>/api/health</code> needs ' +
   '<code>Authorization: Bearer TOKEN</code>.</p></body></html>\n';
 
-/** The file for `name` (undefined: not a page file); `name` undefined is the index. */
+/** The file at `name` (`a/b.js`; undefined: not a page file); `name` undefined is the index. */
 export async function pageFile(dir: string, name: string | undefined): Promise<PageFile | undefined> {
-  const file = name ?? 'index.html';
-  const type = TYPES[path.extname(file).toLowerCase()];
-  if (!NAME.test(file) || type === undefined) return undefined;
-  const p = path.join(dir, file);
+  const parts = (name ?? 'index.html').split('/');
+  const type = TYPES[path.extname(parts.at(-1)!).toLowerCase()];
+  if (parts.length > MAX_DEPTH || !parts.every((p) => NAME.test(p)) || type === undefined) return undefined;
   try {
-    const st = await fs.promises.lstat(p);
-    if (!st.isFile()) return undefined;
+    const realDir = await fs.promises.realpath(dir);
+    const p = path.join(realDir, ...parts);
+    // A link anywhere on the way (a folder or the file) makes the real path differ: refused.
+    if ((await fs.promises.realpath(p)) !== p || !(await fs.promises.lstat(p)).isFile()) return undefined;
     return { type, body: await fs.promises.readFile(p) };
   } catch {
     if (name === undefined) return { type: TYPES['.html']!, body: Buffer.from(PLACEHOLDER) };

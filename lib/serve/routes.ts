@@ -118,7 +118,7 @@ export function registerRoutes(app: FastifyInstance, { jobs, roots, streams, pag
 
   const page = async (name: string | undefined, reply: import('fastify').FastifyReply) => {
     const file = await pageFile(pageDir, name);
-    if (file === undefined) throw new HttpError(404, 'NOT_FOUND', 'no such page file');
+    if (file === undefined) throw new HttpError(404, 'NOT_FOUND', `no route GET /${name ?? ''}`);
     return reply
       .type(file.type)
       .header('content-security-policy', CSP.page)
@@ -126,5 +126,6 @@ export function registerRoutes(app: FastifyInstance, { jobs, roots, streams, pag
       .send(file.body);
   };
   app.get('/', async (_req, reply) => page(undefined, reply));
-  app.get<{ Params: { file: string } }>('/:file', async (req, reply) => page(req.params.file, reply));
+  // Every other GET that no route above takes: a page file, or a 404 like any unknown route's.
+  app.get<{ Params: { '*': string } }>('/*', async (req, reply) => page(req.params['*'], reply));
 }

@@ -134,10 +134,14 @@ export const CSP = {
   /** The report's picture: drawn with attributes, no script may run even when opened directly. */
   picture:
     "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox",
-  /** The page: its own scripts and styles only (no inline script); pictures fetched and inserted as blobs. */
+  /**
+   * The page: its own scripts and styles only (no inline script or style), pictures fetched and shown as
+   * blob: URLs, requests to this server only; no DOM sink takes a string (Trusted Types, none allowed).
+   */
   page:
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; " +
-    "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; " +
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; " +
+    "require-trusted-types-for 'script'; trusted-types 'none'",
 } as const;
 
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {

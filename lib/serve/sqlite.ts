@@ -6,6 +6,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 
 export type SqliteDatabase = BetterSqlite3.Database;
+export type SqliteStatement = BetterSqlite3.Statement<unknown[]>;
 
 export class SqliteUnavailableError extends Error {}
 

@@ -16,9 +16,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { JobKind, JobRequest } from './request';
-import { openSqlite, type SqliteDatabase } from './sqlite';
+import type { JobError, JobState, Progress } from './wire';
+import { openSqlite, type SqliteDatabase, type SqliteStatement } from './sqlite';
 
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
+export type { JobError, JobState, Progress };
+
 export const JOB_STATES: readonly JobState[] = [
   'queued',
   'running',
@@ -30,18 +32,7 @@ export const JOB_STATES: readonly JobState[] = [
 const FINAL: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled', 'interrupted']);
 export const isFinal = (s: JobState): boolean => FINAL.has(s);
 
-export interface Progress {
-  readonly bytesDone: number;
-  readonly bytesTotal: number;
-  readonly tensorsDone: number;
-  readonly tensorsTotal: number;
-}
 export const NO_PROGRESS: Progress = { bytesDone: 0, bytesTotal: 0, tensorsDone: 0, tensorsTotal: 0 };
-
-export interface JobError {
-  readonly code: string;
-  readonly message: string;
-}
 
 export type EventType = 'progress' | 'warning' | 'state';
 
@@ -127,10 +118,19 @@ export interface Transition {
 }
 
 export class JobStore {
+  /** Statements compiled once: a request reads a few rows, and compiling SQL each time cost more. */
+  private readonly statements = new Map<string, SqliteStatement>();
+
   private constructor(
     private readonly db: SqliteDatabase,
     readonly dir: string,
   ) {}
+
+  private sql(text: string): SqliteStatement {
+    let statement = this.statements.get(text);
+    if (statement === undefined) this.statements.set(text, (statement = this.db.prepare<unknown[]>(text)));
+    return statement;
+  }
 
   static async open(dir: string, options: { readonly nativeBinding?: string } = {}): Promise<JobStore> {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -181,17 +181,15 @@ export class JobStore {
     readonly createdAt: string;
   }): void {
     this.durable(() => {
-      const { lastInsertRowid } = this.db
-        .prepare(
-          "INSERT INTO jobs (id, kind, state, request, out, created_at, last_event) VALUES (?, ?, 'queued', ?, ?, ?, 0)",
-        )
-        .run(job.id, job.kind, JSON.stringify(job.request), job.out ?? null, job.createdAt);
+      const { lastInsertRowid } = this.sql(
+        "INSERT INTO jobs (id, kind, state, request, out, created_at, last_event) VALUES (?, ?, 'queued', ?, ?, ?, 0)",
+      ).run(job.id, job.kind, JSON.stringify(job.request), job.out ?? null, job.createdAt);
       this.appendEvents(Number(lastInsertRowid), [{ id: 1, type: 'state', data: { state: 'queued' } }]);
     });
   }
 
   get(id: string): JobRow | undefined {
-    const r = this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`).get(id) as RawJob | undefined;
+    const r = this.sql(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`).get(id) as RawJob | undefined;
     return r === undefined ? undefined : toRow(r);
   }
 
@@ -199,12 +197,10 @@ export class JobStore {
   list(limit: number, before: string | undefined): { jobs: JobRow[]; more: boolean } {
     const rows = (
       before === undefined
-        ? this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?`).all(limit + 1)
-        : this.db
-            .prepare(
-              `SELECT ${JOB_COLUMNS} FROM jobs WHERE seq < (SELECT seq FROM jobs WHERE id = ?) ORDER BY seq DESC LIMIT ?`,
-            )
-            .all(before, limit + 1)
+        ? this.sql(`SELECT ${JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?`).all(limit + 1)
+        : this.sql(
+            `SELECT ${JOB_COLUMNS} FROM jobs WHERE seq < (SELECT seq FROM jobs WHERE id = ?) ORDER BY seq DESC LIMIT ?`,
+          ).all(before, limit + 1)
     ) as RawJob[];
     return { jobs: rows.slice(0, limit).map(toRow), more: rows.length > limit };
   }
@@ -212,44 +208,53 @@ export class JobStore {
   /** Jobs in `state`, oldest first. */
   inState(state: JobState): JobRow[] {
     return (
-      this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY seq`).all(state) as RawJob[]
+      this.sql(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY seq`).all(state) as RawJob[]
     ).map(toRow);
   }
 
   /** A merge job not yet finished that writes `out`. */
   pendingWithOut(out: string): JobRow | undefined {
-    const r = this.db
-      .prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE out = ? AND state IN ('queued', 'running') LIMIT 1`)
-      .get(out) as RawJob | undefined;
+    const r = this.sql(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE out = ? AND state IN ('queued', 'running') LIMIT 1`,
+    ).get(out) as RawJob | undefined;
     return r === undefined ? undefined : toRow(r);
   }
 
   /** Persisted events with ids above `after`, in order. */
   events(seq: number, after: number): JobEvent[] {
     return (
-      this.db
-        .prepare('SELECT id, type, data FROM events WHERE job_seq = ? AND id > ? ORDER BY id')
-        .all(seq, after) as { id: number; type: EventType; data: string }[]
+      this.sql('SELECT id, type, data FROM events WHERE job_seq = ? AND id > ? ORDER BY id').all(
+        seq,
+        after,
+      ) as { id: number; type: EventType; data: string }[]
     ).map((e) => ({ id: e.id, type: e.type, data: JSON.parse(e.data) as unknown }));
+  }
+
+  /** The job's last `state` event (a finished job's final state). */
+  lastState(seq: number): JobEvent | undefined {
+    const e = this.sql(
+      "SELECT id, type, data FROM events WHERE job_seq = ? AND type = 'state' ORDER BY id DESC LIMIT 1",
+    ).get(seq) as { id: number; type: EventType; data: string } | undefined;
+    return e === undefined ? undefined : { id: e.id, type: e.type, data: JSON.parse(e.data) as unknown };
   }
 
   warnings(seq: number): string[] {
     return (
-      this.db
-        .prepare("SELECT data FROM events WHERE job_seq = ? AND type = 'warning' ORDER BY id")
-        .all(seq) as { data: string }[]
+      this.sql("SELECT data FROM events WHERE job_seq = ? AND type = 'warning' ORDER BY id").all(seq) as {
+        data: string;
+      }[]
     ).map((e) => (JSON.parse(e.data) as { message: string }).message);
   }
 
   warningCount(seq: number): number {
-    const r = this.db
-      .prepare("SELECT COUNT(*) AS n FROM events WHERE job_seq = ? AND type = 'warning'")
-      .get(seq) as { n: number };
+    const r = this.sql("SELECT COUNT(*) AS n FROM events WHERE job_seq = ? AND type = 'warning'").get(
+      seq,
+    ) as { n: number };
     return r.n;
   }
 
   report(seq: number): { json: string; picture: string | undefined } | undefined {
-    const r = this.db.prepare('SELECT json, picture FROM reports WHERE job_seq = ?').get(seq) as
+    const r = this.sql('SELECT json, picture FROM reports WHERE job_seq = ?').get(seq) as
       { json: string; picture: string | null } | undefined;
     return r === undefined ? undefined : { json: r.json, picture: r.picture ?? undefined };
   }
@@ -261,7 +266,7 @@ export class JobStore {
       this.db.transaction(() => {
         this.appendEvents(seq, events);
         if (progress !== undefined)
-          this.db.prepare('UPDATE jobs SET progress = ? WHERE seq = ?').run(JSON.stringify(progress), seq);
+          this.sql('UPDATE jobs SET progress = ? WHERE seq = ?').run(JSON.stringify(progress), seq);
       })();
     } finally {
       this.db.pragma('synchronous = FULL');
@@ -272,32 +277,32 @@ export class JobStore {
   transition(seq: number, t: Transition, events: readonly JobEvent[]): void {
     this.durable(() => {
       this.appendEvents(seq, events);
-      this.db
-        .prepare(
-          `UPDATE jobs SET state = ?, started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at),
+      this.sql(
+        `UPDATE jobs SET state = ?, started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at),
              error = COALESCE(?, error), progress = COALESCE(?, progress) WHERE seq = ?`,
-        )
-        .run(
-          t.state,
-          t.startedAt ?? null,
-          t.finishedAt ?? null,
-          t.error === undefined ? null : JSON.stringify(t.error),
-          t.progress === undefined ? null : JSON.stringify(t.progress),
-          seq,
-        );
+      ).run(
+        t.state,
+        t.startedAt ?? null,
+        t.finishedAt ?? null,
+        t.error === undefined ? null : JSON.stringify(t.error),
+        t.progress === undefined ? null : JSON.stringify(t.progress),
+        seq,
+      );
       if (t.report !== undefined)
-        this.db
-          .prepare('INSERT INTO reports (job_seq, json, picture) VALUES (?, ?, ?)')
-          .run(seq, t.report.json, t.report.picture ?? null);
+        this.sql('INSERT INTO reports (job_seq, json, picture) VALUES (?, ?, ?)').run(
+          seq,
+          t.report.json,
+          t.report.picture ?? null,
+        );
     });
   }
 
   /** Forgets a job: its row, events and report (never its output). */
   delete(seq: number): void {
     this.durable(() => {
-      this.db.prepare('DELETE FROM events WHERE job_seq = ?').run(seq);
-      this.db.prepare('DELETE FROM reports WHERE job_seq = ?').run(seq);
-      this.db.prepare('DELETE FROM jobs WHERE seq = ?').run(seq);
+      this.sql('DELETE FROM events WHERE job_seq = ?').run(seq);
+      this.sql('DELETE FROM reports WHERE job_seq = ?').run(seq);
+      this.sql('DELETE FROM jobs WHERE seq = ?').run(seq);
     });
   }
 
@@ -308,11 +313,12 @@ export class JobStore {
 
   private appendEvents(seq: number, events: readonly JobEvent[]): void {
     if (events.length === 0) return;
-    const insert = this.db.prepare('INSERT INTO events (job_seq, id, type, data) VALUES (?, ?, ?, ?)');
+    const insert = this.sql('INSERT INTO events (job_seq, id, type, data) VALUES (?, ?, ?, ?)');
     for (const e of events) insert.run(seq, e.id, e.type, JSON.stringify(e.data));
-    this.db
-      .prepare('UPDATE jobs SET last_event = MAX(last_event, ?) WHERE seq = ?')
-      .run(events[events.length - 1]!.id, seq);
+    this.sql('UPDATE jobs SET last_event = MAX(last_event, ?) WHERE seq = ?').run(
+      events[events.length - 1]!.id,
+      seq,
+    );
   }
 
   private durable(work: () => void): void {

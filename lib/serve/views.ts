@@ -4,24 +4,10 @@
  */
 import { groupedWarningLines } from '../report/warnings';
 import type { Jobs } from './jobs';
-import type { JobRequest } from './request';
-import type { JobError, JobRow, JobState, Progress } from './store';
+import type { JobRow } from './store';
+import type { JobSummary } from './wire';
 
-export interface JobSummary {
-  readonly id: string;
-  readonly kind: string;
-  readonly state: JobState;
-  readonly createdAt: string;
-  readonly startedAt: string | null;
-  readonly finishedAt: string | null;
-  readonly progress: Progress;
-  readonly error?: JobError;
-  /** The body it was submitted with. */
-  readonly request: JobRequest;
-  readonly warningCount: number;
-  /** Whether /report and /picture.svg have something (a succeeded job). */
-  readonly hasReport: boolean;
-}
+export type { JobSummary };
 
 export interface JobView extends Omit<JobSummary, 'warningCount'> {
   /** Every warning, in order. */

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import { PLOT_FILE } from '../../lib/report/svg';
+import { CSP } from '../../lib/serve/security';
 import type { Server } from '../../lib/serve/server';
 import {
   mergeBody,
@@ -119,6 +120,17 @@ describe('model-stock serve: the HTTP API', function () {
       resumed.events.map((e) => [e.id, e.event, e.data]),
       all.filter((e) => e.id > 2).map((e) => [e.id, e.event, e.data]),
     );
+    // Resumed at or past a finished job's end (a killed server may have sent ids it never stored, which
+    // the restart's `interrupted` reuses): the final state again, so the client's stream ends.
+    const final = all.at(-1)!;
+    for (const after of [final.id, final.id + 5]) {
+      const past = await readEvents(port, created.json.id, { lastEventId: after });
+      assert.deepEqual(
+        past.events.map((e) => [e.id, e.event, e.data]),
+        [[final.id, 'state', { state: 'succeeded' }]],
+        `after ${after}`,
+      );
+    }
     const bad = await request(port, 'GET', `/api/jobs/${created.json.id}/events`, {
       headers: { 'last-event-id': 'x1' },
     });
@@ -470,36 +482,79 @@ describe('model-stock serve: the HTTP API', function () {
   });
 
   describe('the page', () => {
-    it('/ serves the page with its CSP (a placeholder until the page is built)', async () => {
+    it('/ serves the built page with its CSP: scripts only from files, no inline script or style', async () => {
       const r = await request(port, 'GET', '/', { token: null });
       assert.equal(r.status, 200);
       assert.match(String(r.headers['content-type']), /^text\/html/);
-      assert.match(String(r.headers['content-security-policy']), /script-src 'self'/);
-      assert.doesNotMatch(String(r.headers['content-security-policy']), /unsafe-inline/);
-      assert.doesNotMatch(r.text, /<script/);
+      assert.equal(r.headers['content-security-policy'], CSP.page);
+      assert.doesNotMatch(String(r.headers['content-security-policy']), /unsafe-inline|unsafe-eval/);
+      assert.match(r.text, /<script type="module" src="serve\/page\/app\.js"><\/script>/);
+      assert.doesNotMatch(r.text, /<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=/i);
+      // The modules it loads, the shared warning grouping among them, are served as JavaScript.
+      for (const file of ['/serve/page/app.js', '/report/warnings.js', '/style.css', '/favicon.svg']) {
+        const f = await request(port, 'GET', file, { token: null });
+        assert.equal(f.status, 200, file);
+        assert.equal(f.headers['content-security-policy'], CSP.page, file);
+      }
     });
 
-    it("serves only plain files directly in the page's folder", async () => {
+    it("serves only plain files inside the page's folder: no link, nothing hidden, no folder", async () => {
       const pageDir = path.join(tmp.dir, 'page');
-      fs.mkdirSync(path.join(pageDir, 'sub'), { recursive: true });
+      fs.mkdirSync(path.join(pageDir, 'sub', 'deeper'), { recursive: true });
       fs.writeFileSync(path.join(pageDir, 'index.html'), '<!doctype html><script src="app.js"></script>');
       fs.writeFileSync(path.join(pageDir, 'app.js'), 'console.log(1)');
+      fs.writeFileSync(path.join(pageDir, 'sub', 'mod.js'), 'export {}');
+      fs.writeFileSync(path.join(pageDir, 'sub', 'deeper', 'mod.js'), 'export {}');
       fs.writeFileSync(path.join(pageDir, '.secret.js'), 'hidden');
       fs.writeFileSync(path.join(pageDir, 'notes.txt'), 'unknown type');
       fs.writeFileSync(path.join(tmp.dir, 'outside.js'), 'outside');
+      fs.mkdirSync(path.join(tmp.dir, 'outside-dir'));
+      fs.writeFileSync(path.join(tmp.dir, 'outside-dir', 'x.js'), 'outside');
       fs.symlinkSync(path.join(tmp.dir, 'outside.js'), path.join(pageDir, 'link.js'));
+      fs.symlinkSync(path.join(tmp.dir, 'outside-dir'), path.join(pageDir, 'linked'));
+      fs.symlinkSync(path.join(pageDir, 'app.js'), path.join(pageDir, 'sub', 'inner-link.js'));
       const s = await startServer({ ...f, state: path.join(tmp.dir, 'state-page') }, { pageDir });
       try {
         const index = await request(s.port, 'GET', '/', { token: null });
         assert.equal(index.text, '<!doctype html><script src="app.js"></script>');
-        const app = await request(s.port, 'GET', '/app.js', { token: null });
-        assert.equal(app.status, 200);
-        assert.match(String(app.headers['content-type']), /^text\/javascript/);
-        for (const p of ['/.secret.js', '/notes.txt', '/link.js', '/sub', '/..%2foutside.js', '/nope.js']) {
+        for (const p of ['/app.js', '/sub/mod.js', '/sub/deeper/mod.js']) {
+          const r = await request(s.port, 'GET', p, { token: null });
+          assert.equal(r.status, 200, p);
+          assert.match(String(r.headers['content-type']), /^text\/javascript/, p);
+        }
+        for (const p of [
+          '/.secret.js',
+          '/notes.txt',
+          '/link.js',
+          '/linked/x.js',
+          '/sub/inner-link.js',
+          '/sub',
+          '/sub/',
+          '/..%2foutside.js',
+          '/sub/..%2f..%2foutside.js',
+          '/sub/%2e%2e/app.js',
+          '/a/b/c/d/e.js',
+          '/nope.js',
+        ]) {
           const r = await request(s.port, 'GET', p, { token: null });
           assert.equal(r.status, 404, p);
           assert.equal(r.json.error.code, 'NOT_FOUND', p);
         }
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('until the page is built, / is a short note pointing at the API', async () => {
+      const s = await startServer(
+        { ...f, state: path.join(tmp.dir, 'state-no-page') },
+        { pageDir: path.join(tmp.dir, 'no-page') },
+      );
+      try {
+        const r = await request(s.port, 'GET', '/', { token: null });
+        assert.equal(r.status, 200);
+        assert.match(r.text, /The web page is not built into this package/);
+        assert.doesNotMatch(r.text, /<script/);
       } finally {
         await s.close();
       }
