@@ -145,14 +145,9 @@ class ShardWriter {
 
   ~ShardWriter() {
     if (fd_ >= 0) closeFile(fd_);
-<<<<<<< HEAD
     for (auto& [index, block] : blocks_)
-      if (block.data != nullptr) freeBlock(block.data);
-    for (uint8_t* b : spare_) freeBlock(b);
-=======
-    for (auto& [index, block] : blocks_) freeBlock(block.data, blockBytes_);
+      if (block.data != nullptr) freeBlock(block.data, blockBytes_);
     for (uint8_t* b : spare_) freeBlock(b, blockBytes_);
->>>>>>> i21
   }
 
   ShardWriter(const ShardWriter&) = delete;
@@ -260,12 +255,8 @@ class ShardWriter {
 
   void releaseBlocks() {
     std::lock_guard<std::mutex> lock(mu_);
-<<<<<<< HEAD
     for (auto& [index, block] : blocks_)
-      if (block.data != nullptr) freeBlock(block.data);
-=======
-    for (auto& [index, block] : blocks_) freeBlock(block.data, blockBytes_);
->>>>>>> i21
+      if (block.data != nullptr) freeBlock(block.data, blockBytes_);
     blocks_.clear();
     for (uint8_t* b : spare_) freeBlock(b, blockBytes_);
     spare_.clear();
