@@ -81,7 +81,8 @@ export function addComputeOptions(cmd: Command): Command {
       new Option(
         '--io <mode>',
         'how inputs are read: mmap (zero-copy views), direct (O_DIRECT, no page cache), pread (buffered), fs (Node); ' +
-          'auto = per input: direct when less than half of it is in the page cache, else mmap',
+          'auto = per input: direct when less than half of it is in the page cache (cold inputs larger ' +
+          'than memory: ~1.5x faster, half the CPU), else mmap',
       )
         .choices([...IO_MODES])
         .default('auto'),

@@ -5,9 +5,10 @@
  *   at least AUTO_CACHED_FRACTION cached → mmap: zero-copy views of pages already in memory; reading
  *       them again from the disk would cost a full disk read for bytes the machine already has;
  *   less → direct: O_DIRECT into the pipeline's buffers. A cold mapped input is faulted in page by
- *       page inside the kernels, through a page cache that must then be reclaimed: measured here
- *       (TinyLlama, 6.6 GB in, inside a 2 GiB memory limit) 0.85 s of CPU per GB with mmap and 1.0 with
- *       pread, against ~0.3 with direct reads, at disk speed (README, Performance).
+ *       page inside the kernels, through a page cache that must then be reclaimed: measured on this
+ *       project's VM (TinyLlama, 6.6 GB in, inside memory limits of 1/4 and 1/3 of it) 1.26–1.35 s of
+ *       CPU per GB mapped, against 0.70–0.76 s/GB read direct, which ran 1.5–1.7× faster, at the
+ *       floor (README, Performance, "Cold, inside a memory limit").
  *
  * Where the kernel will not say (a file the user neither owns nor may write: mincore then reports
  * every page cached), the input is mapped, as before this measurement existed. Without the addon every

@@ -17,9 +17,19 @@ import {
   type SseEvent,
 } from '../helpers/serve';
 import { useTmpDir } from '../helpers/tmp';
+import { generateFixture, PRESETS } from '../../lib/fixtures/generate';
 
-/** Memory budget that makes a merge of the tiny fixture take a few seconds (thousands of windows). */
+/**
+ * Memory budget that makes a merge of the `slow` fixture take a few seconds: thousands of windows of
+ * ~4 KiB of output (the least a block-aligned output window holds).
+ */
 const SLOW = 384;
+
+/** A merge of the `slow` fixture (tensors of ~10–400 KB, generated in `before`). */
+const slowBody = (out: string): Record<string, unknown> => ({
+  kind: 'merge',
+  options: { base: 'slow/base', models: ['slow/ft1', 'slow/ft2'], out },
+});
 
 /** Ids strictly increasing; the stream's last event a final state. */
 function assertWellFormed(events: readonly SseEvent[], finalState: string): void {
@@ -37,9 +47,18 @@ describe('model-stock serve: the HTTP API', function () {
   let server: Server;
   let port: number;
 
+  const slowFolders = () => ({ ...f, models: path.join(tmp.dir, 'slow-models') });
+
   before(async function () {
     await sqliteOrSkip(this);
     f = await serveFolders(tmp.dir);
+    // Served by the slow servers only (their own models folder: the listing tests see `fx` alone).
+    await generateFixture({
+      ...PRESETS.tiny,
+      hidden: 256,
+      intermediate: 704,
+      dir: path.join(tmp.dir, 'slow-models', 'slow'),
+    });
     server = await startServer(f);
     port = server.port;
   });
@@ -141,12 +160,15 @@ describe('model-stock serve: the HTTP API', function () {
   describe('a slow merge (small memory budget), followed live', () => {
     let slow: Server;
     before(async () => {
-      slow = await startServer({ ...f, state: path.join(tmp.dir, 'state-slow') }, { memory: SLOW });
+      slow = await startServer(
+        { ...slowFolders(), state: path.join(tmp.dir, 'state-slow') },
+        { memory: SLOW },
+      );
     });
     after(async () => slow?.close());
 
     it('progress at most every 250 ms, in order; a client that leaves and comes back misses nothing durable', async () => {
-      const created = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('slow-live') });
+      const created = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('slow-live') });
       assert.equal(created.status, 201);
       const first = await readEvents(slow.port, created.json.id, {
         stopAfter: (e) => e.event === 'progress',
@@ -169,8 +191,8 @@ describe('model-stock serve: the HTTP API', function () {
     });
 
     it('cancels a queued job at once and a running one through its signal: no output, no staging', async () => {
-      const a = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('slow-a') });
-      const b = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('slow-b') });
+      const a = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('slow-a') });
+      const b = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('slow-b') });
       assert.equal(b.json.state, 'queued');
       await waitForJob(slow.port, a.json.id, (s) => s === 'running');
       // A's staging folder exists once it has progressed.
@@ -201,10 +223,10 @@ describe('model-stock serve: the HTTP API', function () {
     });
 
     it('an out created while the job waited fails it with the library code; two jobs cannot share an out', async () => {
-      const a = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('slow-first') });
-      const b = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('taken-later') });
+      const a = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('slow-first') });
+      const b = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('taken-later') });
       assert.equal(b.status, 201);
-      const dup = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('taken-later') });
+      const dup = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('taken-later') });
       assert.equal(dup.status, 409);
       assert.equal(dup.json.error.code, 'BAD_OUTPUT_PATH');
       fs.mkdirSync(path.join(f.out, 'taken-later'));
@@ -217,7 +239,7 @@ describe('model-stock serve: the HTTP API', function () {
     });
 
     it('DELETE forgets a finished job, never its output; an unfinished one is a 409', async () => {
-      const a = await request(slow.port, 'POST', '/api/jobs', { body: mergeBody('slow-delete') });
+      const a = await request(slow.port, 'POST', '/api/jobs', { body: slowBody('slow-delete') });
       const early = await request(slow.port, 'DELETE', `/api/jobs/${a.json.id}`);
       assert.equal(early.status, 409);
       assert.equal(early.json.error.code, 'CONFLICT');
@@ -365,8 +387,11 @@ describe('model-stock serve: the HTTP API', function () {
   });
 
   it('while stopping: 503 SHUTTING_DOWN, the running job interrupted, no staging left', async () => {
-    const s = await startServer({ ...f, state: path.join(tmp.dir, 'state-stop') }, { memory: SLOW });
-    const created = await request(s.port, 'POST', '/api/jobs', { body: mergeBody('stopping') });
+    const s = await startServer(
+      { ...slowFolders(), state: path.join(tmp.dir, 'state-stop') },
+      { memory: SLOW },
+    );
+    const created = await request(s.port, 'POST', '/api/jobs', { body: slowBody('stopping') });
     await readEvents(s.port, created.json.id, { stopAfter: (e) => e.event === 'progress' });
     let stopped = false;
     const closing = s.close('stopping for the test').then(() => (stopped = true));
@@ -381,7 +406,7 @@ describe('model-stock serve: the HTTP API', function () {
     assert.ok(statuses.length >= 1 && statuses.every((x) => x === 503), statuses.join(', '));
     assert.deepEqual(stagingLeft(f.out), []);
     assert.ok(!fs.existsSync(path.join(f.out, 'stopping')));
-    const again = await startServer({ ...f, state: path.join(tmp.dir, 'state-stop') });
+    const again = await startServer({ ...slowFolders(), state: path.join(tmp.dir, 'state-stop') });
     try {
       const job = await waitForJob(again.port, created.json.id);
       assert.equal(job.state, 'interrupted');

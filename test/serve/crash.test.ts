@@ -16,7 +16,7 @@ import { useTmpDir } from '../helpers/tmp';
  * the same state: no job lost or doubled, the one that was running `interrupted`, the queued ones run,
  * no staging folder left, the database sound.
  */
-/** slow: merges of a 12-layer model with a tiny memory budget (seconds each, several flushes). */
+/** slow: merges of a 12-layer model of wider tensors with a tiny memory budget (seconds each, several flushes). */
 const POINTS: readonly [ProbePoint, number, { slow?: boolean; dropRecord?: boolean }?][] = [
   ['submit:checked', 1],
   ['submit:checked', 2],
@@ -93,7 +93,15 @@ describe('model-stock serve: kill -9 at any moment loses and doubles nothing', f
   before(async function () {
     await sqliteOrSkip(this);
     ({ models } = await serveFolders(tmp.dir));
-    await generateFixture({ ...PRESETS.tiny, layers: 12, dir: path.join(models, 'slow') });
+    // Tensors of ~10–400 KB: with the 384-byte budget the engine cuts them into windows of ~4 KiB of output
+    // (the least a block-aligned output window holds), thousands in all.
+    await generateFixture({
+      ...PRESETS.tiny,
+      hidden: 256,
+      intermediate: 704,
+      layers: 12,
+      dir: path.join(models, 'slow'),
+    });
   });
 
   for (const [point, n, o] of POINTS) {
