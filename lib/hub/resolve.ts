@@ -137,7 +137,8 @@ async function downloadSnapshot(
   };
   const side = SIDE_FILES.filter((n) => rootFiles.has(n)).map(pick);
   if (choice.kind === 'single') {
-    await fetchAll([pick(choice.file), ...side]);
+    // An adapter: adapter_config.json and its weights (choice.also).
+    await fetchAll([pick(choice.file), ...choice.also.map(pick), ...side]);
   } else {
     const indexFile = path.join(snapshot, choice.file);
     await fetchAll([pick(choice.file), ...side]);
