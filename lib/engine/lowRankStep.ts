@@ -190,6 +190,13 @@ function nonFiniteIn(
 
 export interface LowRankResult {
   readonly report: TensorReport;
+  /**
+   * What an adapter output (issue 19) needs beside the plan step's factors (`step.inputs[k].factor`:
+   * tensors, rank, scale, orientation, module): the ratio t per unit (one, or one per stored row
+   * filter-wise) and the factors' bytes as read (undefined for an input without factors).
+   */
+  readonly t: Float64Array;
+  readonly factors: readonly (LowRankFactor | undefined)[];
   /** The writes still in flight from each arena (the scheduler waits for them before reusing it). */
   readonly writing: readonly [Promise<void>, Promise<void>];
 }
@@ -235,13 +242,13 @@ async function mergeFactors(
   const pending: [Promise<void>, Promise<void>] = [writing[0], writing[1]];
   const session = backend.openLowRank(spec);
   let report: TensorReport;
+  let t: Float64Array;
   try {
     ctx.checkCancelled();
     const gram = await session.gram();
     await checkFactorsFinite(step, gram, factors, ctx);
-    let t: Float64Array;
     ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-    if (sink === undefined) return { report, writing: pending };
+    if (sink === undefined) return { report, t, factors, writing: pending };
     const inSize = floatSize(spec.baseDtype);
     const outSize = floatSize(step.outDtype);
     let k = 0;
@@ -275,7 +282,7 @@ async function mergeFactors(
     await Promise.all(pending);
     await copyBaseTail(step, arenas[0], ctx, progress);
   }
-  return { report, writing: pending };
+  return { report, t, factors, writing: pending };
 }
 
 /** The dense path's spec for a mixed step: each low-rank fine-tune given as float64 rows. */
@@ -363,6 +370,7 @@ async function mergeMixed(
   let kept: { inputs: Uint8Array[]; release: () => void; bytes: number } | undefined;
   const session = backend.openTensor(spec);
   let report: TensorReport;
+  let t: Float64Array;
   try {
     for (let firstRow = 0; firstRow < mergedRows; firstRow += rowsPer) {
       const count = Math.min(rowsPer, mergedRows - firstRow);
@@ -394,9 +402,8 @@ async function mergeMixed(
       }
     });
     await checkFactorsFinite(step, gram, factors, ctx);
-    let t: Float64Array;
     ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-    if (sink === undefined) return { report, writing: [Promise.resolve(), Promise.resolve()] };
+    if (sink === undefined) return { report, t, factors, writing: [Promise.resolve(), Promise.resolve()] };
     const outSize = floatSize(step.outDtype);
     for (let firstRow = 0; firstRow < mergedRows; firstRow += rowsPer) {
       const count = Math.min(rowsPer, mergedRows - firstRow);
@@ -421,7 +428,7 @@ async function mergeMixed(
     await session.close();
   }
   await copyBaseTail(step, arena, ctx, progress);
-  return { report, writing: [Promise.resolve(), Promise.resolve()] };
+  return { report, t, factors, writing: [Promise.resolve(), Promise.resolve()] };
 }
 
 export type { FineTuneInput };
