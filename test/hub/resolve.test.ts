@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { loadNativeAddon } from '../../lib/engine/native/loader';
 import { ModelStockError } from '../../lib/errors';
-import { resolveModelRef } from '../../lib/hub/resolve';
+import { resolveInputRef, resolveModelRef } from '../../lib/hub/resolve';
 import type { DownloadProgress, HubOptions } from '../../lib/hub/settings';
 import { openCheckpoint } from '../../lib/checkpoint/open';
 import { addToHfCache, repoFiles } from '../helpers/hfCache';
@@ -141,11 +141,21 @@ describe('hub: resolving model IDs through the Hugging Face cache', () => {
       );
     });
 
-    it('a model+lora reference that is not a path: LoRA application not supported', async () => {
+    it('a model+lora reference that is not a path is two references: resolveModelRef refuses it, resolveInputRef splits it', async () => {
       await rejects(
         resolveModelRef('org/base+org/adapter', { offline: true }),
         'BAD_CONFIG',
-        'LoRA application not supported',
+        'names a model ("org/base") and a LoRA adapter applied to it ("org/adapter")',
+      );
+      const rel = path.relative(process.cwd(), src);
+      assert.deepEqual(await resolveInputRef(`${rel}+${rel}`, { offline: true }), {
+        path: rel,
+        over: { ref: rel, path: rel },
+      });
+      await rejects(
+        resolveInputRef(`${rel}+${rel}+${rel}`, { offline: true }),
+        'BAD_CONFIG',
+        'more than one "+"',
       );
     });
 
