@@ -201,6 +201,19 @@ export async function openInputs(
     }
     models.push({ ...checkpoint, adapter: { ...checkpoint.adapter, over } });
   }
+  models.forEach((m, i) => {
+    const named = m.adapter?.config.baseModel;
+    const [ref, dir] =
+      m.adapter?.over !== undefined
+        ? [resolvedRefs[i + 1]!.over!.ref, m.adapter.over.path]
+        : [o.base, base.path];
+    if (named === undefined || namesModel(named, ref, dir)) return;
+    const w =
+      `model ${i + 1} (${o.models[i]}): its adapter_config.json names base_model_name_or_path "${named}", ` +
+      `but it is applied to "${ref}": is it an adapter of that model?`;
+    hooks.record(w);
+    o.onWarning?.(w);
+  });
   const labels = o.models.map((m, i) => `model ${i + 1} (${m})`);
   const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
   const plan = await makePlanSliced(base, models, {
@@ -213,6 +226,25 @@ export async function openInputs(
   if (onWarning !== undefined)
     await runSliced(forEachSliced(plan.warnings.length, (i) => onWarning(plan.warnings[i]!)));
   return { base, models, modelLabel, plan };
+}
+
+/**
+ * Whether an adapter's base_model_name_or_path names the model given as `ref` (resolved to `dir`): the
+ * same reference (a Hub ID case-insensitively, a revision aside), the same folder, or a Hub ID whose name
+ * is the folder's (a local copy, or the Hub cache's models--org--name).
+ */
+export function namesModel(named: string, ref: string, dir: string): boolean {
+  const norm = (s: string): string =>
+    s
+      .replace(/@[^/@]*$/, '')
+      .replace(/[\\/]+$/, '')
+      .toLowerCase();
+  if (norm(named) === norm(ref)) return true;
+  if (path.isAbsolute(named) || named.startsWith('.')) return path.resolve(named) === path.resolve(dir);
+  const repo = norm(named);
+  const name = repo.split('/').pop() ?? repo;
+  const parts = path.resolve(dir).toLowerCase().split(path.sep);
+  return parts.includes(name) || parts.includes(`models--${repo.replace('/', '--')}`);
 }
 
 /** The checkpoints a merge reads: the base, the fine-tunes, and the models adapters are applied to. */

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { isModelStockError } from '../../lib/errors';
 import { mergeModelStock } from '../../lib/merge';
 import { inspectModelStock } from '../../lib/inspect';
+import { namesModel } from '../../lib/inputs';
 import {
   FactorPool,
   llamaLike,
@@ -134,6 +135,47 @@ models:
       const m = merged.tensors.find((x) => x.name === t.name)!;
       assert.deepEqual([t.action, t.cosines, t.t], [m.action, m.cosines, m.t], t.name);
     }
+  });
+
+  it('base_model_name_or_path: a warning when it does not name the model the adapter is applied to', async () => {
+    const rng = mulberry32(5);
+    const pool = new FactorPool(rng);
+    const written = async (dir: string, named: string): Promise<string> => {
+      const spec = adapter([q], 4);
+      await writeAdapter(
+        path.join(tmp.dir, dir),
+        { ...spec, config: { ...spec.config, base_model_name_or_path: named } },
+        baseValues,
+        shapes,
+        pool,
+        rng,
+      );
+      return path.join(tmp.dir, dir);
+    };
+    const other = await written('named-other', 'TinyLlama/TinyLlama-1.1B-Chat-v1.0');
+    const same = await written('named-same', 'some-org/base'); // the base's folder is .../base
+    const warnings: string[] = [];
+    await mergeModelStock({
+      base: dirs.base,
+      models: [other, same, `${dirs.full}+${other}`],
+      out: path.join(tmp.dir, 'named'),
+      fsync: false,
+      onWarning: (w) => warnings.push(w),
+    });
+    const said = warnings.filter((w) => w.includes('base_model_name_or_path'));
+    assert.equal(said.length, 2, said.join('\n'));
+    assert.match(
+      said[0]!,
+      /^model 1 .*"TinyLlama\/TinyLlama-1\.1B-Chat-v1\.0", but it is applied to ".*base"/,
+    );
+    assert.match(said[1]!, /^model 3 .*but it is applied to ".*full"/);
+    const cache = '/cache/hub/models--TinyLlama--TinyLlama-1.1B-Chat-v1.0/snapshots/abc';
+    assert.ok(
+      namesModel('TinyLlama/TinyLlama-1.1B-Chat-v1.0', 'TinyLlama/tinyllama-1.1b-chat-v1.0@main', '/x'),
+    );
+    assert.ok(namesModel('TinyLlama/TinyLlama-1.1B-Chat-v1.0', 'org/x', cache));
+    assert.ok(namesModel('/models/base/', '../base', '/models/base'));
+    assert.ok(!namesModel('meta-llama/Llama-2-7b-hf', 'TinyLlama/TinyLlama-1.1B-Chat-v1.0', cache));
   });
 
   it('refused: an adapter as the base, a full model after the "+", an adapter before it', async () => {
