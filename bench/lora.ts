@@ -20,7 +20,6 @@
  *
  *   node dist/bench/lora.js [--runs N] [--preset tinyllama|medium|example] [--no-accuracy] [--scratch DIR]
  */
-import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -36,6 +35,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openCheckpoint } from '../lib/checkpoint/open';
+import type { AdapterModule } from '../lib/adapter/types';
 import type { TensorInfo } from '../lib/checkpoint/types';
 import { floatSize, type FloatDType } from '../lib/dtype';
 import type { LowRankFactor } from '../lib/engine/backend';
@@ -44,7 +44,16 @@ import { llamaLinearModules, randomAdapter, writePeftAdapter } from '../lib/fixt
 import { createBackend, mergeModelStock } from '../lib/index';
 import { decodeFloats, ulp } from '../lib/math/codec';
 import { catGroups, durableWrite, readFiles } from './floor';
-import { fixed, formatTable, median, safetensorsFiles, spread, syncDisks, totalSize } from './util';
+import {
+  childResult,
+  fixed,
+  formatTable,
+  median,
+  safetensorsFiles,
+  spread,
+  syncDisks,
+  totalSize,
+} from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CHILD_FLAG = '--child';
@@ -70,6 +79,32 @@ interface Trial {
   readonly isa: string;
 }
 
+/** Bytes [start, start + length) of tensor `t`. */
+function readAt(t: TensorInfo, start: number, length: number): Uint8Array {
+  const fd = openSync(t.file, 'r');
+  try {
+    const into = new Uint8Array(length);
+    for (let done = 0; done < length;)
+      done += readSync(fd, into, done, length - done, t.offset + start + done);
+    return into;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A module's factors as the backend takes them (a Linear's: plain). */
+function factorOf(m: AdapterModule): LowRankFactor {
+  return {
+    a: readAt(m.a, 0, m.a.byteLength),
+    aDtype: m.a.dtype as FloatDType,
+    b: readAt(m.b, 0, m.b.byteLength),
+    bDtype: m.b.dtype as FloatDType,
+    rank: m.rank,
+    scale: m.scale,
+    transposed: false,
+  };
+}
+
 /** W0 + s·B·A of every adapted tensor rounded once to the base's dtype, the rest copied: one safetensors file. */
 async function materialize(baseDir: string, adapterDir: string, out: string): Promise<string> {
   const base = await openCheckpoint(baseDir);
@@ -89,15 +124,6 @@ async function materialize(baseDir: string, adapterDir: string, out: string): Pr
   mkdirSync(out, { recursive: true });
   const file = path.join(out, 'model.safetensors');
   const fd = openSync(file, 'w');
-  const fds = new Map<string, number>();
-  const read = (t: TensorInfo, start: number, length: number): Uint8Array => {
-    let f = fds.get(t.file);
-    if (f === undefined) fds.set(t.file, (f = openSync(t.file, 'r')));
-    const into = new Uint8Array(length);
-    for (let done = 0; done < length;)
-      done += readSync(f, into, done, length - done, t.offset + start + done);
-    return into;
-  };
   try {
     const prefix = Buffer.alloc(8);
     prefix.writeBigUInt64LE(BigInt(padded.byteLength));
@@ -112,18 +138,10 @@ async function materialize(baseDir: string, adapterDir: string, out: string): Pr
       const size = floatSize(t.dtype as FloatDType);
       if (m === undefined) {
         for (let r = 0; r < rows; r += per)
-          writeSync(fd, read(t, r * cols * size, Math.min(per, rows - r) * cols * size));
+          writeSync(fd, readAt(t, r * cols * size, Math.min(per, rows - r) * cols * size));
         continue;
       }
-      const factor: LowRankFactor = {
-        a: read(m.a, 0, m.a.byteLength),
-        aDtype: m.a.dtype as FloatDType,
-        b: read(m.b, 0, m.b.byteLength),
-        bDtype: m.b.dtype as FloatDType,
-        rank: m.rank,
-        scale: m.scale,
-        transposed: false,
-      };
+      const factor = factorOf(m);
       // The fused output with the adapter and a zero task vector, t = 2: (t/N)·(s·B·A + 0) = s·B·A.
       const session = backend.openLowRank({
         name,
@@ -139,7 +157,7 @@ async function materialize(baseDir: string, adapterDir: string, out: string): Pr
           const count = Math.min(per, rows - r);
           const outBytes = new Uint8Array(count * cols * size);
           await session.interpolate(
-            { firstRow: r, rows: count, base: read(t, r * cols * size, count * cols * size) },
+            { firstRow: r, rows: count, base: readAt(t, r * cols * size, count * cols * size) },
             new Float64Array([2]),
             outBytes,
           );
@@ -151,7 +169,6 @@ async function materialize(baseDir: string, adapterDir: string, out: string): Pr
     }
   } finally {
     closeSync(fd);
-    for (const f of fds.values()) closeSync(f);
     await backend.dispose();
   }
   return file;
@@ -179,21 +196,7 @@ async function child(job: Job): Promise<void> {
 async function runChild(job: Job): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
-  const proc = spawn(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const status = await new Promise<number | null>((resolve, reject) => {
-    proc.on('error', reject);
-    proc.on('close', resolve);
-  });
-  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
-  if (status !== 0 || line === undefined)
-    throw new Error(`${JSON.stringify(job)} failed with status ${status}:\n${(stderr || stdout).trim()}`);
-  return JSON.parse(line.slice(RESULT_TAG.length)) as Trial;
+  return childResult<Trial>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG);
 }
 
 /** The two adapters of the fixture's base, generated once (a marker names what they were made from). */
@@ -237,17 +240,6 @@ async function inexactness(
   const out = await openCheckpoint(merged);
   const ads = await Promise.all(adapters.map((a) => openCheckpoint(a)));
   const backend = createBackend('native');
-  const readAll = (t: TensorInfo, start: number, length: number): Uint8Array => {
-    const fd = openSync(t.file, 'r');
-    try {
-      const into = new Uint8Array(length);
-      for (let done = 0; done < length;)
-        done += readSync(fd, into, done, length - done, t.offset + start + done);
-      return into;
-    } finally {
-      closeSync(fd);
-    }
-  };
   let adapted = 0;
   let outside = 0;
   let worst = 0;
@@ -263,29 +255,14 @@ async function inexactness(
       const rows = t0.shape[0]!;
       const cols = t0.byteLength / size / rows;
       const t = exactT.get(name)!;
-      const factors = ms.map((m) =>
-        m === undefined
-          ? undefined
-          : {
-              a: readAll(m.a, 0, m.a.byteLength),
-              aDtype: m.a.dtype as FloatDType,
-              b: readAll(m.b, 0, m.b.byteLength),
-              bDtype: m.b.dtype as FloatDType,
-              rank: m.rank,
-              scale: m.scale,
-              transposed: false,
-            },
-      );
+      const factors = ms.map((m) => (m === undefined ? undefined : factorOf(m)));
       const per = Math.max(1, Math.floor(WINDOW_ELEMENTS / cols));
       let ratio = 0;
       for (let r = 0; r < rows; r += per) {
         const count = Math.min(per, rows - r);
-        const w0Bytes = readAll(t0, r * cols * size, count * cols * size);
+        const w0Bytes = readAt(t0, r * cols * size, count * cols * size);
         const w0 = decodeFloats(w0Bytes, dtype);
-        const got = decodeFloats(
-          readAll(out.tensors.get(name)!, r * cols * size, count * cols * size),
-          dtype,
-        );
+        const got = decodeFloats(readAt(out.tensors.get(name)!, r * cols * size, count * cols * size), dtype);
         const sum = new Float64Array(count * cols);
         for (const f of factors) {
           if (f === undefined) {
