@@ -24,9 +24,10 @@ import { PLOT_FILE, reportPicture } from './report/svg';
 import { planShardsSliced } from './safetensors/layout';
 import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { openTensorSource, type TensorSource } from './engine/io';
+import { openInputSources, type InputSources } from './engine/inputSources';
 import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
+import { writerStaging } from './safetensors/shardFile';
 import type { MergeOptions, MergeReport } from './types';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
@@ -61,7 +62,7 @@ function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
 }
 
 /** The fault of a mapped input, if one faulted: it explains whatever failed after it. */
-function inputFault(reader: TensorSource | undefined): unknown {
+function inputFault(reader: InputSources | undefined): unknown {
   try {
     reader?.check?.();
     return undefined;
@@ -143,22 +144,35 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     onWarning: options.onWarning,
     signal: options.signal,
   });
-  let reader: TensorSource | undefined;
+  let reader: InputSources | undefined;
   let staging: StagingDir | undefined;
   let writer: SafetensorsWriter | undefined;
   let reportCopy: Placement | undefined;
   let committed = false;
   try {
-    reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
+    reader = await openInputSources(
+      options.io ?? 'auto',
+      inputs.map((c) => ({ files: c.files })),
+      { signal: options.signal, queueDepth: options.ioQueueDepth },
+    );
     staging = await StagingDir.create(target, { overwrite, onWarning: options.onWarning });
-    writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
+    // The writer's staging blocks come out of the memory budget; the pipeline's buffers get the rest.
+    const staged = writerStaging(memory, options.writeMode ?? 'auto');
+    writer = await SafetensorsWriter.create(staging.dir, layout, {
+      mode: options.writeMode,
+      blockBytes: staged.blockBytes,
+    });
     const w = writer;
     const result = await runPlan(plan, {
       backend,
       source: reader,
-      sink: { write: (name, offset, data) => w.write(name, offset, data) },
+      sink: {
+        write: (name, offset, data) => w.write(name, offset, data),
+        blockOffset: (name, offset) => w.blockOffset(name, offset),
+      },
       theta,
-      memory,
+      // At least half, when the staging's smallest blocks would leave less (a budget of a few MiB).
+      memory: Math.max(memory - staged.bytes, Math.floor(memory / 2)),
       window,
       modelLabel,
       onProgress: options.onProgress,
@@ -199,13 +213,14 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       filterWise,
       theta,
       backend: backend.info(),
-      inputs: reportInputs([options.base, ...options.models], inputs, reader),
+      inputs: reportInputs([options.base, ...options.models], inputs, await reader.inputIo()),
       tensors: reportTensors(plan, result),
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      profile: result.profile,
     };
     // Drawn after the weights, committed with them; a fault in drawing costs the picture, not the merge.
     const failures: string[] = [];
