@@ -1,9 +1,10 @@
 /**
  * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
- * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the event-loop liveness
- * cases (bench/liveness.ts), the picture of a million tensors (bench/draw.ts) and the merge service's
- * soak and load (bench/serve.ts). Each is also a command of its own: `npm run bench:inspect`,
- * `npm run bench:liveness`, `npm run bench:draw`, `npm run bench:serve`.
+ * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the LoRA adapter rows
+ * (bench/lora.ts, same number of runs), the event-loop liveness cases (bench/liveness.ts), the picture
+ * of a million tensors (bench/draw.ts) and the merge service's soak and load (bench/serve.ts). Each is
+ * also a command of its own: `npm run bench:inspect`, `npm run bench:lora`, `npm run bench:liveness`,
+ * `npm run bench:draw`, `npm run bench:serve`.
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -30,6 +31,7 @@ const shared = [
   ...(typeof values.preset === 'string' ? ['--preset', values.preset] : []),
 ];
 run('inspect.js', shared);
+run('lora.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('draw.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('serve.js', []);

@@ -13,37 +13,51 @@ export type WeightChoice =
       readonly format: CheckpointFormat;
       /** The index, or the single weight file. */
       readonly file: string;
+      /** Other files the format reads beside `file` (an adapter's weights beside its config). */
+      readonly also: readonly string[];
       /** Weight files of other formats in the folder, left aside. */
       readonly shadowed: readonly string[];
     }
   | { readonly kind: 'none'; readonly code: 'NO_CHECKPOINT' | 'INVALID_INDEX'; readonly why: string };
 
-type Found = { kind: 'index' | 'single'; file: string } | { kind: 'ambiguous'; files: string[] } | undefined;
+type Found =
+  | { kind: 'index' | 'single'; file: string; also: readonly string[] }
+  | { kind: 'ambiguous'; files: string[] }
+  | { kind: 'unreadable'; why: string }
+  | undefined;
 
 function find(format: CheckpointFormat, names: ReadonlySet<string>): Found {
   if (format.indexFile !== undefined && names.has(format.indexFile))
-    return { kind: 'index', file: format.indexFile };
-  if (names.has(format.singleFile)) return { kind: 'single', file: format.singleFile };
+    return { kind: 'index', file: format.indexFile, also: [] };
+  if (names.has(format.singleFile)) {
+    const also = format.companions?.(names) ?? [];
+    if (typeof also === 'string') return { kind: 'unreadable', why: also };
+    return { kind: 'single', file: format.singleFile, also };
+  }
   const lone = format.isLoneFile;
   if (lone === undefined) return undefined;
   const candidates = [...names].filter((n) => lone(n)).sort();
-  if (candidates.length === 1) return { kind: 'single', file: candidates[0] as string };
+  if (candidates.length === 1) return { kind: 'single', file: candidates[0] as string, also: [] };
   return candidates.length > 1 ? { kind: 'ambiguous', files: candidates } : undefined;
 }
 
 /** `names`: the regular files at the folder's root. */
 export function chooseWeights(names: ReadonlySet<string>): WeightChoice {
-  let chosen: { format: CheckpointFormat; kind: 'index' | 'single'; file: string } | undefined;
+  let chosen:
+    { format: CheckpointFormat; kind: 'index' | 'single'; file: string; also: readonly string[] } | undefined;
   let ambiguous: { format: CheckpointFormat; files: string[] } | undefined;
   const shadowed: string[] = [];
   for (const format of FORMATS) {
     const found = find(format, names);
     if (found === undefined) continue;
-    if (found.kind === 'ambiguous') {
+    if (found.kind === 'unreadable') {
+      // The first format's marker decides (a folder with adapter_config.json is an adapter).
+      if (chosen === undefined) return { kind: 'none', code: 'NO_CHECKPOINT', why: found.why };
+    } else if (found.kind === 'ambiguous') {
       ambiguous ??= { format, files: found.files };
     } else if (chosen === undefined) {
       chosen = { format, ...found };
-    } else {
+    } else if (!chosen.also.includes(found.file)) {
       shadowed.push(found.file);
     }
   }
@@ -81,6 +95,12 @@ export function shadowedWarning(
   choice: Extract<WeightChoice, { file: string }>,
 ): string | undefined {
   if (choice.shadowed.length === 0) return undefined;
+  if (choice.format.name === 'lora') {
+    return (
+      `${dir}: holds a LoRA adapter (${choice.file}) and also ${choice.shadowed.join(', ')}: reading the adapter ` +
+      '(a folder with adapter_config.json is an adapter; name the other weight file itself to read it instead)'
+    );
+  }
   return (
     `${dir}: holds ${choice.format.name} weights (${choice.file}) and also ${choice.shadowed.join(', ')}: ` +
     `reading the ${choice.format.name} ones, as transformers does`

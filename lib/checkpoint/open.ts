@@ -2,7 +2,8 @@
  * A checkpoint is a model folder or a single weight file, in any format behind the seam (formats.ts):
  * safetensors (`model.safetensors`, shards named by `model.safetensors.index.json`, a lone
  * `*.safetensors`, or one `.safetensors` file) or PyTorch (`pytorch_model.bin`, shards named by
- * `pytorch_model.bin.index.json`, or one `.bin`/`.pt`/`.pth`/`.ckpt` file). Whatever the format, it
+ * `pytorch_model.bin.index.json`, or one `.bin`/`.pt`/`.pth`/`.ckpt` file) or a PEFT LoRA adapter (a
+ * folder with `adapter_config.json`: lib/adapter/). Whatever the format, it
  * becomes one tensor table — name, dtype, shape, file, byte offset, byte length — that the plan and the
  * engine read. Every weight file is validated, and cross-checked against the index, before any tensor is
  * read.
@@ -15,7 +16,7 @@ import { CHECK_EVERY, runSliced, type Sliced } from '../util/sliced';
 import { chooseWeights, shadowedWarning } from './folder';
 import { FORMATS } from './formats';
 import { readIndexFile } from './indexFile';
-import type { Checkpoint, CheckpointFormat, OpenOptions, TensorInfo, WeightFile } from './types';
+import type { Checkpoint, CheckpointFormat, FormatRead, OpenOptions, TensorInfo } from './types';
 
 export type { OpenOptions } from './types';
 
@@ -74,7 +75,9 @@ async function formatOfFile(file: string): Promise<CheckpointFormat> {
     throw new ModelStockError('IO_ERROR', `cannot read: ${(cause as Error).message}`, { file, cause });
   }
   // Neither name nor bytes: read as safetensors, as before there were other formats (its header says what is wrong).
-  return FORMATS.find((f) => f.sniff(head)) ?? (FORMATS[0] as CheckpointFormat);
+  return (
+    FORMATS.find((f) => f.sniff(head)) ?? (FORMATS.find((f) => f.name === 'safetensors') as CheckpointFormat)
+  );
 }
 
 async function openSharded(
@@ -141,7 +144,7 @@ function assemble(
   format: CheckpointFormat,
   target: string,
   dir: string,
-  read: { readonly files: readonly WeightFile[]; readonly warnings: readonly string[] },
+  read: FormatRead,
   indexFile: string | undefined,
   warnings: readonly string[],
 ): Promise<Checkpoint> {
@@ -152,7 +155,7 @@ function* assembleSteps(
   format: CheckpointFormat,
   target: string,
   dir: string,
-  read: { readonly files: readonly WeightFile[]; readonly warnings: readonly string[] },
+  read: FormatRead,
   indexFile: string | undefined,
   warnings: readonly string[],
 ): Sliced<Checkpoint> {
@@ -186,6 +189,7 @@ function* assembleSteps(
     // HF writes the same __metadata__ into every shard; the first shard's speaks for the model.
     metadata: files[0]?.metadata,
     warnings: [...warnings, ...read.warnings],
+    ...(read.adapter !== undefined ? { adapter: read.adapter } : {}),
   };
 }
 

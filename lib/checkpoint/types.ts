@@ -1,6 +1,7 @@
 import type { DType } from '../dtype';
 import type { FileIdentity } from './identity';
 import type { InputFormat } from '../types';
+import type { Adapter } from '../adapter/types';
 
 /**
  * One tensor of a checkpoint, located in its file: whatever the format, a run of `byteLength` bytes at
@@ -48,6 +49,11 @@ export interface Checkpoint {
    * left aside, a PyTorch file's entries beside the state dict, the objects its pickle references.
    */
   readonly warnings: readonly string[];
+  /**
+   * A LoRA adapter (format 'lora'): its factors and whole tensors; `tensors` above are then the adapter
+   * file's own (lora_A, lora_B, …), never a base tensor's name.
+   */
+  readonly adapter?: Adapter;
 }
 
 /** How a checkpoint is opened. */
@@ -81,14 +87,22 @@ export interface CheckpointFormat {
   readonly singleFile: string;
   /** A lone file of a folder taken as its model when the folder has neither of the above. */
   isLoneFile?(name: string): boolean;
+  /**
+   * The other files of a folder this format reads beside `singleFile` (an adapter's weights beside its
+   * adapter_config.json), chosen from the folder's `names`; a string is why the folder cannot be read.
+   */
+  companions?(names: ReadonlySet<string>): readonly string[] | string;
   /** Whether a file named directly is of this format, by its name. */
   claims(file: string): boolean;
   /** Whether a file named directly is of this format, by its first bytes (for names no format claims). */
   sniff(head: Uint8Array): boolean;
   /** Reads `files` (the shards, in order); `target` is the checkpoint's path, which warnings start with. */
-  read(
-    target: string,
-    files: readonly string[],
-    options: OpenOptions,
-  ): Promise<{ readonly files: readonly WeightFile[]; readonly warnings: readonly string[] }>;
+  read(target: string, files: readonly string[], options: OpenOptions): Promise<FormatRead>;
+}
+
+/** What a format read: its weight files, what it noticed, and (LoRA) the adapter. */
+export interface FormatRead {
+  readonly files: readonly WeightFile[];
+  readonly warnings: readonly string[];
+  readonly adapter?: Adapter;
 }

@@ -51,7 +51,7 @@ export interface StepContext {
   /** A step's report entry, given by its task that computed t (steps finish in plan order). */
   readonly report: (entry: TensorReport) => void;
   /** Sessions open now: whatever a failure leaves open is closed by the scheduler. */
-  readonly sessions: Set<TensorSession>;
+  readonly sessions: Set<Pick<TensorSession, 'close'>>;
 }
 
 /** The base and the fine-tunes of a merge step, in that order. */

@@ -80,7 +80,11 @@ export function copyTasks(step: CopyStep, index: number, sizing: Sizing): Genera
  * The base's rows after the merged ones, when an embedding's vocabulary differs (docs/merge-contract.md):
  * the output keeps the base's shape, and rows beyond those every input has come from the base.
  */
-export function baseTailTasks(step: MergeStep, index: number, sizing: Sizing): Generator<Task> {
+export function baseTailTasks(
+  step: Pick<MergeStep, 'name' | 'base' | 'numel' | 'mergedNumel' | 'outDtype'>,
+  index: number,
+  sizing: Sizing,
+): Generator<Task> {
   const b = step.base;
   if (step.outDtype === b.dtype) {
     const size = floatSize(step.outDtype);

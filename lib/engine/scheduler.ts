@@ -10,6 +10,7 @@ import { Ring } from './ring';
 import { sizePipeline, type Sizing } from './sizing';
 import { wholeTask } from './whole';
 import { windowedTasks } from './windowed';
+import { lowRankInputBytes, lowRankSecondPass, lowRankTasks } from './lowRankStep';
 
 export type { EngineOptions, TensorSink, TensorSource } from './context';
 export type { PipelineProfile } from './pipeline';
@@ -30,7 +31,9 @@ const inputBytes = (s: PlanStep, gramOnly: boolean): number =>
     ? gramOnly
       ? 0
       : s.base.byteLength
-    : mergeInputBytes(s) + (gramOnly ? 0 : s.base.byteLength - mergedBytes(s, s.base));
+    : s.action === 'low-rank'
+      ? lowRankInputBytes(s, gramOnly)
+      : mergeInputBytes(s) + (gramOnly ? 0 : s.base.byteLength - mergedBytes(s, s.base));
 
 /** Input bytes of a step's merged ranges: read once whole, or once per pass when windowed. */
 const mergeInputBytes = (s: MergeStep): number => inputsOf(s).reduce((a, t) => a + mergedBytes(s, t), 0);
@@ -70,6 +73,11 @@ function* stepTasks(step: PlanStep, index: number, sizing: Sizing, ctx: StepCont
     if (writing) yield* copyTasks(step, index, sizing);
     return;
   }
+  if (step.action === 'low-rank') {
+    // Tensors a LoRA adapter changes: lowRankStep.ts.
+    yield* lowRankTasks(step, index, sizing, ctx);
+    return;
+  }
   if (sizing.whole(step)) yield wholeTask(step, index, ctx, false);
   else yield* windowedTasks(step, index, sizing.windowElements(step), ctx, false);
   if (writing && step.mergedNumel < step.numel) yield* baseTailTasks(step, index, sizing);
@@ -91,7 +99,11 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
   const outRing = sizing.outRing > 0 ? new Ring(sizing.outRing, opts.backend) : undefined;
 
   const secondPass = (s: PlanStep): number =>
-    s.action === 'merge' && !gramOnly && !sizing.whole(s) ? mergeInputBytes(s) : 0;
+    s.action === 'low-rank'
+      ? lowRankSecondPass(s, gramOnly)
+      : s.action === 'merge' && !gramOnly && !sizing.whole(s)
+        ? mergeInputBytes(s)
+        : 0;
   const bytesTotal = steps.reduce((sum, s) => sum + inputBytes(s, gramOnly) + secondPass(s), 0);
   let bytesDone = 0;
   let bytesWritten = 0;
@@ -101,7 +113,7 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
 
   const reports: TensorReport[] = [];
   const warnings: string[] = [];
-  const sessions = new Set<TensorSession>();
+  const sessions = new Set<Pick<TensorSession, 'close'>>();
   const ctx: StepContext = {
     options: opts,
     warn: (m) => {

@@ -16,6 +16,7 @@ import type { TensorInfo } from '../checkpoint/types';
 import { inputsOf, mergedBytes, mergedOutBytes, type EngineOptions } from './context';
 import { isMapped } from './pipeline';
 import { alignUp } from './ring';
+import { factorTensors, storedShape } from './lowRankStep';
 
 /** Largest ring: Node 20 aborts the process on an external ArrayBuffer of 4 GiB or more. */
 const MAX_RING = 2 ** 32 - 2 ** 16;
@@ -84,6 +85,30 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
         maxOut = Math.max(maxOut, s.outByteLength + OUT_SLACK);
         minOut = Math.max(minOut, 2 * (OUT_SLACK + 8));
       }
+      continue;
+    }
+    if (s.action === 'low-rank') {
+      // The factors are read by one task (whole); the base and own weights in row windows.
+      const { cols } = storedShape(s);
+      const rows = s.mergedNumel / cols;
+      const factorsIn = factorTensors(s).reduce((a, t) => a + ringBytes(t, 0, t.byteLength), SLICE_ALIGN);
+      const windowed = [s.base, ...s.inputs.filter((x) => x.tensor !== s.base).map((x) => x.tensor)];
+      const rowsIn = windowed.reduce(
+        (a, t) => a + ringBytes(t, 0, rows * cols * floatSize(t.dtype as FloatDType)),
+        SLICE_ALIGN,
+      );
+      const o = gramOnly ? 0 : s.mergedNumel * floatSize(s.outDtype) + OUT_SLACK;
+      totalIn += factorsIn + (gramOnly && s.factorsOnly ? 0 : rowsIn);
+      totalOut += o;
+      maxIn = Math.max(maxIn, factorsIn, gramOnly && s.factorsOnly ? 0 : rowsIn);
+      maxOut = Math.max(maxOut, o);
+      // Half of the ring holds one row of every windowed input; the whole ring holds the factors.
+      const row = windowed.reduce(
+        (a, t) => a + slack(t) + (isMapped(source, t) ? 0 : cols * floatSize(t.dtype as FloatDType)),
+        SLICE_ALIGN,
+      );
+      minIn = Math.max(minIn, factorsIn, 2 * row);
+      if (!gramOnly) minOut = Math.max(minOut, 2 * (OUT_SLACK + cols * floatSize(s.outDtype)));
       continue;
     }
     const i = stepIn(s);

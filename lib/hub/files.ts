@@ -1,6 +1,7 @@
 /**
  * Which files of a model repository a merge needs: the weights openCheckpoint will read (the rule of
- * lib/checkpoint/folder.ts: safetensors when the repository has them — the index and its shards, or
+ * lib/checkpoint/folder.ts: a LoRA adapter's adapter_config.json and its adapter_model.safetensors (else
+ * adapter_model.bin) when the repository has the config; safetensors when it has them — the index and its shards, or
  * model.safetensors, or a lone *.safetensors —, else PyTorch's pytorch_model.bin or its index and
  * shards) and the small files the output takes from its models (config, generation config, tokenizer).
  * Never a second copy of the weights in another format, READMEs or other repositories' extras.
