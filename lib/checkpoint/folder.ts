@@ -43,7 +43,8 @@ function find(format: CheckpointFormat, names: ReadonlySet<string>): Found {
 
 /** `names`: the regular files at the folder's root. */
 export function chooseWeights(names: ReadonlySet<string>): WeightChoice {
-  let chosen: { format: CheckpointFormat; kind: 'index' | 'single'; file: string; also: readonly string[] } | undefined;
+  let chosen:
+    { format: CheckpointFormat; kind: 'index' | 'single'; file: string; also: readonly string[] } | undefined;
   let ambiguous: { format: CheckpointFormat; files: string[] } | undefined;
   const shadowed: string[] = [];
   for (const format of FORMATS) {

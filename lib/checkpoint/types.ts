@@ -97,11 +97,7 @@ export interface CheckpointFormat {
   /** Whether a file named directly is of this format, by its first bytes (for names no format claims). */
   sniff(head: Uint8Array): boolean;
   /** Reads `files` (the shards, in order); `target` is the checkpoint's path, which warnings start with. */
-  read(
-    target: string,
-    files: readonly string[],
-    options: OpenOptions,
-  ): Promise<FormatRead>;
+  read(target: string, files: readonly string[], options: OpenOptions): Promise<FormatRead>;
 }
 
 /** What a format read: its weight files, what it noticed, and (LoRA) the adapter. */
