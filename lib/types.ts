@@ -144,6 +144,11 @@ export interface TensorReport {
   readonly cStats?: RatioStats;
   readonly tStats?: RatioStats;
   readonly pole?: boolean;
+  /**
+   * Fine-tunes (indices into MergeOptions.models) whose task vector is zero here — LoRA adapters that do
+   * not change this tensor while other fine-tunes do; N counts them.
+   */
+  readonly untouched?: readonly number[];
   /** An embedding whose vocabulary (first dimension) differs between base and fine-tunes. */
   readonly rows?: {
     /** Rows every input has: merged (cosines and t over exactly these rows). */

@@ -24,6 +24,12 @@ struct Cancelled : std::runtime_error {
   Cancelled() : std::runtime_error("cancelled") {}
 };
 
+// A NaN or ±Inf found in an input the job reads where no Gram diagonal would show it (the base of a
+// low-rank output): the job fails, and the addon rejects with code NON_FINITE.
+struct NonFinite : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct WindowGeometry {
   const KernelTable* kernels;  // the ISA this job runs on
   unsigned threads;            // parallelism of this job, the calling thread included (0 = all cores)

@@ -233,6 +233,8 @@ void runLowRankOutput(const LowRankOutputJob& job) {
     job.kernels->lowRankOutput(t);
   });
   if (aborted(job.abort)) throw Cancelled();
+  if (job.nonFinite->load(std::memory_order_relaxed) != 0)
+    throw NonFinite("a NaN or Inf in the base's rows of this window");
 }
 
 }  // namespace ms

@@ -20,6 +20,7 @@
 //   Output out[k, c] = encode(w0[k, c] + Σ_a coef_{k,i(a)}·U_ka·V_ac), coef_{k,i} = (t_k/N)·s_i — a
 //          rank-S GEMM per row window, in float64, added to the base once and rounded once.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -81,6 +82,9 @@ struct LowRankOutputJob {
   Input base;          // rows × cols elements
   uint8_t* out;        // rows × cols × size(outDtype)
   DType outDtype;
+  // Set (by any task) when a base element is NaN or ±Inf: the job then fails with NON_FINITE, since
+  // the Gram from factors never sees the base (a dense Gram's diagonal would have caught it).
+  std::atomic<int>* nonFinite;
 };
 
 // What one ISA's kernels are handed (lowrank_impl.h).

@@ -165,6 +165,20 @@ void encodeDoubles(DType o, const double* x, size_t n, uint8_t* out) {
 // stream past it.
 constexpr size_t kOutputBlockDoubles = 32 * 1024;
 
+// Whether any of x[0, n) is NaN or ±Inf: its exponent bits all ones. (b & exp) + 2^52 reaches bit 63
+// exactly then, so an OR over the elements tells — integer ops only, which the compiler vectorizes
+// (a float sum would be one serial chain).
+inline bool anyNonFinite(const double* x, size_t n) {
+  constexpr uint64_t kExp = 0x7ff0000000000000ull;
+  uint64_t acc = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t b;
+    std::memcpy(&b, x + i, 8);
+    acc |= (b & kExp) + (uint64_t{1} << 52);
+  }
+  return (acc >> 63) != 0;
+}
+
 // Rows [r0, r1) of the window: out = encode(w0 + Σ_a coef·U·V), MR rows × one panel at a time.
 template <class V>
 void lowRankOutput(const LowRankOutputTask& t) {
@@ -204,7 +218,10 @@ void lowRankOutput(const LowRankOutputTask& t) {
       }
       for (int r = 0; r < MR; ++r) {
         double* dst = rowsBuf + r * rowDoubles;
-        if (r < mr) decodeF64<V>(job.base.dtype, job.base.bytes + ((k + r) * cols + c0) * inSize, width, dst);
+        if (r < mr) {
+          decodeF64<V>(job.base.dtype, job.base.bytes + ((k + r) * cols + c0) * inSize, width, dst);
+          if (anyNonFinite(dst, width)) job.nonFinite->store(1, std::memory_order_relaxed);
+        }
         w0[r] = dst;
       }
       for (uint64_t p = p0; p < p1; ++p) {

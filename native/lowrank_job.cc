@@ -164,6 +164,7 @@ struct OutputJobTask {
   std::vector<Napi::Object> keep;
   PackedFactors f;
   LowRankOutputJob job{};
+  std::atomic<int> nonFinite{0};
 
   void parse(Napi::Value value) {
     const char* op = "lowRankInterpolate";
@@ -182,6 +183,7 @@ struct OutputJobTask {
                           dtypeName(job.outDtype) + ") = " + str(want));
     keep.push_back(out);
     job.out = out.Data();
+    job.nonFinite = &nonFinite;
   }
 
   void run() { runLowRankOutput(job); }

@@ -36,6 +36,9 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const Cancelled& e) {
       code_ = "CANCELLED";
       SetError(e.what());
+    } catch (const NonFinite& e) {
+      code_ = "NON_FINITE";
+      SetError(e.what());
     } catch (const ArgumentError& e) {
       code_ = "INVALID_ARGUMENT";
       SetError(e.what());

@@ -136,7 +136,8 @@ export interface LowRankSession {
   /**
    * The merged rows of one window: out[k, c] = encode(w0[k, c] + (t[u]/N)·Σ_i d_i[k, c]), u the unit of
    * row k, accumulated in float64 and rounded once to `outDtype` (round-to-nearest-even). `t` has one
-   * ratio per unit; `out` is rows × C × size(outDtype) bytes. Windows may be given in any order.
+   * ratio per unit; `out` is rows × C × size(outDtype) bytes. Windows may be given in any order. A NaN
+   * or ±Inf in the window's base rejects with NON_FINITE (the Gram from factors never sees the base).
    */
   interpolate(window: RowWindow, t: Float64Array, out: Uint8Array): Promise<void>;
   /** Frees what the session holds; safe to call twice. */
@@ -222,7 +223,7 @@ export interface Backend {
   openTensor(spec: TensorSpec): TensorSession;
   /** A session for a tensor whose fine-tunes are all low-rank (or zero). */
   openLowRank(spec: LowRankSpec): LowRankSession;
-  /** Fills `job.out` with W0 + s·B·A for the job's rows, in float64. */
+  /** Fills `job.out` with W0 + s·B·A for the job's rows, in float64 (NON_FINITE for a NaN or Inf in W0). */
   materializeRows(job: MaterializeJob): Promise<void>;
   /** Frees everything the backend holds; it is not used afterwards. */
   dispose(): Promise<void>;

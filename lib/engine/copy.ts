@@ -110,7 +110,7 @@ export async function copyTensor(
  * output keeps the base's shape, and rows beyond those every input has come from the base.
  */
 export async function copyBaseTail(
-  step: MergeStep,
+  step: Pick<MergeStep, 'name' | 'base' | 'numel' | 'mergedNumel' | 'outDtype'>,
   arena: Arena,
   ctx: StepContext,
   progress: Progress,

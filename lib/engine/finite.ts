@@ -19,6 +19,36 @@ export async function checkFinite(
   modelLabel: (i: number) => string,
   scan: InputScan,
 ): Promise<void> {
+  const tensors = inputsOf(step);
+  await checkFiniteInputs(
+    step.name,
+    gram,
+    tensors.map((t, i) => ({
+      dtype: t.dtype as FloatDType,
+      file: t.file,
+      who: i === 0 ? 'the base' : modelLabel(step.modelIndices[i - 1]!),
+    })),
+    scan,
+  );
+}
+
+/** One input of a Gram pass as checkFiniteInputs names it: its dtype (as scanned), file and owner. */
+export interface ScannedInput {
+  readonly dtype: FloatDType;
+  readonly file: string;
+  /** "the base", "model 2 (./ft-b)". */
+  readonly who: string;
+  /** What the element index counts, when not the tensor's elements (e.g. "of lora_A"). */
+  readonly what?: string;
+}
+
+/** checkFinite over described inputs (the first one's file is named when nothing is found). */
+export async function checkFiniteInputs(
+  tensor: string,
+  gram: Float64Array,
+  inputs: readonly ScannedInput[],
+  scan: InputScan,
+): Promise<void> {
   let finite = true;
   for (let i = 0; i < gram.length; i++) {
     if (!Number.isFinite(gram[i] as number)) {
@@ -27,23 +57,23 @@ export async function checkFinite(
     }
   }
   if (finite) return;
-  const tensors = inputsOf(step);
   let found: { input: number; element: number } | undefined;
   await scan(async (input, bytes, firstElement) => {
     if (found !== undefined && found.input <= input) return;
-    const at = findNonFinite(bytes, tensors[input]!.dtype as FloatDType);
+    const at = findNonFinite(bytes, inputs[input]!.dtype);
     if (at >= 0) found = { input, element: firstElement + at };
   });
   if (found === undefined) {
     throw new ModelStockError(
       'NON_FINITE',
       'the task vectors are too large: their dot products overflow float64',
-      { file: step.base.file, tensor: step.name },
+      { file: inputs[0]!.file, tensor },
     );
   }
-  const who = found.input === 0 ? 'the base' : modelLabel(step.modelIndices[found.input - 1]!);
-  throw new ModelStockError('NON_FINITE', `NaN or Inf at element ${found.element} in ${who}`, {
-    file: tensors[found.input]!.file,
-    tensor: step.name,
-  });
+  const input = inputs[found.input]!;
+  throw new ModelStockError(
+    'NON_FINITE',
+    `NaN or Inf at element ${found.element}${input.what === undefined ? '' : ` ${input.what}`} in ${input.who}`,
+    { file: input.file, tensor },
+  );
 }

@@ -1,5 +1,5 @@
 import { floatSize } from '../dtype';
-import { throwIfCancelled } from '../errors';
+import { ModelStockError, throwIfCancelled } from '../errors';
 import { decodeFloats, encodeFloats } from '../math/codec';
 import { gramSize } from '../math/gram';
 import {
@@ -87,6 +87,10 @@ async function writeRows(
   await inSteps(window.rows, step, signal, `tensor "${spec.name}"`, (from, to) => {
     for (let k = from; k < to; k++) {
       decodeFloats(window.base.subarray(k * cols * inSize, (k + 1) * cols * inSize), baseDtype, w0);
+      for (let c = 0; c < cols; c++) {
+        if (!Number.isFinite(w0[c]!))
+          throw new ModelStockError('NON_FINITE', "a NaN or Inf in the base's rows of this window");
+      }
       mergedRow(f, uRow(k), coef(k), w0, acc, row);
       encodeFloats(row, outDtype, out.subarray(k * cols * outSize, (k + 1) * cols * outSize));
     }

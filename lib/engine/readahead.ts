@@ -1,5 +1,6 @@
 import type { PlanStep } from '../plan/plan';
 import { inputsOf, mergedBytes, type TensorSource } from './context';
+import { lowRankRanges } from './lowRankStep';
 
 /**
  * Read-ahead for cold inputs. The steps after the current one are advised will-need, in every file they
@@ -20,6 +21,7 @@ export const AHEAD_BYTES = 256 << 20;
 /** The byte ranges of its inputs step `s` reads: [tensor, start, length]. */
 function rangesOf(s: PlanStep, gramOnly: boolean): [PlanStep['base'], number, number][] {
   if (s.action === 'copy') return gramOnly ? [] : [[s.base, 0, s.base.byteLength]];
+  if (s.action === 'low-rank') return lowRankRanges(s, gramOnly);
   const ranges = inputsOf(s).map((t): [PlanStep['base'], number, number] => [t, 0, mergedBytes(s, t)]);
   const tail = s.base.byteLength - mergedBytes(s, s.base);
   if (!gramOnly && tail > 0) ranges.push([s.base, mergedBytes(s, s.base), tail]);

@@ -21,8 +21,14 @@ function stats(values: ArrayLike<number>): RatioStats {
   return { min, mean: sum / values.length, max };
 }
 
+/** What the ratios of a merged tensor need from its plan step (a dense or a low-rank one). */
+export type RatioStep = Pick<
+  MergeStep,
+  'name' | 'note' | 'modelIndices' | 'base' | 'outDtype' | 'shape' | 'rows' | 'units' | 'untouched'
+> & { readonly inputs: { readonly length: number } };
+
 export function ratios(
-  step: MergeStep,
+  step: RatioStep,
   gram: Float64Array,
   theta: ThetaRule,
   warn: (m: string) => void,
@@ -41,6 +47,7 @@ export function ratios(
     outDtype: step.outDtype,
     shape: step.shape,
     ...(step.rows !== undefined ? { rows: step.rows } : {}),
+    ...(step.untouched.length > 0 ? { untouched: step.untouched } : {}),
   };
   if (step.units === 1) {
     const r = unitRatio(gram, 0, n, theta);

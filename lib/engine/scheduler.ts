@@ -8,6 +8,7 @@ import { copyBaseTail, copyTensor } from './copy';
 import { mergeWhole } from './whole';
 import { mergeWindowed } from './windowed';
 import { ReadAhead } from './readahead';
+import { lowRankFootprint, lowRankInputBytes, lowRankSecondPass, mergeLowRank } from './lowRankStep';
 
 export type { EngineOptions, TensorSink, TensorSource } from './context';
 
@@ -42,7 +43,15 @@ function wholeFootprint(step: MergeStep): number {
 
 function maxFootprint(steps: readonly PlanStep[]): number {
   let m = 0;
-  for (const s of steps) m = Math.max(m, s.action === 'merge' ? wholeFootprint(s) : s.base.byteLength);
+  for (const s of steps) {
+    const bytes =
+      s.action === 'merge'
+        ? wholeFootprint(s)
+        : s.action === 'low-rank'
+          ? lowRankFootprint(s)
+          : s.base.byteLength;
+    m = Math.max(m, bytes);
+  }
   return m;
 }
 
@@ -52,7 +61,9 @@ const inputBytes = (s: PlanStep, gramOnly: boolean): number =>
     ? gramOnly
       ? 0
       : s.base.byteLength
-    : mergeInputBytes(s) + (gramOnly ? 0 : s.base.byteLength - mergedBytes(s, s.base));
+    : s.action === 'low-rank'
+      ? lowRankInputBytes(s, gramOnly)
+      : mergeInputBytes(s) + (gramOnly ? 0 : s.base.byteLength - mergedBytes(s, s.base));
 
 /** Input bytes of a step's merged ranges: read once whole, or once per pass when windowed. */
 const mergeInputBytes = (s: MergeStep): number => inputsOf(s).reduce((a, t) => a + mergedBytes(s, t), 0);
@@ -85,7 +96,11 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
 
   const gramOnly = opts.sink === undefined;
   const secondPass = (s: PlanStep): number =>
-    s.action === 'merge' && !gramOnly && !fitsWhole(s) ? mergeInputBytes(s) : 0;
+    s.action === 'low-rank'
+      ? lowRankSecondPass(s, gramOnly)
+      : s.action === 'merge' && !gramOnly && !fitsWhole(s)
+        ? mergeInputBytes(s)
+        : 0;
   const bytesTotal = steps.reduce((sum, s) => sum + inputBytes(s, gramOnly) + secondPass(s), 0);
   let bytesDone = 0;
   let bytesWritten = 0;
@@ -150,6 +165,20 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
           outDtype: step.outDtype,
           shape: step.base.shape,
         });
+      } else if (step.action === 'low-rank') {
+        // Tensors a LoRA adapter changes: lowRankStep.ts, its windows alternating between both slots.
+        await other.prefetch?.read;
+        const r = await mergeLowRank(
+          step,
+          [slot.arena, other.arena],
+          [slot.writing, other.writing],
+          ctx,
+          progress,
+        );
+        reports.push(r.report);
+        [slot.writing, other.writing] = r.writing;
+        pendingWrites.push(...r.writing);
+        if (!gramOnly) bytesWritten += step.outByteLength;
       } else if (fitsWhole(step)) {
         // fitsWhole holds only for merge steps.
         // Mapped inputs take no arena space: only the output waits for its slot's previous write.

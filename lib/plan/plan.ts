@@ -1,7 +1,8 @@
-import { DType, FloatDType, dtypeBits, isCopyDType, isMergeableDType } from '../dtype';
+import { type DType, type FloatDType, dtypeBits, isCopyDType, isMergeableDType } from '../dtype';
 import { ModelStockError } from '../errors';
 import type { Checkpoint, TensorInfo } from '../checkpoint/types';
 import { embeddingRole, type ModelConfig } from './embeddings';
+import { resolveAdapter, type LowRankRef, type ResolvedAdapter } from './adapters';
 import { ChunkedList, ChunkedMap } from '../util/chunkedMap';
 import { CHECK_EVERY, runSliced, runSync, type Sliced } from '../util/sliced';
 
@@ -34,6 +35,31 @@ export interface MergeStep {
   readonly note: string | undefined;
   /** Set when an embedding's vocabulary (first dimension) differs between base and fine-tunes. */
   readonly rows: RowSplit | undefined;
+  /**
+   * Fine-tunes (indices into the model list) whose task vector is zero here: adapters that do not
+   * change the tensor (their input is the base's own tensor). N counts them.
+   */
+  readonly untouched: readonly number[];
+}
+
+/** What one fine-tune contributes to a tensor some adapter changes with low-rank factors. */
+export interface FineTuneInput {
+  /** The weights: the fine-tune's own tensor, or the base's (an adapter of the base). */
+  readonly tensor: TensorInfo;
+  /** Low-rank factors added to them (an adapter's), if any. */
+  readonly factor: LowRankRef | undefined;
+}
+
+/**
+ * A tensor an adapter changes with low-rank factors (docs/merge-contract.md's adapter rules). When every
+ * fine-tune's weights are the base's (`factorsOnly`), the Gram matrix comes from the factors alone and the
+ * output from one fused pass over the base; otherwise the low-rank task vectors are formed in row
+ * windows, in float64, and merged densely.
+ */
+export interface LowRankStep extends Omit<MergeStep, 'action' | 'inputs'> {
+  readonly action: 'low-rank';
+  readonly inputs: readonly FineTuneInput[];
+  readonly factorsOnly: boolean;
 }
 
 /** How an embedding whose vocabulary sizes differ is merged (docs/merge-contract.md's embedding row). */
@@ -58,7 +84,7 @@ export interface CopyStep {
   readonly outByteLength: number;
 }
 
-export type PlanStep = MergeStep | CopyStep;
+export type PlanStep = MergeStep | CopyStep | LowRankStep;
 
 export interface Plan {
   /** In the base's order. */
@@ -137,6 +163,24 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
   // Elements of the base's mergeable tensors, and how many of them each fine-tune has too.
   let baseFloats = 0;
   const sharedFloats = new Float64Array(models.length);
+  // Adapters matched to the base, and per adapter the tensors it leaves as they are while others change them.
+  const adapters: (ResolvedAdapter | undefined)[] = models.map((m, i) =>
+    m.adapter === undefined ? undefined : resolveAdapter(base, m.adapter, label(i)),
+  );
+  const untouchedNames: string[][] = [];
+  /** Fine-tune i's input for base tensor `b`; undefined when it lacks the tensor (left out of N). */
+  const fineTuneInput = (b: TensorInfo, i: number): FineTuneInput | undefined => {
+    const model = models[i] as Checkpoint;
+    const adapter = adapters[i];
+    if (adapter === undefined) {
+      const t = model.tensors.get(b.name);
+      return t === undefined ? undefined : { tensor: t, factor: undefined };
+    }
+    const c = adapter.byTensor.get(b.name);
+    const over = model.adapter?.over;
+    const tensor = c?.tensor ?? (over === undefined ? b : over.tensors.get(b.name));
+    return tensor === undefined ? undefined : { tensor, factor: c?.factor };
+  };
 
   for (let k = 0; k < base.order.length; k++) {
     if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
@@ -164,36 +208,56 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
     }
     const baseNumel = numelOf(b.shape);
     baseFloats += baseNumel;
-    const inputs: TensorInfo[] = [];
+    const inputs: FineTuneInput[] = [];
     const modelIndices: number[] = [];
     const missing: number[] = [];
     for (let i = 0; i < models.length; i++) {
-      const t = (models[i] as Checkpoint).tensors.get(name);
-      if (t === undefined) {
+      const found = fineTuneInput(b, i);
+      if (found === undefined) {
         missing.push(i);
         continue;
       }
-      const vocabOnly = sameButFirst(t.shape, b.shape) && embeddingRole(name, opts.config) !== undefined;
-      if (!sameShape(t.shape, b.shape) && !vocabOnly) {
-        throw new ModelStockError(
-          'SHAPE_MISMATCH',
-          `shape ${fmtShape(t.shape)} in ${label(i)} differs from ${fmtShape(b.shape)} in the base ${base.path}`,
-          { file: t.file, tensor: name },
-        );
+      const t = found.tensor;
+      if (t !== b) {
+        const vocabOnly = sameButFirst(t.shape, b.shape) && embeddingRole(name, opts.config) !== undefined;
+        if (!sameShape(t.shape, b.shape) && !vocabOnly) {
+          throw new ModelStockError(
+            'SHAPE_MISMATCH',
+            `shape ${fmtShape(t.shape)} in ${label(i)} differs from ${fmtShape(b.shape)} in the base ${base.path}`,
+            { file: t.file, tensor: name },
+          );
+        }
+        if (!isMergeableDType(t.dtype)) {
+          throw new ModelStockError(
+            'UNSUPPORTED_DTYPE',
+            `dtype ${t.dtype} in ${label(i)} cannot be merged with the base's ${b.dtype}`,
+            { file: t.file, tensor: name },
+          );
+        }
       }
-      if (!isMergeableDType(t.dtype)) {
-        throw new ModelStockError(
-          'UNSUPPORTED_DTYPE',
-          `dtype ${t.dtype} in ${label(i)} cannot be merged with the base's ${b.dtype}`,
-          { file: t.file, tensor: name },
-        );
-      }
-      inputs.push(t);
+      inputs.push(found);
       modelIndices.push(i);
-      sharedFloats[i] = (sharedFloats[i] as number) + baseNumel;
+      if (t !== b || found.factor !== undefined || adapters[i] === undefined) {
+        sharedFloats[i] = (sharedFloats[i] as number) + baseNumel;
+      }
+    }
+    const zero = (x: FineTuneInput): boolean => x.tensor === b && x.factor === undefined;
+    const untouched = modelIndices.filter((_, k) => zero(inputs[k]!));
+    if (inputs.length >= 2 && untouched.length === inputs.length && numelOf(b.shape) > 0) {
+      // Every fine-tune is an adapter that leaves it as it is: t = 0 whatever the rule, the base's tensor.
+      const outDtype = opts.outDtype ?? b.dtype;
+      const outByteLength = (numelOf(b.shape) * dtypeBits(outDtype)) / 8;
+      const reason = 'no fine-tuned model changes it (every adapter leaves it as the base has it)';
+      steps.push({ action: 'copy', name, base: b, reason, outDtype, outByteLength });
+      inputBytes += b.byteLength;
+      outputBytes += outByteLength;
+      continue;
+    }
+    if (untouched.length > 0 && untouched.length < inputs.length) {
+      for (const i of untouched) (untouchedNames[i] ??= []).push(name);
     }
     const numel = numelOf(b.shape);
-    const vocab = [b, ...inputs].map((t) => t.shape[0] ?? 1);
+    const vocab = [b, ...inputs.map((x) => x.tensor)].map((t) => t.shape[0] ?? 1);
     const mergedRows = Math.min(...vocab);
     const rowLength = b.shape.length === 0 || numel === 0 ? 1 : numel / (b.shape[0] as number);
     const mergedNumel = inputs.length < 2 || numel === 0 ? 0 : mergedRows * rowLength;
@@ -235,7 +299,9 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
       notes.push(`merged over ${inputs.length} models; missing in ${missing.map(label).join(', ')}`);
     }
     if (rows !== undefined) {
-      const sizes = inputs.map((t, k) => `${t.shape[0]} in ${label(modelIndices[k] as number)}`).join(', ');
+      const sizes = inputs
+        .map((x, k) => `${x.tensor.shape[0]} in ${label(modelIndices[k] as number)}`)
+        .join(', ');
       notes.push(
         `vocabulary sizes differ (${baseRows} rows in the base, ${sizes}): rows 0–${mergedRows - 1} merged` +
           (rows.copied > 0 ? `, rows ${mergedRows}–${baseRows - 1} copied from the base` : '') +
@@ -246,11 +312,9 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
     const note = notes.length > 0 ? notes.join('; ') : undefined;
     if (note !== undefined) warnings.push(`${name}: ${note}`);
     const outByteLength = (numel * dtypeBits(outDtype)) / 8;
-    steps.push({
-      action: 'merge',
+    const common = {
       name,
       base: b,
-      inputs,
       modelIndices,
       outDtype,
       shape: b.shape,
@@ -261,18 +325,47 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
       outByteLength,
       note,
       rows,
-    });
-    // The merged rows of every input, and the base's copied rows.
+      untouched,
+    };
     const prefixBytes = (t: TensorInfo): number => (mergedNumel * dtypeBits(t.dtype)) / 8;
-    inputBytes += b.byteLength + inputs.reduce((s, t) => s + prefixBytes(t), 0);
+    const factorBytes = (f: LowRankRef | undefined): number =>
+      (f?.a?.byteLength ?? 0) + (f?.b.byteLength ?? 0);
+    if (inputs.every((x) => x.factor === undefined)) {
+      steps.push({ action: 'merge', ...common, inputs: inputs.map((x) => x.tensor) });
+      // The merged rows of every input, and the base's copied rows.
+      inputBytes += b.byteLength + inputs.reduce((s, x) => s + prefixBytes(x.tensor), 0);
+    } else {
+      const factorsOnly = inputs.every((x) => x.tensor === b);
+      steps.push({ action: 'low-rank', ...common, inputs, factorsOnly });
+      // The factors, the base, and the other weights read (the base once, however many adapters apply to it).
+      inputBytes +=
+        b.byteLength +
+        inputs.reduce((s, x) => s + factorBytes(x.factor) + (x.tensor === b ? 0 : prefixBytes(x.tensor)), 0);
+    }
     outputBytes += outByteLength;
   }
 
-  yield* checkOverlap(base, models, baseFloats, sharedFloats, label, warnings);
+  yield* checkOverlap(base, models, adapters, baseFloats, sharedFloats, label, warnings);
+  untouchedNames.forEach((names, i) => {
+    if (names === undefined || names.length === 0) return;
+    warnings.push(
+      `${label(i)} leaves ${names.length} tensor(s) as the base has them that other fine-tunes change ` +
+        `(${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}): its task vector there is 0, which ` +
+        'Model Stock counts (cosine 0 with it: t shrinks towards the base; for N = 2, t = 0)',
+    );
+  });
 
   const droppedMap = new ChunkedMap<number[]>();
+  /** The tensor a dropped name has in fine-tune i (an adapter's own or its model's). */
+  const droppedTensor = (i: number, name: string): { dtype: DType; shape: readonly number[] } | undefined =>
+    adapters[i]?.dropped.find((d) => d.name === name) ??
+    ((models[i] as Checkpoint).adapter?.over ?? (models[i] as Checkpoint)).tensors.get(name);
   for (let i = 0; i < models.length; i++) {
-    const order = (models[i] as Checkpoint).order;
+    const model = models[i] as Checkpoint;
+    const order =
+      model.adapter === undefined
+        ? model.order
+        : [...(model.adapter.over?.order ?? []), ...(adapters[i]?.dropped.map((d) => d.name) ?? [])];
     for (let k = 0; k < order.length; k++) {
       if (k % CHECK_EVERY === CHECK_EVERY - 1) yield;
       const name = order[k] as string;
@@ -287,11 +380,11 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
     opts.config?.tieWordEmbeddings === true ? ', its config.json sets tie_word_embeddings' : '';
   for (const [name, idx] of droppedMap) {
     if (dropped.length % CHECK_EVERY === CHECK_EVERY - 1) yield;
-    const first = models[idx[0] as number]!.tensors.get(name) as TensorInfo;
+    const first = droppedTensor(idx[0] as number, name)!;
     const reason =
       embeddingRole(name, opts.config) === 'output-head'
         ? `the base has no ${name} (${TIED}${declared}): the output follows the base`
-        : 'not in the base';
+        : (adapters[idx[0] as number]?.dropped.find((d) => d.name === name)?.reason ?? 'not in the base');
     dropped.push({ name, models: idx, reason, dtype: first.dtype, shape: first.shape });
     warnings.push(`${name}: ${reason}, left out (present in ${idx.map(label).join(', ')})`);
   }
@@ -312,6 +405,7 @@ function* planSteps(base: Checkpoint, models: readonly Checkpoint[], opts: PlanO
 function* checkOverlap(
   base: Checkpoint,
   models: readonly Checkpoint[],
+  adapters: readonly (ResolvedAdapter | undefined)[],
   baseFloats: number,
   sharedFloats: Float64Array,
   label: (i: number) => string,
@@ -321,6 +415,20 @@ function* checkOverlap(
   for (let i = 0; i < models.length; i++) {
     const shared = sharedFloats[i] as number;
     const model = models[i] as Checkpoint;
+    const adapter = adapters[i];
+    if (adapter !== undefined && model.adapter?.over === undefined) {
+      // An adapter of the base leaves every other tensor as it is (zero task vectors) by design.
+      if (adapter.byTensor.size > 0) continue;
+      const theirs = adapter.dropped[0]?.name;
+      const ours = base.order.find((n) => isMergeableDType((base.tensors.get(n) as TensorInfo).dtype));
+      throw new ModelStockError(
+        'NO_COMMON_TENSORS',
+        `${label(i)} is a LoRA adapter none of whose modules is in the base ${base.path} ` +
+          `(${theirs === undefined ? 'it adapts nothing' : `it adapts e.g. "${theirs}" where the base has e.g. "${ours ?? base.order[0] ?? ''}"`}); ` +
+          'is it an adapter of this base?',
+        { file: model.path },
+      );
+    }
     if (shared === 0) {
       let theirs: string | undefined;
       for (let k = 0; k < model.order.length; k++) {
@@ -336,10 +444,14 @@ function* checkOverlap(
         theirs === undefined
           ? `it has ${model.order.length} tensor(s), none a mergeable tensor of the base`
           : `it has e.g. "${theirs}" where the base has e.g. "${ours ?? base.order[0] ?? ''}"`;
+      // Adapter weights named without their folder (or a folder missing adapter_config.json).
+      const lora = model.order.some((n) => /\.lora_[AB]\.weight$|\.lora_embedding_[AB]$/.test(n));
       throw new ModelStockError(
         'NO_COMMON_TENSORS',
         `${label(i)} shares no mergeable tensor with the base ${base.path} (${example}); ` +
-          `is it a checkpoint of this base, saved with other names?`,
+          (lora
+            ? 'its tensors are LoRA factors: give the adapter folder, with its adapter_config.json, to merge it as an adapter'
+            : `is it a checkpoint of this base, saved with other names?`),
         { file: model.path },
       );
     }

@@ -464,6 +464,61 @@ describe('backend contract: low-rank (LoRA) task vectors', function () {
         }
       });
 
+      it('NaN or Inf in the base rejects the fused output and materializeRows with NON_FINITE (no Gram shows it)', async () => {
+        const rng = mulberry32(15);
+        for (const [dtype, value] of [
+          ['BF16', NaN],
+          ['F32', Infinity],
+          ['F16', -Infinity],
+        ] as const) {
+          const c = makeCase(rng, {
+            rows: 37,
+            cols: 29,
+            baseDtype: dtype,
+            factors: [{ rank: 3 }, { rank: 2 }],
+          });
+          const base = decodeFloats(c.baseBytes, dtype);
+          const at = 17 * 29 + 5;
+          base[at] = value;
+          const poisoned = shifted(encodeFloats(base, dtype), 1);
+          const session = backend.openLowRank(specOf(c, 'BF16'));
+          const t = ratiosOf(await session.gram(), 2, 1);
+          const size = floatSize(dtype);
+          const row = (first: number, rows: number) =>
+            poisoned.subarray(first * 29 * size, (first + rows) * 29 * size);
+          const label = `${variant.label}: ${value} in a ${dtype} base`;
+          // Rows without it merge; the window holding row 17 fails.
+          await session.interpolate(
+            { firstRow: 0, rows: 17, base: row(0, 17) },
+            t,
+            new Uint8Array(17 * 29 * 2),
+          );
+          await assert.rejects(
+            session.interpolate(
+              { firstRow: 10, rows: 10, base: row(10, 10) },
+              t,
+              new Uint8Array(10 * 29 * 2),
+            ),
+            (e: unknown) => isModelStockError(e) && e.code === 'NON_FINITE',
+            label,
+          );
+          await session.close();
+          await assert.rejects(
+            backend.materializeRows({
+              name: 'w',
+              rows: 37,
+              cols: 29,
+              baseDtype: dtype,
+              factor: c.factors[0]!.factor,
+              window: { firstRow: 16, rows: 3, base: row(16, 3) },
+              out: new Uint8Array(3 * 29 * 8),
+            }),
+            (e: unknown) => isModelStockError(e) && e.code === 'NON_FINITE',
+            `${label} (materializeRows)`,
+          );
+        }
+      });
+
       it('materializeRows: W0 + s·B·A in float64, whose task vectors give the low-rank cosines within 1e-9', async () => {
         const rng = mulberry32(6);
         for (const transposed of [false, true]) {

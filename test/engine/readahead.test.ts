@@ -36,6 +36,7 @@ function mergeStep(name: string, offset: number, numel: number, merged = numel):
     outByteLength: 4 * numel,
     note: undefined,
     rows: undefined,
+    untouched: [],
   };
 }
 
