@@ -26,7 +26,11 @@ import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { openTensorSource, type TensorSource } from './engine/io';
 import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
-import type { MergeOptions, MergeReport } from './types';
+import { OUT_FORMATS, type MergeOptions, type MergeReport, type TensorReport } from './types';
+import { checkAdapterInputs, factorWriter, planAdapterOutput } from './output/adapterMerge';
+import { ADAPTER_CONFIG_FILE, adapterConfigText } from './output/peft';
+import type { Plan } from './plan/plan';
+import type { EngineResult } from './engine/scheduler';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
@@ -41,6 +45,40 @@ function validate(o: MergeOptions): void {
     throw bad('tokenizerSource must be "base" or the reference of one of the models');
   if (o.chatTemplate !== undefined && typeof o.chatTemplate !== 'string')
     throw bad('chatTemplate must be a template string');
+  if (o.outFormat !== undefined && !OUT_FORMATS.includes(o.outFormat))
+    throw bad(
+      `outFormat must be ${OUT_FORMATS.map((f) => `"${f}"`).join(' or ')}, got ${JSON.stringify(o.outFormat)}`,
+    );
+  if (o.outFormat === 'peft') {
+    // An adapter folder holds no tokenizer: PEFT loads it over the base, with the base's.
+    if (o.tokenizerSource !== undefined && o.tokenizerSource !== 'base')
+      throw bad(
+        'tokenizerSource: an adapter (outFormat "peft") has no tokenizer of its own; it uses the base\'s',
+      );
+    if (o.chatTemplate !== undefined)
+      throw bad('chatTemplate: an adapter (outFormat "peft") has no tokenizer config to write it into');
+  }
+}
+
+/**
+ * The report's tensors of an adapter output: the merged ones as the engine reported them, and those no
+ * adapter changes, which the adapter leaves to the base (copy).
+ */
+function adapterReportTensors(plan: Plan, result: EngineResult): TensorReport[] {
+  const merged = new Map(result.tensors.map((t) => [t.name, t]));
+  return [
+    ...plan.steps.map(
+      (s): TensorReport =>
+        merged.get(s.name) ?? {
+          name: s.name,
+          action: 'copy',
+          reason: `${s.action === 'copy' ? s.reason : 'unchanged'}: not in the adapter (the base's own)`,
+          dtype: s.base.dtype,
+          shape: s.base.shape,
+        },
+    ),
+    ...reportTensors(plan, { ...result, tensors: [] }),
+  ];
 }
 
 /** 'base', or the index in `models` of the model whose tokenizer the output gets. */
@@ -122,17 +160,24 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
   const target = await checkOutputs(
     inputs.flatMap((c) => [c.path, ...c.files, ...(c.indexFile === undefined ? [] : [c.indexFile])]),
   );
-  const layout = await planShardsSliced(
-    await runSliced(
-      mapSliced(plan.steps, (s) => ({
-        name: s.name,
-        dtype: s.outDtype,
-        shape: s.base.shape,
-        byteLength: s.outByteLength,
-      })),
-    ),
-    { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
-  );
+  // --out-format peft: refused before any weight is read unless every fine-tune is an adapter of the base.
+  const peft =
+    options.outFormat === 'peft'
+      ? planAdapterOutput(plan, base, models, checkAdapterInputs(options.base, models, modelLabel))
+      : undefined;
+  const layout =
+    peft?.layout ??
+    (await planShardsSliced(
+      await runSliced(
+        mapSliced(plan.steps, (s) => ({
+          name: s.name,
+          dtype: s.outDtype,
+          shape: s.base.shape,
+          byteLength: s.outByteLength,
+        })),
+      ),
+      { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
+    ));
 
   // Cancelled while opening, downloading or planning: nothing has been created yet.
   const cancelled = (): void => throwIfCancelled(options.signal, 'the merge');
@@ -152,10 +197,13 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     staging = await StagingDir.create(target, { overwrite, onWarning: options.onWarning });
     writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
     const w = writer;
-    const result = await runPlan(plan, {
+    // Adapter output: tensors written whole go under PEFT's keys; factors through the low-rank hook.
+    const keyOf = (name: string): string => peft?.wholeKeys.get(name) ?? name;
+    const result = await runPlan(peft === undefined ? plan : { ...plan, steps: peft.steps }, {
       backend,
       source: reader,
-      sink: { write: (name, offset, data) => w.write(name, offset, data) },
+      sink: { write: (name, offset, data) => w.write(keyOf(name), offset, data) },
+      ...(peft !== undefined ? { lowRankOutput: factorWriter(peft, w) } : {}),
       theta,
       memory,
       window,
@@ -170,8 +218,16 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     const written = await writer.finish({ fsync });
     writer = undefined;
     cancelled();
-    // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
-    if (base.path === base.dir) await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    if (peft !== undefined) {
+      await writeFileSynced(
+        path.join(staging.dir, ADAPTER_CONFIG_FILE),
+        adapterConfigText(peft.config),
+        fsync,
+      );
+    } else if (base.path === base.dir) {
+      // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
+      await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    }
     if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
     cancelled();
     if (options.chatTemplate !== undefined) {
@@ -189,20 +245,23 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
         tokenizerSource: options.tokenizerSource,
         chatTemplate: options.chatTemplate,
         stateDictKey: options.stateDictKey,
+        outFormat: options.outFormat,
       });
     const summary: MergeReport = {
       method: 'model_stock',
       base: options.base,
       models: [...options.models],
       out: options.out,
+      ...(peft !== undefined ? { outFormat: 'peft' as const } : {}),
       filterWise,
       theta,
       backend: backend.info(),
       inputs: reportInputs([options.base, ...options.models], inputs, reader),
-      tensors: reportTensors(plan, result),
+      tensors: peft === undefined ? reportTensors(plan, result) : adapterReportTensors(plan, result),
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
-      bytesWritten: result.bytesWritten,
+      // An adapter's factors are not the dense bytes the engine counts for their tensors.
+      bytesWritten: peft === undefined ? result.bytesWritten : peft.layout.shards[0]!.size,
       write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };

@@ -97,7 +97,9 @@ async function runMerge(
   const copied = report.tensors.filter((t) => t.action === 'copy').length;
   const rate = report.bytesRead / report.seconds / 1e9;
   process.stdout.write(
-    `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
+    (report.outFormat === 'peft'
+      ? `merged ${merged} tensors into the LoRA adapter ${escapeControl(report.out)} (${copied} left to the base): `
+      : `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: `) +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
       `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ${report.write.mode} writes)\n`,
   );

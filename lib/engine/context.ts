@@ -1,10 +1,10 @@
 import { floatSize, type FloatDType } from '../dtype';
 import type { ThetaRule } from '../math/ratio';
-import type { MergeStep } from '../plan/plan';
+import type { LowRankStep, MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../checkpoint/types';
 import type { MergeProgress } from '../types';
 import type { Arena } from './arena';
-import type { Backend, TensorSpec } from './backend';
+import type { Backend, LowRankFactor, TensorSpec } from './backend';
 import type { TensorSource as FullSource } from './io';
 
 /** Where tensor bytes come from: copies into arena buffers, or zero-copy views of mapped files. */
@@ -30,6 +30,15 @@ export interface EngineOptions {
   readonly onWarning?: (message: string) => void;
   /** Cancellation: checked before every tensor, window and copied chunk (CANCELLED). */
   readonly signal?: AbortSignal;
+  /**
+   * A factors-only low-rank tensor, once its t is known: true when the callee wrote it (an adapter
+   * output: merged factors, lib/output/adapterMerge.ts), false for the fused dense output to the sink.
+   */
+  readonly lowRankOutput?: (
+    step: LowRankStep,
+    factors: readonly (LowRankFactor | undefined)[],
+    t: Float64Array,
+  ) => Promise<boolean>;
 }
 
 /** What the per-step paths (whole, windowed, copy) share during one merge. */

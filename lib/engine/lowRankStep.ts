@@ -249,6 +249,9 @@ async function mergeFactors(
     await checkFactorsFinite(step, gram, factors, ctx);
     ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
     if (sink === undefined) return { report, t, factors, writing: pending };
+    // An adapter output (--out-format peft) writes this tensor as merged factors instead.
+    if ((await ctx.options.lowRankOutput?.(step, factors, t)) === true)
+      return { report, t, factors, writing: pending };
     const inSize = floatSize(spec.baseDtype);
     const outSize = floatSize(step.outDtype);
     let k = 0;
