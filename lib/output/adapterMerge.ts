@@ -28,6 +28,7 @@ interface FactorTarget {
   readonly rows: number;
   readonly cols: number;
   readonly transposed: boolean;
+  readonly embedding: boolean;
   readonly rank: number;
 }
 
@@ -144,6 +145,10 @@ export function planAdapterOutput(
     if (module !== undefined && s.action === 'low-rank') lowRank.set(s.name, { step: s, module });
     else wholeModules.add(moduleOfParameter(wholeName(s)));
   }
+  // Embeddings' factors keep PEFT's embedding keys (their LowRankRef is transposed like a Conv1D's).
+  const embeddings = new Set(
+    models.flatMap((m) => (m.adapter?.modules ?? []).filter((x) => x.embedding).map((x) => x.module)),
+  );
   const factors = new Map<string, FactorTarget>();
   const wholeKeys = new Map<string, string>();
   const entries: TensorLayoutEntry[] = [];
@@ -155,13 +160,19 @@ export function planAdapterOutput(
       const present = lr.step.inputs.filter((x) => x.factor !== undefined);
       const rank = present.reduce((a, x) => a + x.factor!.rank, 0);
       const transposed = present[0]!.factor!.transposed;
-      const target = { module: lr.module, rows, cols, transposed, rank };
+      const embedding = embeddings.has(lr.module);
+      const target = { module: lr.module, rows, cols, transposed, embedding, rank };
       factors.set(s.name, target);
       const [inDim, outDim] = transposed ? [rows, cols] : [cols, rows];
       entries.push(
-        { name: loraKeyOf(lr.module, 'A'), dtype: 'F32', shape: [rank, inDim], byteLength: rank * inDim * 4 },
         {
-          name: loraKeyOf(lr.module, 'B'),
+          name: loraKeyOf(lr.module, 'A', embedding),
+          dtype: 'F32',
+          shape: [rank, inDim],
+          byteLength: rank * inDim * 4,
+        },
+        {
+          name: loraKeyOf(lr.module, 'B', embedding),
           dtype: 'F32',
           shape: [outDim, rank],
           byteLength: outDim * rank * 4,
@@ -176,6 +187,7 @@ export function planAdapterOutput(
     entries.push({ name: key, dtype: s.outDtype, shape: s.shape, byteLength: s.outByteLength });
   }
   const targets = [...new Map([...factors.values()].map((f) => [f.module, f])).values()];
+  const layers = targets.filter((f) => !f.embedding);
   const knownModules = new Set<string>(base.order.map(moduleOfParameter));
   for (const m of models) for (const x of m.adapter?.modules ?? []) knownModules.add(x.module);
   const config = mergedAdapterConfig({
@@ -184,7 +196,8 @@ export function planAdapterOutput(
       ...new Set([...wholeKeys.values()].map((k) => moduleOfParameter(k.slice(PEFT_KEY_PREFIX.length)))),
     ],
     knownModules,
-    fanInFanOut: targets.length > 0 && targets.every((f) => f.transposed),
+    // Conv1D layers only; PEFT forces the flag per layer type anyway (P:src/peft/tuners/lora/layer.py#L2627-L2634).
+    fanInFanOut: layers.length > 0 && layers.every((f) => f.transposed),
     baseModel: meta.baseModel,
     taskType: meta.taskType,
   });

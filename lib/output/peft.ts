@@ -67,6 +67,11 @@ export interface LowRankMerge {
   readonly cols: number;
   /** A Conv1D layer (fan_in_fan_out): stored [in, out], task vector s·(B·A)ᵀ. */
   readonly transposed: boolean;
+  /**
+   * An embedding (stored [vocab, dim], always transposed): PEFT keeps its factors under
+   * `lora_embedding_A` / `lora_embedding_B`, without `.weight` (P:src/peft/tuners/lora/layer.py#L1181-L1184).
+   */
+  readonly embedding?: boolean;
   /** N: every fine-tune of the merge, those leaving the module as it is included. */
   readonly n: number;
   /** One ratio (layer-wise) or one per stored row (filter-wise). */
@@ -78,6 +83,7 @@ export interface LowRankMerge {
 /** A module's merged factors, PEFT's shapes: lora_A [rank, in], lora_B [out, rank]. */
 export interface MergedFactors {
   readonly module: string;
+  readonly embedding?: boolean;
   readonly rank: number;
   readonly a: Float32Array;
   readonly aShape: readonly [number, number];
@@ -133,12 +139,22 @@ export function mergeFactors(m: LowRankMerge): MergedFactors {
     }
     o += r;
   }
-  return { module: m.module, rank: S, a, aShape: [S, inDim], b, bShape: [outDim, S] };
+  return {
+    module: m.module,
+    ...(m.embedding === true ? { embedding: true } : {}),
+    rank: S,
+    a,
+    aShape: [S, inDim],
+    b,
+    bShape: [outDim, S],
+  };
 }
 
-/** `base_model.model.<module>.lora_A.weight` / `.lora_B.weight`. */
-export function loraKeyOf(module: string, part: 'A' | 'B'): string {
-  return `${PEFT_KEY_PREFIX}${module}.lora_${part}.weight`;
+/** `base_model.model.<module>.lora_A.weight` / `.lora_B.weight`; an embedding's `.lora_embedding_A` / `_B`. */
+export function loraKeyOf(module: string, part: 'A' | 'B', embedding = false): string {
+  return embedding
+    ? `${PEFT_KEY_PREFIX}${module}.lora_embedding_${part}`
+    : `${PEFT_KEY_PREFIX}${module}.lora_${part}.weight`;
 }
 
 /** The module path of a parameter name (`model.layers.0.mlp.up_proj.weight` → `…up_proj`). */
@@ -290,8 +306,18 @@ export function adapterLayout(entries: readonly TensorLayoutEntry[]): ShardLayou
 /** The two layout entries of a module's merged factors (float32). */
 export function factorEntries(f: MergedFactors): TensorLayoutEntry[] {
   return [
-    { name: loraKeyOf(f.module, 'A'), dtype: 'F32', shape: f.aShape, byteLength: f.a.byteLength },
-    { name: loraKeyOf(f.module, 'B'), dtype: 'F32', shape: f.bShape, byteLength: f.b.byteLength },
+    {
+      name: loraKeyOf(f.module, 'A', f.embedding),
+      dtype: 'F32',
+      shape: f.aShape,
+      byteLength: f.a.byteLength,
+    },
+    {
+      name: loraKeyOf(f.module, 'B', f.embedding),
+      dtype: 'F32',
+      shape: f.bShape,
+      byteLength: f.b.byteLength,
+    },
   ];
 }
 
@@ -302,6 +328,6 @@ export async function writeFactors(
   writer: { write(name: string, offset: number, data: Uint8Array): Promise<void> },
   f: MergedFactors,
 ): Promise<void> {
-  await writer.write(loraKeyOf(f.module, 'A'), 0, bytesOf(f.a));
-  await writer.write(loraKeyOf(f.module, 'B'), 0, bytesOf(f.b));
+  await writer.write(loraKeyOf(f.module, 'A', f.embedding), 0, bytesOf(f.a));
+  await writer.write(loraKeyOf(f.module, 'B', f.embedding), 0, bytesOf(f.b));
 }

@@ -29,8 +29,10 @@ import { mergeArgs, runCli } from '../helpers/cli';
 import { denseTaskVector } from '../helpers/lowRank';
 import { hashTree } from '../helpers/models';
 import { rejectsWith } from '../helpers/pytorch';
-import { mulberry32 } from '../helpers/random';
-import { assertWithinContract, numel, referenceMerge } from '../helpers/reference';
+import { mulberry32, randomTensor } from '../helpers/random';
+import { peftConfig, writePeftAdapter } from '../../lib/fixtures/lora';
+import { assertWithinContract, numel, referenceGram, referenceMerge } from '../helpers/reference';
+import { pairCosines } from '../../lib/math/ratio';
 import { useTmpDir } from '../helpers/tmp';
 
 interface Case {
@@ -108,9 +110,9 @@ async function checkAdapterOutput(b: Built, c: Case, out: string, report: MergeR
   const saved = (config.modules_to_save as string[] | null) ?? [];
   for (const [key, t] of tensors) {
     assert.ok(key.startsWith('base_model.model.'), key);
-    const m = /^base_model\.model\.(.+)\.lora_A\.weight$/.exec(key);
+    const m = /^base_model\.model\.(.+)\.lora_(A\.weight|embedding_A)$/.exec(key);
     if (m === null) {
-      if (key.endsWith('.lora_B.weight')) continue;
+      if (/\.lora_(B\.weight|embedding_B)$/.test(key)) continue;
       // A whole tensor: PEFT's plain name, its module in modules_to_save.
       const name = key.slice('base_model.model.'.length);
       const module = name.slice(0, name.lastIndexOf('.'));
@@ -133,7 +135,8 @@ async function checkAdapterOutput(b: Built, c: Case, out: string, report: MergeR
       continue;
     }
     const module = m[1]!;
-    const bT = tensors.get(`base_model.model.${module}.lora_B.weight`)!;
+    const embedding = m[2] === 'embedding_A';
+    const bT = tensors.get(`base_model.model.${module}.lora_${embedding ? 'embedding_B' : 'B.weight'}`)!;
     // The config's r (rank_pattern) for this module is the stored rank, its scale 1.
     const scaling = moduleScaling(parsed, module);
     assert.equal(scaling.rank, t.shape[0], `${module}: rank`);
@@ -143,7 +146,16 @@ async function checkAdapterOutput(b: Built, c: Case, out: string, report: MergeR
     covered.add(baseName);
     const [R, C] = c.base.find((x) => x.name === baseName)!.shape as [number, number];
     const w0 = b.baseValues.get(baseName)!;
-    const d = denseTaskVector(t.values, bT.values, scaling.rank, scaling.scale, R, C, fanInFanOut);
+    // An embedding's factors are always stored transposed (lora_embedding_A [r, vocab], _B [dim, r]).
+    const d = denseTaskVector(
+      t.values,
+      bT.values,
+      scaling.rank,
+      scaling.scale,
+      R,
+      C,
+      fanInFanOut || embedding,
+    );
     const got = w0.map((x, k) => x + d[k]!);
     const { ref } = reference(b, c, baseName);
     let maxDelta = 0;
@@ -158,7 +170,13 @@ async function checkAdapterOutput(b: Built, c: Case, out: string, report: MergeR
       );
     }
     const entry = report.tensors.find((e) => e.name === baseName)!;
-    if (ref.t.length === 1) assert.ok(Math.abs(entry.t! - ref.t[0]!) <= 1e-9, `${baseName}: t`);
+    if (ref.t.length === 1) {
+      // The contract's 1e-9 on cosines (t = 2c/(1+c) amplifies their error near c = −1).
+      const cos = pairCosines(referenceGram(w0, reference(b, c, baseName).ws, w0.length), 0, b.dense.length);
+      (entry.cosines as number[]).forEach((x, p) =>
+        assert.ok(Math.abs(x - cos[p]!) <= 1e-9, `${baseName}: cosine ${p}: ${x} vs ${cos[p]}`),
+      );
+    }
   }
   assert.ok(changedByFactors > 0, 'some tensor written as factors moves');
   for (const t of c.base) {
@@ -276,6 +294,22 @@ const CASES: [string, Case][] = [
       })),
     },
   ],
+  [
+    'GPT-2 Conv1D layout (fan_in_fan_out, modules under transformer.), layer-wise, f16 base',
+    {
+      base: gpt2Like('F16'),
+      adapters: [0, 1].map((i) => ({
+        config: { r: 2 + i, lora_alpha: 4, fan_in_fan_out: true },
+        modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'].map((m) => ({
+          module: `transformer.h.0.${m}`,
+          tensor: `h.0.${m}.weight`,
+          rank: 2 + i,
+          scale: 4 / (2 + i),
+          conv1d: true,
+        })),
+      })),
+    },
+  ],
 ];
 
 for (const backend of backendsUnderTest()) {
@@ -350,6 +384,52 @@ describe('adapter output: config details, refusals, --overwrite, CLI and YAML', 
     const card = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
     assert.match(card, /library_name: peft/);
     assert.match(card, /PeftModel\.from_pretrained/);
+  });
+
+  it('LoRA on an embedding (lora_embedding_A/B): merged factors under the embedding keys', async () => {
+    const c: Case = { base: llamaLike('BF16'), adapters: [] };
+    const b = await fresh(c);
+    const rng = mulberry32(77);
+    const w0 = b.baseValues.get('model.embed_tokens.weight')!;
+    const models: string[] = [];
+    const dense: Map<string, Float64Array>[] = [];
+    for (const [i, [rank, alpha]] of [
+      [2, 4],
+      [3, 3],
+    ].entries()) {
+      const a = Float64Array.from(randomTensor(rank! * 24, rng, 0.3), Math.fround);
+      const bb = Float64Array.from(randomTensor(16 * rank!, rng, 0.05), Math.fround);
+      const dir = path.join(b.root, `emb${i}`);
+      await writePeftAdapter(dir, {
+        config: peftConfig({ r: rank, lora_alpha: alpha, target_modules: ['embed_tokens'] }),
+        tensors: [
+          {
+            name: 'base_model.model.model.embed_tokens.lora_embedding_A',
+            dtype: 'F32',
+            shape: [rank!, 24],
+            values: a,
+          },
+          {
+            name: 'base_model.model.model.embed_tokens.lora_embedding_B',
+            dtype: 'F32',
+            shape: [16, rank!],
+            values: bb,
+          },
+        ],
+      });
+      models.push(dir);
+      const d = denseTaskVector(a, bb, rank!, alpha! / rank!, 24, 16, true);
+      dense.push(new Map([['model.embed_tokens.weight', w0.map((x, k) => x + d[k]!)]]));
+    }
+    const built: Built = { base: b.base, models, baseValues: b.baseValues, dense };
+    const out = path.join(b.root, 'out');
+    const report = await mergeModelStock({ base: b.base, models, out, outFormat: 'peft', fsync: false });
+    const { tensors } = await readAdapter(out);
+    assert.deepEqual([...tensors.keys()].sort(), [
+      'base_model.model.model.embed_tokens.lora_embedding_A',
+      'base_model.model.model.embed_tokens.lora_embedding_B',
+    ]);
+    await checkAdapterOutput(built, c, out, report);
   });
 
   it('a full fine-tune among the models: BAD_CONFIG naming it, before anything is written', async () => {
