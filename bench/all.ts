@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
- * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs) and the event-loop liveness
+ * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the adapter output against
+ * the model output of a merge of LoRA adapters (bench/adapterOutput.ts) and the event-loop liveness
  * cases (bench/liveness.ts). Each is also a command of its own: `npm run bench:inspect`,
  * `npm run bench:liveness`.
  */
@@ -29,4 +30,5 @@ const shared = [
   ...(typeof values.preset === 'string' ? ['--preset', values.preset] : []),
 ];
 run('inspect.js', shared);
+run('adapterOutput.js', shared);
 run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);

@@ -27,10 +27,15 @@ import { openTensorSource, type TensorSource } from './engine/io';
 import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
 import { OUT_FORMATS, type MergeOptions, type MergeReport, type TensorReport } from './types';
-import { checkAdapterInputs, factorWriter, planAdapterOutput } from './output/adapterMerge';
+import {
+  checkAdapterInputs,
+  factorWriter,
+  planAdapterOutput,
+  type AdapterOutputPlan,
+} from './output/adapterMerge';
 import { ADAPTER_CONFIG_FILE, adapterConfigText } from './output/peft';
 import type { Plan } from './plan/plan';
-import type { EngineResult } from './engine/scheduler';
+import type { EngineOptions, EngineResult } from './engine/scheduler';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
@@ -58,6 +63,57 @@ function validate(o: MergeOptions): void {
     if (o.chatTemplate !== undefined)
       throw bad('chatTemplate: an adapter (outFormat "peft") has no tokenizer config to write it into');
   }
+}
+
+/**
+ * An adapter output's two engine runs: the tensors written as factors first, as a Gram pass (their t to
+ * the factor writer; no base weight read), then the tensors written whole, as an ordinary merge.
+ * Progress counts on across both.
+ */
+async function runAdapterOutput(
+  plan: Plan,
+  peft: AdapterOutputPlan,
+  engine: EngineOptions,
+  writer: SafetensorsWriter,
+): Promise<EngineResult> {
+  let first = { bytes: 0, tensors: 0 };
+  const onProgress = engine.onProgress;
+  const factors = await runPlan(
+    { ...plan, steps: peft.factorSteps },
+    {
+      ...engine,
+      sink: undefined,
+      lowRankOutput: factorWriter(peft, writer),
+      onProgress:
+        onProgress &&
+        ((p) => {
+          first = { bytes: p.bytesTotal, tensors: p.tensorsTotal };
+          onProgress(p);
+        }),
+    },
+  );
+  const whole = await runPlan(
+    { ...plan, steps: peft.wholeSteps },
+    {
+      ...engine,
+      onProgress:
+        onProgress &&
+        ((p) =>
+          onProgress({
+            ...p,
+            bytesDone: first.bytes + p.bytesDone,
+            bytesTotal: first.bytes + p.bytesTotal,
+            tensorsDone: first.tensors + p.tensorsDone,
+            tensorsTotal: first.tensors + p.tensorsTotal,
+          })),
+    },
+  );
+  return {
+    tensors: [...factors.tensors, ...whole.tensors],
+    warnings: [...factors.warnings, ...whole.warnings],
+    bytesRead: factors.bytesRead + whole.bytesRead,
+    bytesWritten: peft.layout.shards[0]!.size,
+  };
 }
 
 /**
@@ -199,11 +255,10 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     const w = writer;
     // Adapter output: tensors written whole go under PEFT's keys; factors through the low-rank hook.
     const keyOf = (name: string): string => peft?.wholeKeys.get(name) ?? name;
-    const result = await runPlan(peft === undefined ? plan : { ...plan, steps: peft.steps }, {
+    const engine = {
       backend,
       source: reader,
-      sink: { write: (name, offset, data) => w.write(keyOf(name), offset, data) },
-      ...(peft !== undefined ? { lowRankOutput: factorWriter(peft, w) } : {}),
+      sink: { write: (name: string, offset: number, data: Uint8Array) => w.write(keyOf(name), offset, data) },
       theta,
       memory,
       window,
@@ -211,7 +266,9 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       onProgress: options.onProgress,
       onWarning: options.onWarning,
       signal: options.signal,
-    });
+    };
+    const result =
+      peft === undefined ? await runPlan(plan, engine) : await runAdapterOutput(plan, peft, engine, w);
     // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
     reader.check?.();
     await checkUnchanged(new Map(inputs.flatMap((c) => [...c.identities])));
@@ -260,8 +317,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       tensors: peft === undefined ? reportTensors(plan, result) : adapterReportTensors(plan, result),
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
-      // An adapter's factors are not the dense bytes the engine counts for their tensors.
-      bytesWritten: peft === undefined ? result.bytesWritten : peft.layout.shards[0]!.size,
+      bytesWritten: result.bytesWritten,
       write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
     };

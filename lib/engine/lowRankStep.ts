@@ -248,9 +248,9 @@ async function mergeFactors(
     const gram = await session.gram();
     await checkFactorsFinite(step, gram, factors, ctx);
     ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-    if (sink === undefined) return { report, t, factors, writing: pending };
-    // An adapter output (--out-format peft) writes this tensor as merged factors instead.
-    if ((await ctx.options.lowRankOutput?.(step, factors, t)) === true)
+    // An adapter output (--out-format peft) writes this tensor as merged factors instead: it runs as a
+    // Gram pass (no sink: no base weight read), the hook writing what the fused output would have.
+    if ((await ctx.options.lowRankOutput?.(step, factors, t)) === true || sink === undefined)
       return { report, t, factors, writing: pending };
     const inSize = floatSize(spec.baseDtype);
     const outSize = floatSize(step.outDtype);

@@ -33,8 +33,13 @@ interface FactorTarget {
 }
 
 export interface AdapterOutputPlan {
-  /** The steps the engine runs: every tensor some adapter changes, in the base's order. */
-  readonly steps: readonly PlanStep[];
+  /**
+   * The tensors written as factors: a Gram pass (no sink, so no base weight is read) whose t goes to
+   * EngineOptions.lowRankOutput.
+   */
+  readonly factorSteps: readonly PlanStep[];
+  /** The tensors written whole: an ordinary merge into the adapter file, under PEFT's keys. */
+  readonly wholeSteps: readonly PlanStep[];
   /** Step name → the module its merged factors are written for. */
   readonly factors: ReadonlyMap<string, FactorTarget>;
   /** Step name → the key of the whole merged tensor in adapter_model.safetensors. */
@@ -201,7 +206,14 @@ export function planAdapterOutput(
     baseModel: meta.baseModel,
     taskType: meta.taskType,
   });
-  return { steps: changed, factors, wholeKeys, layout: adapterLayout(entries), config };
+  return {
+    factorSteps: changed.filter((s) => factors.has(s.name)),
+    wholeSteps: changed.filter((s) => !factors.has(s.name)),
+    factors,
+    wholeKeys,
+    layout: adapterLayout(entries),
+    config,
+  };
 }
 
 /**

@@ -12,6 +12,7 @@ import { openCheckpoint } from '../../lib/checkpoint/open';
 import type { FloatDType } from '../../lib/dtype';
 import { decodeFloats } from '../../lib/math/codec';
 import { mergeModelStock } from '../../lib/merge';
+import { checkAdapterInputs } from '../../lib/output/adapterMerge';
 import { readSafetensorsFile } from '../../lib/safetensors/file';
 import type { MergeReport } from '../../lib/types';
 import {
@@ -448,6 +449,25 @@ describe('adapter output: config details, refusals, --overwrite, CLI and YAML', 
       fs.readdirSync(b.root).filter((n) => n.includes('out')),
       [],
     );
+  });
+
+  it('an adapter applied to another model (BASE+ADAPTER): UNSUPPORTED_ADAPTER naming it', async () => {
+    const b = await fresh();
+    const [a1, a2] = await Promise.all(b.models.map((m) => openCheckpoint(m)));
+    const other = await openCheckpoint(b.base);
+    const over = { ...a2!, adapter: { ...a2!.adapter!, over: other } };
+    assert.throws(
+      () => checkAdapterInputs(b.base, [a1!, over], (i) => `model ${i + 1}`),
+      (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'UNSUPPORTED_ADAPTER');
+        assert.match(e.message, /model 2 is an adapter applied to .*base, not to the base/);
+        return true;
+      },
+    );
+    assert.deepEqual(checkAdapterInputs('the-base', [a1!, a2!], String), {
+      baseModel: 'the-base',
+      taskType: undefined,
+    });
   });
 
   it('adapters naming different base models: UNSUPPORTED_ADAPTER naming both', async () => {
