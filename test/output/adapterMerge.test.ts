@@ -369,7 +369,20 @@ describe('adapter output: config details, refusals, --overwrite, CLI and YAML', 
   it('unequal ranks per module: r = lora_alpha = the largest, the others in rank_pattern = alpha_pattern; no modules_to_save', async () => {
     const b = await fresh();
     const out = path.join(b.root, 'out');
-    await mergeModelStock({ base: b.base, models: b.models, out, outFormat: 'peft', fsync: false });
+    const report = await mergeModelStock({
+      base: b.base,
+      models: b.models,
+      out,
+      outFormat: 'peft',
+      fsync: false,
+    });
+    // Every tensor is written as factors: the base's weights are never read, only the adapters' factors.
+    const factorBytes = b.models.reduce((sum, dir) => {
+      const file = fs.readFileSync(path.join(dir, 'adapter_model.safetensors'));
+      return sum + file.byteLength - 8 - Number(file.readBigUInt64LE(0));
+    }, 0);
+    assert.equal(report.bytesRead, factorBytes);
+    assert.equal(report.bytesWritten, fs.statSync(path.join(out, 'adapter_model.safetensors')).size);
     const { config, text } = await readAdapter(out);
     // q_proj and v_proj: 4 + 4 = 8; k_proj, gate_proj, down_proj: one adapter's 4.
     assert.equal(config.r, 8);
