@@ -1,9 +1,10 @@
 /**
  * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
- * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the adapter output against
- * the model output of a merge of LoRA adapters (bench/adapterOutput.ts) and the event-loop liveness
- * cases (bench/liveness.ts). Each is also a command of its own: `npm run bench:inspect`,
- * `npm run bench:liveness`.
+ * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the LoRA adapter rows
+ * (bench/lora.ts, same number of runs), the adapter output against the model output of a merge of
+ * LoRA adapters (bench/adapterOutput.ts, same preset and runs) and the event-loop liveness cases
+ * (bench/liveness.ts). Each is also a command of its own: `npm run bench:inspect`, `npm run bench:lora`,
+ * `npm run bench:adapter-output`, `npm run bench:liveness`.
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -30,5 +31,6 @@ const shared = [
   ...(typeof values.preset === 'string' ? ['--preset', values.preset] : []),
 ];
 run('inspect.js', shared);
+run('lora.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('adapterOutput.js', shared);
 run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);

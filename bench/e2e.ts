@@ -27,7 +27,6 @@
  * (default: beside the fixture). A warm row merges the same weights saved as PyTorch `.bin` shards
  * (bench/pytorch.ts; target: within 1.1× of the safetensors default row); --no-pytorch leaves it out.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -39,6 +38,7 @@ import { WRITE_MODES, type WriteMode } from '../lib/safetensors/shardFile';
 import { catGroups, dropCaches, durableWrite, readFiles, type DurableWrite } from './floor';
 import { pytorchFixture } from './pytorch';
 import {
+  childResult,
   fixed,
   formatTable,
   median,
@@ -113,25 +113,13 @@ async function runChild(job: ChildJob): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
   const dirty = sampleDirty();
-  const proc = spawn(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const status = await new Promise<number | null>((resolve, reject) => {
-    proc.on('error', reject);
-    proc.on('close', resolve);
-  });
-  const peakDirty = dirty.stop();
-  rmSync(job.out, { recursive: true, force: true });
-  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
-  if (status !== 0 || line === undefined) {
-    const why = (stderr || stdout).trim().split('\n').slice(0, 5).join('\n');
-    throw new Error(`merge ${JSON.stringify(job)} failed with status ${status}:\n${why}`);
+  try {
+    const trial = await childResult<Trial>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG);
+    return { ...trial, peakDirty: dirty.stop() };
+  } finally {
+    dirty.stop();
+    rmSync(job.out, { recursive: true, force: true });
   }
-  return { ...(JSON.parse(line.slice(RESULT_TAG.length)) as Trial), peakDirty };
 }
 
 function inputGroups(f: FixtureInfo): string[][] {

@@ -1,5 +1,5 @@
 /** Small helpers shared by the benchmarks: statistics, file lists, a plain-text table. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
@@ -84,4 +84,26 @@ export function sampleDirty(everyMs = 20): { stop(): number | undefined } {
       return peak;
     },
   };
+}
+
+/**
+ * Runs `script` in a fresh Node process with `args` and returns the JSON its stdout printed after `tag`
+ * (one line); a failure, or no such line, throws with the start of what the child said.
+ */
+export async function childResult<T>(script: string, args: readonly string[], tag: string): Promise<T> {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const status = await new Promise<number | null>((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('close', resolve);
+  });
+  const line = stdout.split('\n').find((l) => l.startsWith(tag));
+  if (status !== 0 || line === undefined) {
+    const why = (stderr || stdout).trim().split('\n').slice(0, 5).join('\n');
+    throw new Error(`${args.join(' ')} failed with status ${status}:\n${why}`);
+  }
+  return JSON.parse(line.slice(tag.length)) as T;
 }

@@ -5,7 +5,7 @@ export { ModelStockError, isModelStockError, type ErrorCode } from './errors';
 export { unitRatio, pairCosines, combineCosines, ratioFromCosine, type ThetaRule } from './math/ratio';
 export { openCheckpoint } from './checkpoint/open';
 export { parseMergekitYaml, readMergekitYaml, MERGEKIT_KEYS, type MergekitConfig } from './config/mergekit';
-export { resolveModelRef } from './hub/resolve';
+export { resolveInputRef, resolveModelRef } from './hub/resolve';
 export { renderReportSvg, PLOT_FILE } from './report/svg';
 export { summarizeLayers, type LayerSummary } from './report/layers';
 export { parseReport } from './report/parse';

@@ -6,7 +6,7 @@ import type { EngineResult } from './engine/scheduler';
 import { checkLayerRanges } from './config/layers';
 import { ModelStockError, throwIfCancelled } from './errors';
 import { modelRefKey } from './hub/reference';
-import { resolveModelRef } from './hub/resolve';
+import { resolveInputRef } from './hub/resolve';
 import { modelConfigOf, type ModelConfig } from './plan/embeddings';
 import { makePlanSliced, type Plan } from './plan/plan';
 import { forEachSliced, runSliced } from './util/sliced';
@@ -145,8 +145,9 @@ export async function openInputs(
       say?.(m);
     },
   };
-  const paths: string[] = [];
-  for (const r of refs) paths.push(await resolveModelRef(r, hub));
+  const resolvedRefs: Awaited<ReturnType<typeof resolveInputRef>>[] = [];
+  for (const r of refs) resolvedRefs.push(await resolveInputRef(r, hub));
+  const paths = resolvedRefs.map((r) => r.path);
   throwIfCancelled(o.signal, 'the merge');
   if (o.layerRanges !== undefined && o.layerRanges.length > 0) {
     const resolved = new Map(refs.map((r, i) => [modelRefKey(r), paths[i]!]));
@@ -160,9 +161,59 @@ export async function openInputs(
     }
     return checkpoint;
   };
+  if (resolvedRefs[0]!.over !== undefined) {
+    throw new ModelStockError(
+      'BAD_CONFIG',
+      `base "${o.base}": the base must be a full model, not a model + a LoRA adapter (merge the adapter into ` +
+        'it first, or give the adapter as one of the models)',
+    );
+  }
   const base = await open(paths[0]!);
+  const baseKey = modelRefKey(o.base);
   const models: Checkpoint[] = [];
-  for (const p of paths.slice(1)) models.push(await open(p));
+  for (const [i, r] of resolvedRefs.slice(1).entries()) {
+    const checkpoint = await open(r.path);
+    if (r.over === undefined) {
+      models.push(checkpoint);
+      continue;
+    }
+    const ref = o.models[i]!;
+    if (checkpoint.adapter === undefined) {
+      throw new ModelStockError(
+        'BAD_CONFIG',
+        `"${ref}": what follows the "+" must be a LoRA adapter (a folder with adapter_config.json), ` +
+          `but ${checkpoint.path} holds ${checkpoint.format} weights`,
+        { file: checkpoint.path },
+      );
+    }
+    // BASE+ADAPTER over the merge's own base is the adapter alone; over another model, that model + it.
+    if (modelRefKey(r.over.ref) === baseKey || path.resolve(r.over.path) === base.path) {
+      models.push(checkpoint);
+      continue;
+    }
+    const over = await open(r.over.path);
+    if (over.adapter !== undefined) {
+      throw new ModelStockError(
+        'BAD_CONFIG',
+        `"${ref}": the model before the "+" must be a full model, but ${over.path} is a LoRA adapter`,
+        { file: over.path },
+      );
+    }
+    models.push({ ...checkpoint, adapter: { ...checkpoint.adapter, over } });
+  }
+  models.forEach((m, i) => {
+    const named = m.adapter?.config.baseModel;
+    const [ref, dir] =
+      m.adapter?.over !== undefined
+        ? [resolvedRefs[i + 1]!.over!.ref, m.adapter.over.path]
+        : [o.base, base.path];
+    if (named === undefined || namesModel(named, ref, dir)) return;
+    const w =
+      `model ${i + 1} (${o.models[i]}): its adapter_config.json names base_model_name_or_path "${named}", ` +
+      `but it is applied to "${ref}": is it an adapter of that model?`;
+    hooks.record(w);
+    o.onWarning?.(w);
+  });
   const labels = o.models.map((m, i) => `model ${i + 1} (${m})`);
   const modelLabel = (i: number): string => labels[i] ?? `model ${i + 1}`;
   const plan = await makePlanSliced(base, models, {
@@ -175,6 +226,30 @@ export async function openInputs(
   if (onWarning !== undefined)
     await runSliced(forEachSliced(plan.warnings.length, (i) => onWarning(plan.warnings[i]!)));
   return { base, models, modelLabel, plan };
+}
+
+/**
+ * Whether an adapter's base_model_name_or_path names the model given as `ref` (resolved to `dir`): the
+ * same reference (a Hub ID case-insensitively, a revision aside), the same folder, or a Hub ID whose name
+ * is the folder's (a local copy, or the Hub cache's models--org--name).
+ */
+export function namesModel(named: string, ref: string, dir: string): boolean {
+  const norm = (s: string): string =>
+    s
+      .replace(/@[^/@]*$/, '')
+      .replace(/[\\/]+$/, '')
+      .toLowerCase();
+  if (norm(named) === norm(ref)) return true;
+  if (path.isAbsolute(named) || named.startsWith('.')) return path.resolve(named) === path.resolve(dir);
+  const repo = norm(named);
+  const name = repo.split('/').pop() ?? repo;
+  const parts = path.resolve(dir).toLowerCase().split(path.sep);
+  return parts.includes(name) || parts.includes(`models--${repo.replace('/', '--')}`);
+}
+
+/** The checkpoints a merge reads: the base, the fine-tunes, and the models adapters are applied to. */
+export function checkpointsRead(base: Checkpoint, models: readonly Checkpoint[]): Checkpoint[] {
+  return [base, ...models, ...models.flatMap((m) => (m.adapter?.over === undefined ? [] : [m.adapter.over]))];
 }
 
 /** The report's tensor entries: one per base tensor in its order, then the tensors left out. */

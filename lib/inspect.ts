@@ -2,7 +2,14 @@ import { asCancelled, asIoError, throwIfCancelled } from './errors';
 import { openTensorSource, type TensorSource } from './engine/io';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
-import { DEFAULT_MEMORY, openInputs, reportInputs, reportTensors, validateInputOptions } from './inputs';
+import {
+  DEFAULT_MEMORY,
+  checkpointsRead,
+  openInputs,
+  reportInputs,
+  reportTensors,
+  validateInputOptions,
+} from './inputs';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { checkUnchanged } from './checkpoint/identity';
 import type { InspectOptions, InspectReport } from './types';
@@ -51,7 +58,7 @@ async function inspect(options: InspectOptions): Promise<InspectReport> {
     });
     // Numbers from a mapping that faulted, or from a file that changed meanwhile, would describe no model.
     source.check?.();
-    await checkUnchanged(new Map([base, ...models].flatMap((c) => [...c.identities])));
+    await checkUnchanged(new Map(checkpointsRead(base, models).flatMap((c) => [...c.identities])));
     return {
       method: 'model_stock',
       base: options.base,

@@ -13,6 +13,7 @@ import { checkTokenizerSource, copyTokenizer, writeChatTemplate } from './output
 import { modelRefKey } from './hub/reference';
 import {
   checkPositive,
+  checkpointsRead,
   DEFAULT_MEMORY,
   openInputs,
   reportInputs,
@@ -211,7 +212,7 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       base,
     });
   }
-  const inputs = [base, ...models];
+  const inputs = checkpointsRead(base, models);
   // Each model as given (folder or file) and every file it has, through links (Hugging Face blobs).
   const target = await checkOutputs(
     inputs.flatMap((c) => [c.path, ...c.files, ...(c.indexFile === undefined ? [] : [c.indexFile])]),

@@ -75,7 +75,9 @@ async function formatOfFile(file: string): Promise<CheckpointFormat> {
     throw new ModelStockError('IO_ERROR', `cannot read: ${(cause as Error).message}`, { file, cause });
   }
   // Neither name nor bytes: read as safetensors, as before there were other formats (its header says what is wrong).
-  return FORMATS.find((f) => f.sniff(head)) ?? (FORMATS[0] as CheckpointFormat);
+  return (
+    FORMATS.find((f) => f.sniff(head)) ?? (FORMATS.find((f) => f.name === 'safetensors') as CheckpointFormat)
+  );
 }
 
 async function openSharded(

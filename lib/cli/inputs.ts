@@ -53,7 +53,11 @@ export function addInputOptions(cmd: Command): Command {
       '--base <model>',
       'base (pre-trained) model: folder, weight file (.safetensors, .bin, .pt, .pth, .ckpt) or Hub ID org/name[@revision]',
     )
-    .option('--model <model>', 'fine-tuned model, as --base (repeat, at least twice)', collect)
+    .option(
+      '--model <model>',
+      'fine-tuned model, as --base, or a PEFT LoRA adapter (its folder or Hub ID; MODEL+ADAPTER applies it to another model) (repeat, at least twice)',
+      collect,
+    )
     .option('--filter-wise', 'one ratio per output row instead of per tensor')
     .option(
       '--state-dict-key <key>',

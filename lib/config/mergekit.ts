@@ -85,6 +85,11 @@ export const MERGEKIT_KEYS: readonly {
     note: "model-stock's own (mergekit has none): the entry of every PyTorch input that holds its weights, as `--state-dict-key`",
   },
   {
+    key: 'model+lora',
+    fate: 'honoured',
+    note: "also `{model: {path}, lora: {path}}`: the model with that PEFT LoRA adapter applied; over the base, the adapter alone (README's LoRA adapters)",
+  },
+  {
     key: 'out_format',
     fate: 'honoured',
     note: "model-stock's own (mergekit has none): `model` (default) or `peft`, as `--out-format`: a merge of LoRA adapters written as one adapter",
@@ -113,7 +118,6 @@ export const MERGEKIT_KEYS: readonly {
   { key: 'slices[].sources[].parameters', fate: 'ignored', note: 'as `models[].parameters`' },
   { key: 'parameters.*', fate: 'ignored', note: "other top-level or slice parameters: not model_stock's" },
   { key: 'override_architecture', fate: 'ignored', note: 'layer counts are read from config.json' },
-  { key: 'model+lora', fate: 'refused', note: 'also `{model: …, lora: …}`: LoRA application not supported' },
   {
     key: 'tokenizer_source: union',
     fate: 'refused',
@@ -208,6 +212,20 @@ export function parseMergekitYaml(text: string, file: string): MergekitConfig {
     throw bad(`merge_method must be model_stock, got ${JSON.stringify(c.merge_method)}`);
   }
 
+  /** mergekit's ModelPath: "path[@revision]" or {path, revision}. */
+  const pathRef = (m: unknown, where: string): string => {
+    if (typeof m === 'string' && m.trim() !== '') return m;
+    if (isMapping(m) && typeof m.path === 'string' && m.path.trim() !== '') {
+      for (const k of Object.keys(m))
+        if (k !== 'path' && k !== 'revision') throw bad(`${where}: unsupported key "${k}"`);
+      if (!given(m.revision)) return m.path;
+      if (typeof m.revision !== 'string' || m.revision === '')
+        throw bad(`${where}.revision must be a string`);
+      return `${m.path}@${m.revision}`;
+    }
+    throw bad(`${where} must be a path, a Hub ID org/name[@revision], or {path, revision}`);
+  };
+
   /** mergekit's ModelReference: "path[@revision]" or {model: "…" | {path, revision}, lora, override_architecture}. */
   const modelRef = (v: unknown, where: string): string => {
     if (typeof v === 'string' && v.trim() !== '') return v;
@@ -216,23 +234,15 @@ export function parseMergekitYaml(text: string, file: string): MergekitConfig {
         if (k !== 'model' && k !== 'lora' && k !== 'override_architecture')
           throw bad(`${where}: unsupported key "${k}"`);
       }
-      if (given(v.lora))
-        throw bad(`${where}: LoRA application not supported (lora: ${JSON.stringify(v.lora)})`);
+      const lora = given(v.lora) ? pathRef(v.lora, `${where}.lora`) : undefined;
       if (given(v.override_architecture)) {
         warnings.push(
           `${where}.override_architecture ignored: model-stock needs no architecture (layer counts come from config.json)`,
         );
       }
-      const m = v.model;
-      if (typeof m === 'string' && m.trim() !== '') return m;
-      if (isMapping(m) && typeof m.path === 'string' && m.path.trim() !== '') {
-        for (const k of Object.keys(m))
-          if (k !== 'path' && k !== 'revision') throw bad(`${where}.model: unsupported key "${k}"`);
-        if (!given(m.revision)) return m.path;
-        if (typeof m.revision !== 'string' || m.revision === '')
-          throw bad(`${where}.model.revision must be a string`);
-        return `${m.path}@${m.revision}`;
-      }
+      const m = given(v.model) ? pathRef(v.model, `${where}.model`) : undefined;
+      // mergekit's ModelReference {model, lora}: the model with the adapter applied, as MODEL+ADAPTER.
+      if (m !== undefined) return lora === undefined ? m : `${m}+${lora}`;
     }
     throw bad(`${where} must be a model: a path, a Hub ID org/name[@revision], or {model: {path, revision}}`);
   };

@@ -83,11 +83,12 @@ export function classifyRef(ref: string, exists: (p: string) => boolean = fs.exi
   return { kind: 'missing', path: ref };
 }
 
+/** resolveModelRef's answer to MODEL+ADAPTER: two references, not one folder (resolveInputRef takes them). */
 export function loraError(ref: string, model: string, lora: string): ModelStockError {
   return new ModelStockError(
     'BAD_CONFIG',
-    `"${ref}": LoRA application not supported (model "${model}" + adapter "${lora}"); merge the adapter ` +
-      'into its model first (e.g. peft merge_and_unload, or mergekit-extract-lora in reverse) and name the merged folder',
+    `"${ref}" names a model ("${model}") and a LoRA adapter applied to it ("${lora}"), not one folder: ` +
+      'resolve them with resolveInputRef (merges and inspections take such references as models)',
   );
 }
 

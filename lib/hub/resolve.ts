@@ -35,6 +35,41 @@ export async function resolveModelRef(ref: string, options: HubOptions = {}): Pr
   }
 }
 
+/**
+ * A model reference as a merge's input: one folder, or for MODEL+ADAPTER (mergekit's syntax, split on
+ * its one `+`) the adapter's folder and the folder of the model it is applied to.
+ */
+export async function resolveInputRef(
+  ref: string,
+  options: HubOptions = {},
+): Promise<{ readonly path: string; readonly over?: { readonly ref: string; readonly path: string } }> {
+  const candidates = [ref, ...(path.sep === '/' && ref.includes('\\') ? [ref.replace(/\\/g, '/')] : [])];
+  const existing = new Set<string>();
+  for (const p of candidates) if (await exists(p)) existing.add(p);
+  const c = classifyRef(ref, (p) => existing.has(p));
+  if (c.kind !== 'lora') return { path: await resolveModelRef(ref, options) };
+  let model = c.model;
+  let lora = c.lora;
+  if (lora.includes('+')) {
+    // Paths may hold "+" themselves: the split whose both sides exist, else it is ambiguous.
+    const splits: [string, string][] = [];
+    for (let at = ref.indexOf('+'); at > 0; at = ref.indexOf('+', at + 1)) {
+      const [m, l] = [ref.slice(0, at), ref.slice(at + 1)];
+      if ((await exists(m)) && (await exists(l))) splits.push([m, l]);
+    }
+    if (splits.length !== 1) {
+      throw new ModelStockError(
+        'BAD_CONFIG',
+        `"${ref}": MODEL+ADAPTER with more than one "+" needs exactly one split whose both sides are existing ` +
+          `paths (${splits.length} found); one adapter is applied per model`,
+      );
+    }
+    [model, lora] = splits[0]!;
+  }
+  const over = { ref: model, path: await resolveModelRef(model, options) };
+  return { path: await resolveModelRef(lora, options), over };
+}
+
 function fetchCommand(id: HubModelId): string {
   return `huggingface-cli download ${id.repo}${id.explicitRevision ? ` --revision ${id.revision}` : ''}`;
 }

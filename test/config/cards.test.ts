@@ -256,8 +256,13 @@ models:
   it('LoRA references, several documents, a missing Hub model offline: clear errors', () => {
     fails(
       `merge_method: model_stock\nbase_model: base-org/Tiny-Base\nmodels:\n  - model: ft-org/Tiny-Math+ft-org/adapter\n  - model: ft-org/Tiny-Code@v1.0\n`,
+      'MODEL_NOT_CACHED',
+      '"ft-org/adapter" is not a local path',
+    );
+    fails(
+      `merge_method: model_stock\nbase_model: base-org/Tiny-Base\nmodels:\n  - model: {model: ft-org/Tiny-Math, lora: ft-org/Tiny-Code@v1.0}\n  - model: ft-org/Tiny-Code@v1.0\n`,
       'BAD_CONFIG',
-      '"ft-org/Tiny-Math+ft-org/adapter": LoRA application not supported',
+      '"ft-org/Tiny-Math+ft-org/Tiny-Code@v1.0": what follows the "+" must be a LoRA adapter',
     );
     fails(
       `merge_method: model_stock\nbase_model: base-org/Tiny-Base\nmodels:\n  - model: ft-org/Tiny-Math\n  - model: ft-org/Tiny-Code@v1.0\n---\nmerge_method: model_stock\n`,

@@ -56,6 +56,22 @@ tokenizer_source: mistralai/Mistral-7B-v0.1
     ]);
   });
 
+  it('LoRA adapters: model+lora as written, and mergekit’s {model: {path}, lora: {path}} as the same reference', () => {
+    const c = parse(`merge_method: model_stock
+base_model: org/base
+models:
+  - model: org/base+org/adapter-a
+  - model: {model: {path: org/base}, lora: {path: org/adapter-b, revision: v2}}
+  - model: {model: org/ft@v1, lora: ./adapters/c}
+`);
+    assert.deepEqual(c.models, [
+      'org/base+org/adapter-a',
+      'org/base+org/adapter-b@v2',
+      'org/ft@v1+./adapters/c',
+    ]);
+    assert.deepEqual(c.warnings, []);
+  });
+
   it('dtype alone sets the output dtype; torch.-prefixed names are read', () => {
     assert.equal(parse(`${TWO}dtype: torch.float16\n`).outDtype, 'F16');
     assert.equal(parse(TWO).outDtype, undefined);
@@ -190,8 +206,8 @@ models:
     );
     refused(`${TWO}base_modle: org/base\n`, 'unsupported key "base_modle"');
     refused(
-      'merge_method: model_stock\nbase_model: org/base\nmodels:\n  - model: {model: org/a, lora: org/adapter}\n  - model: org/b\n',
-      'models[0].model: LoRA application not supported',
+      'merge_method: model_stock\nbase_model: org/base\nmodels:\n  - model: {model: org/a, lora: {path: org/ad, rev: x}}\n  - model: org/b\n',
+      'models[0].model.lora: unsupported key "rev"',
     );
     refused('merge_method: [oops\n', 'not valid YAML');
   });

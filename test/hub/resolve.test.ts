@@ -5,7 +5,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { loadNativeAddon } from '../../lib/engine/native/loader';
 import { ModelStockError } from '../../lib/errors';
-import { resolveModelRef } from '../../lib/hub/resolve';
+import { loraKey, peftConfig, writePeftAdapter } from '../../lib/fixtures/lora';
+import { resolveInputRef, resolveModelRef } from '../../lib/hub/resolve';
 import type { DownloadProgress, HubOptions } from '../../lib/hub/settings';
 import { openCheckpoint } from '../../lib/checkpoint/open';
 import { addToHfCache, repoFiles } from '../helpers/hfCache';
@@ -141,11 +142,21 @@ describe('hub: resolving model IDs through the Hugging Face cache', () => {
       );
     });
 
-    it('a model+lora reference that is not a path: LoRA application not supported', async () => {
+    it('a model+lora reference that is not a path is two references: resolveModelRef refuses it, resolveInputRef splits it', async () => {
       await rejects(
         resolveModelRef('org/base+org/adapter', { offline: true }),
         'BAD_CONFIG',
-        'LoRA application not supported',
+        'names a model ("org/base") and a LoRA adapter applied to it ("org/adapter")',
+      );
+      const rel = path.relative(process.cwd(), src);
+      assert.deepEqual(await resolveInputRef(`${rel}+${rel}`, { offline: true }), {
+        path: rel,
+        over: { ref: rel, path: rel },
+      });
+      await rejects(
+        resolveInputRef(`${rel}+${rel}+${rel}`, { offline: true }),
+        'BAD_CONFIG',
+        'more than one "+"',
       );
     });
 
@@ -409,6 +420,47 @@ describe('hub: resolving model IDs through the Hugging Face cache', () => {
         const cp = await openCheckpoint(dir);
         assert.equal(cp.format, 'pytorch');
         assert.equal(cp.order.length, 11);
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('an adapter repository: adapter_config.json and adapter_model.safetensors only (not the .bin beside it, not the card)', async () => {
+      const adapterDir = fresh('adapter');
+      await writePeftAdapter(adapterDir, {
+        config: peftConfig({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }),
+        tensors: [
+          {
+            name: loraKey('model.layers.0.self_attn.q_proj', 'A'),
+            dtype: 'F32',
+            shape: [2, 4],
+            values: new Array(8).fill(0.5),
+          },
+          {
+            name: loraKey('model.layers.0.self_attn.q_proj', 'B'),
+            dtype: 'F32',
+            shape: [4, 2],
+            values: new Array(8).fill(0.25),
+          },
+        ],
+        weights: 'both',
+      });
+      fs.writeFileSync(path.join(adapterDir, 'README.md'), '# adapter card');
+      fs.writeFileSync(path.join(adapterDir, 'training_args.bin'), 'a pickled TrainingArguments');
+      const other = await startMockHub([{ repo: 'org/lora', dir: adapterDir }]);
+      try {
+        const dir = await resolveModelRef('org/lora', {
+          cacheDir: fresh('cache'),
+          endpoint: other.url,
+          token: false,
+        });
+        assert.deepEqual(fs.readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+        const cp = await openCheckpoint(dir);
+        assert.equal(cp.format, 'lora');
+        assert.deepEqual(
+          cp.adapter?.modules.map((m) => [m.module, m.rank, m.scale]),
+          [['model.layers.0.self_attn.q_proj', 2, 2]],
+        );
       } finally {
         await other.close();
       }

@@ -483,6 +483,20 @@ describe('adapter output: config details, refusals, --overwrite, CLI and YAML', 
     });
   });
 
+  it('MODEL+ADAPTER over a full fine-tune is refused end to end; over the base it is the adapter alone', async () => {
+    const c: Case = { base: llamaLike('BF16'), adapters: TWO };
+    const b = await fresh(c);
+    const full = path.join(b.root, 'full');
+    await writeFullFineTune(full, b.baseValues, c.base, mulberry32(5));
+    const o = { base: b.base, out: path.join(b.root, 'out'), outFormat: 'peft' as const, fsync: false };
+    const e = await failure(mergeModelStock({ ...o, models: [`${full}+${b.models[0]}`, b.models[1]!] }));
+    assert.equal(e.code, 'UNSUPPORTED_ADAPTER', e.message);
+    assert.match(e.message, /is an adapter applied to .*full, not to the base/);
+    assert.equal(fs.existsSync(o.out), false);
+    const r = await mergeModelStock({ ...o, models: [`${b.base}+${b.models[0]}`, b.models[1]!] });
+    assert.equal(r.outFormat, 'peft');
+  });
+
   it('adapters naming different base models: UNSUPPORTED_ADAPTER naming both', async () => {
     const b = await fresh({
       base: llamaLike('BF16'),
