@@ -8,7 +8,6 @@
  *
  *   node dist/bench/adapterOutput.js [--runs N] [--preset tinyllama|medium|example]
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,7 +16,7 @@ import { ensureFixture, isPresetName, PRESETS } from '../lib/fixtures/generate';
 import { llamaLinearModules, randomAdapter, writePeftAdapter } from '../lib/fixtures/lora';
 import { mergeModelStock } from '../lib/index';
 import type { OutFormat } from '../lib/types';
-import { fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
+import { childResult, fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CHILD_FLAG = '--child';
@@ -48,14 +47,10 @@ async function child(job: Job): Promise<void> {
   process.stdout.write(`${RESULT_TAG}${JSON.stringify(trial)}\n`);
 }
 
-function run(job: Job): Trial {
+async function run(job: Job): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
-  const p = spawnSync(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], { encoding: 'utf8' });
-  const line = p.stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
-  if (p.status !== 0 || line === undefined)
-    throw new Error(`merge failed with status ${p.status}:\n${p.stderr.trim().slice(0, 2000)}`);
-  return JSON.parse(line.slice(RESULT_TAG.length)) as Trial;
+  return childResult<Trial>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG);
 }
 
 const folderBytes = (dir: string): number =>
@@ -88,12 +83,12 @@ async function main(argv: string[]): Promise<void> {
     outFormat,
   });
   // Untimed: the inputs into the page cache.
-  run(job('model'));
-  run(job('peft'));
+  await run(job('model'));
+  await run(job('peft'));
   const trials: Record<OutFormat, Trial[]> = { model: [], peft: [] };
   for (let r = 0; r < runs; r++)
     for (const f of r % 2 === 0 ? (['peft', 'model'] as const) : (['model', 'peft'] as const))
-      trials[f].push(run(job(f)));
+      trials[f].push(await run(job(f)));
   const outBytes = { model: folderBytes(job('model').out), peft: folderBytes(job('peft').out) };
   const baseBytes = totalSize(safetensorsFiles(fixture.base));
   const adapterBytes = totalSize(adapters.map((d) => path.join(d, 'adapter_model.safetensors')));
