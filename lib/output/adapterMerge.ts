@@ -116,15 +116,18 @@ function factorModule(step: LowRankStep): string | undefined {
   return module;
 }
 
+/** An adapter's key as the parameter's name: prefix off, a wrapped layer's `base_layer.` too (P:src/peft/utils/save_and_load.py). */
+const plainName = (key: string): string =>
+  key.replace(/^base_model\.model\./, '').replace(/\.base_layer\.(weight|bias)$/, '.$1');
+
 /** The adapter's own name of a whole tensor the step writes: from an adapter's factors or saved tensor, else the base's. */
 function wholeName(step: PlanStep): string {
   const param = step.name.slice(step.name.lastIndexOf('.') + 1);
   if (step.action === 'low-rank') {
     for (const x of step.inputs) if (x.factor !== undefined) return `${x.factor.module}.${param}`;
-    for (const x of step.inputs)
-      if (x.tensor !== step.base) return x.tensor.name.replace(/^base_model\.model\./, '');
+    for (const x of step.inputs) if (x.tensor !== step.base) return plainName(x.tensor.name);
   } else if (step.action === 'merge') {
-    for (const t of step.inputs) if (t !== step.base) return t.name.replace(/^base_model\.model\./, '');
+    for (const t of step.inputs) if (t !== step.base) return plainName(t.name);
   }
   return step.name;
 }
@@ -193,8 +196,13 @@ export function planAdapterOutput(
   }
   const targets = [...new Map([...factors.values()].map((f) => [f.module, f])).values()];
   const layers = targets.filter((f) => !f.embedding);
-  const knownModules = new Set<string>(base.order.map(moduleOfParameter));
+  // Modules a pattern key must not also match: the adapters', and the base's when they use its names
+  // (GPT-2's adapters say transformer.h.0…, its checkpoint h.0…: those are not modules of the adapter's model).
+  const knownModules = new Set<string>();
   for (const m of models) for (const x of m.adapter?.modules ?? []) knownModules.add(x.module);
+  const baseModules = base.order.map(moduleOfParameter);
+  const baseNames = new Set(baseModules);
+  if ([...knownModules].some((m) => baseNames.has(m))) for (const m of baseModules) knownModules.add(m);
   const config = mergedAdapterConfig({
     modules: targets.map((f) => ({ module: f.module, rank: f.rank })),
     modulesToSave: [
