@@ -21,6 +21,7 @@
         'native/memory.cc',
         'native/lock.cc',
         'native/pool.cc',
+        'native/reader.cc',
         'native/runtime.cc',
         'native/workers.cc',
         'native/writer.cc',

@@ -2,9 +2,10 @@
  * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
  * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the LoRA adapter rows
  * (bench/lora.ts, same number of runs), the adapter output against the model output of a merge of
- * LoRA adapters (bench/adapterOutput.ts, same preset and runs) and the event-loop liveness cases
- * (bench/liveness.ts). Each is also a command of its own: `npm run bench:inspect`, `npm run bench:lora`,
- * `npm run bench:adapter-output`, `npm run bench:liveness`.
+ * LoRA adapters (bench/adapterOutput.ts, same preset and runs), the event-loop liveness cases
+ * (bench/liveness.ts) and the picture of a million tensors (bench/draw.ts). Each is also a command of its
+ * own: `npm run bench:inspect`, `npm run bench:lora`, `npm run bench:adapter-output`,
+ * `npm run bench:liveness`, `npm run bench:draw`.
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -34,3 +35,4 @@ run('inspect.js', shared);
 run('lora.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('adapterOutput.js', shared);
 run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
+run('draw.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FLOAT_DTYPES } from './dtype';
 import { IO_MODES } from './engine/io';
+import { MAX_QUEUE_DEPTH } from './engine/fileSource';
 import type { EngineResult } from './engine/scheduler';
 import { checkLayerRanges } from './config/layers';
 import { ModelStockError, throwIfCancelled } from './errors';
@@ -13,7 +14,7 @@ import { forEachSliced, runSliced } from './util/sliced';
 import { openCheckpoint } from './checkpoint/open';
 import type { Checkpoint } from './checkpoint/types';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import type { TensorSource } from './engine/io';
+import type { InputIo } from './engine/inputSources';
 import type { InputReport, InspectOptions, TensorReport } from './types';
 
 /**
@@ -76,6 +77,7 @@ export function validateInputOptions(o: InspectOptions): void {
   positive(o.memory, 'memory');
   positive(o.window, 'window', DEFAULT_WINDOW_BYTES);
   positive(o.threads, 'threads', 1024);
+  positive(o.ioQueueDepth, 'ioQueueDepth', MAX_QUEUE_DEPTH);
 }
 
 export { positive as checkPositive };
@@ -267,11 +269,11 @@ export function reportTensors(plan: Plan, result: EngineResult): TensorReport[] 
   ];
 }
 
-/** The report's `inputs`: each reference as written, its format and how its bytes were read. */
+/** The report's `inputs`: each reference as written, its format and how its bytes were read (and why not as asked). */
 export function reportInputs(
   refs: readonly string[],
   checkpoints: readonly Checkpoint[],
-  source: Pick<TensorSource, 'kind'>,
+  io: readonly InputIo[],
 ): InputReport[] {
-  return refs.map((ref, i) => ({ ref, format: checkpoints[i]!.format, io: source.kind }));
+  return refs.map((ref, i) => ({ ref, format: checkpoints[i]!.format, ...io[i]! }));
 }

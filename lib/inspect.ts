@@ -1,5 +1,5 @@
 import { asCancelled, asIoError, throwIfCancelled } from './errors';
-import { openTensorSource, type TensorSource } from './engine/io';
+import { openInputSources, type InputSources } from './engine/inputSources';
 import { createBackend } from './engine/registry';
 import { runPlan } from './engine/scheduler';
 import {
@@ -41,9 +41,13 @@ async function inspect(options: InspectOptions): Promise<InspectReport> {
     onWarning: options.onWarning,
     signal: options.signal,
   });
-  let source: TensorSource | undefined;
+  let source: InputSources | undefined;
   try {
-    source = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
+    source = await openInputSources(
+      options.io ?? 'auto',
+      checkpointsRead(base, models).map((c) => ({ files: c.files })),
+      { signal: options.signal, queueDepth: options.ioQueueDepth },
+    );
     const result = await runPlan(plan, {
       backend,
       source,
@@ -66,11 +70,12 @@ async function inspect(options: InspectOptions): Promise<InspectReport> {
       filterWise,
       theta,
       backend: backend.info(),
-      inputs: reportInputs([options.base, ...options.models], [base, ...models], source),
+      inputs: reportInputs([options.base, ...options.models], [base, ...models], await source.inputIo()),
       tensors: reportTensors(plan, result),
       warnings: [...hubWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      profile: result.profile,
     };
   } catch (e) {
     throw asCancelled(e, options.signal, 'the inspection');

@@ -24,7 +24,7 @@ import { PLOT_FILE, reportPicture } from './report/svg';
 import { planShardsSliced } from './safetensors/layout';
 import { mapSliced, runSliced } from './util/sliced';
 import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
-import { openTensorSource, type TensorSource } from './engine/io';
+import { openInputSources, type InputSources } from './engine/inputSources';
 import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
 import { OUT_FORMATS, type MergeOptions, type MergeReport, type TensorReport } from './types';
@@ -37,6 +37,7 @@ import {
 import { ADAPTER_CONFIG_FILE, adapterConfigText } from './output/peft';
 import type { Plan } from './plan/plan';
 import type { EngineOptions, EngineResult } from './engine/scheduler';
+import { writerStaging } from './safetensors/shardFile';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
@@ -79,12 +80,13 @@ async function runAdapterOutput(
 ): Promise<EngineResult> {
   let first = { bytes: 0, tensors: 0 };
   const onProgress = engine.onProgress;
+  const factorWrites = factorWriter(peft, writer);
   const factors = await runPlan(
     { ...plan, steps: peft.factorSteps },
     {
       ...engine,
       sink: undefined,
-      lowRankOutput: factorWriter(peft, writer),
+      onLowRankTerms: factorWrites.onTerms,
       onProgress:
         onProgress &&
         ((p) => {
@@ -93,6 +95,7 @@ async function runAdapterOutput(
         }),
     },
   );
+  await factorWrites.settle();
   const whole = await runPlan(
     { ...plan, steps: peft.wholeSteps },
     {
@@ -114,6 +117,15 @@ async function runAdapterOutput(
     warnings: [...factors.warnings, ...whole.warnings],
     bytesRead: factors.bytesRead + whole.bytesRead,
     bytesWritten: peft.layout.shards[0]!.size,
+    // The two runs one after the other: their times add up.
+    profile: {
+      seconds: factors.profile.seconds + whole.profile.seconds,
+      read: factors.profile.read + whole.profile.read,
+      compute: factors.profile.compute + whole.profile.compute,
+      write: factors.profile.write + whole.profile.write,
+      readWait: factors.profile.readWait + whole.profile.readWait,
+      writeWait: factors.profile.writeWait + whole.profile.writeWait,
+    },
   };
 }
 
@@ -155,7 +167,7 @@ function tokenizerSourceIndex(o: MergeOptions): 'base' | number {
 }
 
 /** The fault of a mapped input, if one faulted: it explains whatever failed after it. */
-function inputFault(reader: TensorSource | undefined): unknown {
+function inputFault(reader: InputSources | undefined): unknown {
   try {
     reader?.check?.();
     return undefined;
@@ -244,24 +256,37 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
     onWarning: options.onWarning,
     signal: options.signal,
   });
-  let reader: TensorSource | undefined;
+  let reader: InputSources | undefined;
   let staging: StagingDir | undefined;
   let writer: SafetensorsWriter | undefined;
   let reportCopy: Placement | undefined;
   let committed = false;
   try {
-    reader = openTensorSource(options.io ?? 'auto', { threads: options.threads, signal: options.signal });
+    reader = await openInputSources(
+      options.io ?? 'auto',
+      inputs.map((c) => ({ files: c.files })),
+      { signal: options.signal, queueDepth: options.ioQueueDepth },
+    );
     staging = await StagingDir.create(target, { overwrite, onWarning: options.onWarning });
-    writer = await SafetensorsWriter.create(staging.dir, layout, { mode: options.writeMode });
+    // The writer's staging blocks come out of the memory budget; the pipeline's buffers get the rest.
+    const staged = writerStaging(memory, options.writeMode ?? 'auto');
+    writer = await SafetensorsWriter.create(staging.dir, layout, {
+      mode: options.writeMode,
+      blockBytes: staged.blockBytes,
+    });
     const w = writer;
     // Adapter output: tensors written whole go under PEFT's keys; factors through the low-rank hook.
     const keyOf = (name: string): string => peft?.wholeKeys.get(name) ?? name;
     const engine = {
       backend,
       source: reader,
-      sink: { write: (name: string, offset: number, data: Uint8Array) => w.write(keyOf(name), offset, data) },
+      sink: {
+        write: (name: string, offset: number, data: Uint8Array) => w.write(keyOf(name), offset, data),
+        blockOffset: (name: string, offset: number) => w.blockOffset(keyOf(name), offset),
+      },
       theta,
-      memory,
+      // At least half, when the staging's smallest blocks would leave less (a budget of a few MiB).
+      memory: Math.max(memory - staged.bytes, Math.floor(memory / 2)),
       window,
       modelLabel,
       onProgress: options.onProgress,
@@ -314,13 +339,14 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       filterWise,
       theta,
       backend: backend.info(),
-      inputs: reportInputs([options.base, ...options.models], inputs, reader),
+      inputs: reportInputs([options.base, ...options.models], inputs, await reader.inputIo()),
       tensors: peft === undefined ? reportTensors(plan, result) : adapterReportTensors(plan, result),
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,
       write: written,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      profile: result.profile,
     };
     // Drawn after the weights, committed with them; a fault in drawing costs the picture, not the merge.
     const failures: string[] = [];

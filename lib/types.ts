@@ -2,6 +2,7 @@ import type { FloatDType, DType } from './dtype';
 import type { BackendInfo } from './engine/backend';
 import type { ThetaRule } from './math/ratio';
 import type { IoMode } from './engine/io';
+import type { PipelineProfile } from './engine/pipeline';
 import type { WriteMode, WriteReport } from './safetensors/shardFile';
 import type { LayerRangeCheck } from './config/layers';
 import type { HubOptions } from './hub/settings';
@@ -48,8 +49,14 @@ export interface InspectOptions {
   readonly backend?: BackendChoice;
   /** Memory budget for tensor buffers in bytes (default 1 GiB). A tensor whose inputs fit is read once. */
   readonly memory?: number;
-  /** How inputs are read: mmap (zero-copy), pread (native, parallel), fs (Node); default auto. */
+  /**
+   * How inputs are read: mmap (zero-copy views), direct (O_DIRECT into the pipeline's buffers, nothing
+   * through the page cache), pread (buffered native reads), fs (Node); default auto: per input, direct
+   * when less than half of it is in the page cache, else mmap (README, Performance).
+   */
   readonly io?: IoMode;
+  /** Direct and pread reads in flight per input, 4 MiB each (default 4). */
+  readonly ioQueueDepth?: number;
   /** Largest single read buffer in bytes (default and maximum 1 GiB). */
   readonly window?: number;
   /** Worker threads for the native backend (default: all cores). */
@@ -182,6 +189,8 @@ export interface InspectReport {
   readonly warnings: readonly string[];
   readonly bytesRead: number;
   readonly seconds: number;
+  /** Where the time went, in seconds (reading, computing, writing overlap); absent in older reports. */
+  readonly profile?: PipelineProfile;
 }
 
 export interface MergeReport extends InspectReport {

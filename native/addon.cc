@@ -21,7 +21,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"setErrorConstructor", ms::SetErrorConstructor},  // runtime.cc
       {"allocHost", ms::AllocHost},      // memory.cc
       {"freeHost", ms::FreeHost},        // memory.cc
-      {"preadInto", ms::PreadInto},      // io.cc
       {"mapFile", ms::MapFile},          // io.cc
       {"mapView", ms::MapView},          // io.cc
       {"mapRelease", ms::MapRelease},    // io.cc
@@ -29,6 +28,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"unmap", ms::Unmap},              // io.cc
       {"fileWillNeed", ms::FileWillNeed},  // io.cc
       {"mapWillNeed", ms::MapWillNeed},    // io.cc
+      {"openInputFile", ms::OpenInputFile},        // reader.cc
+      {"inputFileInfo", ms::InputFileInfo},        // reader.cc
+      {"closeInputFile", ms::CloseInputFile},      // reader.cc
+      {"readRanges", ms::ReadRanges},              // reader.cc
+      {"inputResidency", ms::InputResidency},      // reader.cc
+      {"probeDirectIo", ms::ProbeDirectIo},        // reader.cc
+      {"inputReaderStats", ms::InputReaderStats},  // reader.cc
       {"openShardWriter", ms::OpenShardWriter},    // writer.cc
       {"shardWrite", ms::ShardWrite},              // writer.cc
       {"shardWriterInfo", ms::ShardWriterInfo},    // writer.cc

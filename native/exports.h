@@ -22,7 +22,6 @@ Napi::Value AllocHost(const Napi::CallbackInfo& info);
 Napi::Value FreeHost(const Napi::CallbackInfo& info);
 
 // io.cc: reading files
-Napi::Value PreadInto(const Napi::CallbackInfo& info);
 Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value MapView(const Napi::CallbackInfo& info);
 Napi::Value MapRelease(const Napi::CallbackInfo& info);
@@ -30,6 +29,15 @@ Napi::Value MapFault(const Napi::CallbackInfo& info);
 Napi::Value Unmap(const Napi::CallbackInfo& info);
 Napi::Value FileWillNeed(const Napi::CallbackInfo& info);
 Napi::Value MapWillNeed(const Napi::CallbackInfo& info);
+
+// reader.cc: input files read straight into pipeline buffers (O_DIRECT, or buffered)
+Napi::Value OpenInputFile(const Napi::CallbackInfo& info);
+Napi::Value InputFileInfo(const Napi::CallbackInfo& info);
+Napi::Value CloseInputFile(const Napi::CallbackInfo& info);
+Napi::Value ReadRanges(const Napi::CallbackInfo& info);
+Napi::Value InputResidency(const Napi::CallbackInfo& info);
+Napi::Value ProbeDirectIo(const Napi::CallbackInfo& info);
+Napi::Value InputReaderStats(const Napi::CallbackInfo& info);
 
 // writer.cc: output shards with bounded dirty data
 Napi::Value OpenShardWriter(const Napi::CallbackInfo& info);

@@ -1,5 +1,5 @@
-// Reading files: preadInto (exact-length reads split over the pool) and read-only file mappings
-// whose views keep the mapping alive. POSIX only; on Windows both report that they are unavailable.
+// Reading files through read-only mappings whose views keep the mapping alive, and read-ahead hints.
+// (Reads into buffers: reader.cc.) POSIX only; on Windows these report that they are unavailable.
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -10,8 +10,6 @@
 #include "exports.h"
 #include "fault_guard.h"
 #include "js_errors.h"
-#include "kernels.h"
-#include "pool.h"
 #include "promise_worker.h"
 
 #if !defined(_WIN32)
@@ -28,69 +26,6 @@ namespace {
 constexpr uint64_t kMaxView = 0xFFFFFFFFull;
 
 #if !defined(_WIN32)
-
-// Reads [position, position + length) of fd into dst exactly, or throws IoError.
-void preadFully(int fd, uint64_t position, uint8_t* dst, uint64_t length) {
-  uint64_t done = 0;
-  while (done < length) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(length - done, 1u << 30));
-    const ssize_t got = ::pread(fd, dst + done, want, static_cast<off_t>(position + done));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw IoError("pread(fd " + std::to_string(fd) + ", " + std::to_string(want) + " bytes at " +
-                    std::to_string(position + done) + "): " + std::strerror(errno));
-    }
-    if (got == 0) {
-      throw IoError("short read: fd " + std::to_string(fd) + " ended at byte " + std::to_string(position + done) +
-                    ", " + std::to_string(length - done) + " bytes before the " + std::to_string(length) +
-                    " requested from " + std::to_string(position));
-    }
-    done += static_cast<uint64_t>(got);
-  }
-}
-
-class PreadWorker : public PromiseWorker {
- public:
-  PreadWorker(Napi::Env env, int fd, uint64_t position, Napi::Uint8Array target, unsigned threads,
-              Napi::Value abort)
-      : PromiseWorker(env, "model-stock:preadInto"),
-        threads_(threads == 0 ? defaultThreads() : threads),
-        fd_(fd),
-        position_(position),
-        dst_(target.Data()),
-        length_(target.ByteLength()) {
-    Keep({target});
-    if (abort.IsTypedArray()) {
-      abort_ = abort.As<Napi::Int32Array>().Data();
-      Keep({abort.As<Napi::Object>()});
-    }
-  }
-
- protected:
-  void Run() override {
-    // Page-aligned chunks of 1–16 MiB, about four per thread, claimed dynamically.
-    constexpr uint64_t kMin = 1 << 20, kMax = 16 << 20;
-    const unsigned threads = threads_;
-    uint64_t chunk = length_ < 2 * kMin || threads == 1 ? kMax : length_ / (4 * threads);
-    chunk = std::max(kMin, std::min(kMax, chunk)) & ~uint64_t{4095};
-    const uint64_t chunks = (length_ + chunk - 1) / chunk;
-    // A cancelled merge stops reading between chunks (at most 16 MiB per thread after the abort).
-    parallelFor(chunks, threads, [&](size_t c) {
-      if (aborted(abort_)) return;
-      const uint64_t begin = c * chunk;
-      preadFully(fd_, position_ + begin, dst_ + begin, std::min(chunk, length_ - begin));
-    });
-    if (aborted(abort_)) throw Cancelled();
-  }
-
- private:
-  unsigned threads_;
-  const int32_t* abort_ = nullptr;
-  int fd_;
-  uint64_t position_;
-  uint8_t* dst_;
-  uint64_t length_;
-};
 
 // One mapping of a whole file, unmapped when the last owner (handle or view) lets go. Its range is
 // guarded (fault_guard.h): a page that can no longer be read faults into zeros and a flag, not SIGBUS.
@@ -199,33 +134,6 @@ class WillNeedWorker : public PromiseWorker {
 #endif
 
 }  // namespace
-
-Napi::Value PreadInto(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  uint64_t fd, position;
-  if (!safeInteger(info[0], 0, &fd) || fd > 0x7FFFFFFF)
-    return rejected(env, "preadInto: expected a file descriptor for fd", "INVALID_ARGUMENT");
-  if (!safeInteger(info[1], 0, &position))
-    return rejected(env, "preadInto: expected a safe integer ≥ 0 for position", "INVALID_ARGUMENT");
-  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    return rejected(env, "preadInto: expected a Uint8Array for target", "INVALID_ARGUMENT");
-  uint64_t threads = 0;
-  if (!info[3].IsUndefined() && (!safeInteger(info[3], 0, &threads) || threads > 1024))
-    return rejected(env, "preadInto: expected an integer from 0 to 1024 for threads", "INVALID_ARGUMENT");
-  if (!info[4].IsUndefined() &&
-      (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-       info[4].As<Napi::TypedArray>().ElementLength() < 1))
-    return rejected(env, "preadInto: expected an Int32Array for abort", "INVALID_ARGUMENT");
-#if defined(_WIN32)
-  return rejected(env, "preadInto: not available on Windows", "NATIVE_ERROR");
-#else
-  auto* worker = new PreadWorker(env, static_cast<int>(fd), position, info[2].As<Napi::Uint8Array>(),
-                                 static_cast<unsigned>(threads), info[4]);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
-#endif
-}
 
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

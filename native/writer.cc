@@ -3,11 +3,14 @@
 // end stalls a merge, and the final fsync finds almost nothing left. Modes, chosen per file by JS and
 // downgraded here when the kernel or file system refuses (the reason is kept for the report):
 //
-//  direct   O_DIRECT writes of aligned staging blocks this writer owns. Tensor bytes arrive at any
-//           offset and in any order; a block is written once every byte of it is staged; the last
-//           block is padded to the alignment and the file truncated to its size at close. Nothing goes
-//           through the page cache (measured here: 0.13 s of system time per 2.4 GB, against 1.0 s for
-//           rolling and 9 s for plain buffered writes).
+//  direct   O_DIRECT writes. Tensor bytes arrive at any offset and in any order. Bytes in a buffer laid
+//           out like the file (at the same offset within a 4 KiB block: the engine's outputs are) are
+//           written from that buffer, every whole 4 KiB block of a write in one call; the rest is
+//           copied into aligned staging blocks this writer owns, each written (less what was written
+//           directly) once every byte of it has arrived; the last block is padded to the alignment and
+//           the file truncated to its size at close. Nothing goes through the page cache (measured
+//           here: 0.13 s of system time per 2.4 GB, against 1.0 s for rolling and 9 s for plain
+//           buffered writes).
 //  rolling  buffered pwrite; every `flushBytes` written, writeback of those ranges starts
 //           (sync_file_range WRITE) and the batch before it is waited on and its pages dropped
 //           (POSIX_FADV_DONTNEED): at most two batches are dirty or under writeback at any time.
@@ -61,10 +64,11 @@ constexpr uint64_t kAlign = 4096;
 // Buffered writes are issued in pieces of this size, so one large tensor does not dirty more than a
 // piece past the flush threshold before its writeback starts.
 constexpr uint64_t kPiece = 8u << 20;
-// Free staging blocks kept for reuse: fresh blocks fault their pages in again. A TinyLlama merge has
-// at most three blocks live (two writes in flight, each leaving a partial block for the next); with two
-// spares it still allocated 16 fresh blocks, with four it allocates 3.
-constexpr size_t kSpareBlocks = 4;
+// Free staging blocks kept for reuse: fresh blocks fault their pages in again. The engine gives one
+// write at a time, so a block written is reused by the next write; two spares leave room for a write
+// that ends in one block and the next shard's header in another. The budget counts them
+// (lib/safetensors/shardFile.ts, STAGING_BLOCKS).
+constexpr size_t kSpareBlocks = 2;
 
 // Failures injected by tests (lib/safetensors/shardFile.ts reads MODEL_STOCK_TEST_REFUSE_IO): the
 // calls answer EINVAL as a file system that refuses them would.
@@ -140,7 +144,8 @@ class ShardWriter {
 
   ~ShardWriter() {
     if (fd_ >= 0) closeFile(fd_);
-    for (auto& [index, block] : blocks_) freeBlock(block.data);
+    for (auto& [index, block] : blocks_)
+      if (block.data != nullptr) freeBlock(block.data);
     for (uint8_t* b : spare_) freeBlock(b);
   }
 
@@ -241,14 +246,16 @@ class ShardWriter {
 
  private:
   struct Block {
-    uint8_t* data;
+    uint8_t* data;  // null while every byte counted came from a direct write (no copy staged yet)
     uint64_t filled;
-    int users;  // writes copying into it right now
+    int users;                // writes copying into it right now
+    std::vector<Range> holes;  // file ranges written straight from a caller's buffer: never from data
   };
 
   void releaseBlocks() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [index, block] : blocks_) freeBlock(block.data);
+    for (auto& [index, block] : blocks_)
+      if (block.data != nullptr) freeBlock(block.data);
     blocks_.clear();
     for (uint8_t* b : spare_) freeBlock(b);
     spare_.clear();
@@ -293,68 +300,128 @@ class ShardWriter {
       freeBlock(b);
   }
 
+  // A caller's buffer whose bytes sit at the same offset within a 4 KiB block as in the file (the engine
+  // lays its outputs out that way) is written from where it is: every whole block of it in one O_DIRECT
+  // call (the device gets all its requests at once, and nothing is copied). Only the partial blocks at
+  // its ends are copied into staging blocks, which count the directly written bytes as filled and never
+  // write over them.
   void writeStaged(uint64_t position, const uint8_t* data, uint64_t length) {
+    uint64_t lo = position, hi = position;
+    if (mode() == Mode::Direct && (reinterpret_cast<uintptr_t>(data) - position) % kAlign == 0) {
+      lo = (position + kAlign - 1) / kAlign * kAlign;
+      hi = (position + length) / kAlign * kAlign;
+      if (hi <= lo) lo = hi = position;
+    }
+    if (hi > lo) {
+      writeDirect(lo, data + (lo - position), hi - lo);
+      stage(lo, nullptr, hi - lo);
+      stage(position, data, lo - position);
+      stage(hi, data + (hi - position), position + length - hi);
+    } else {
+      stage(position, data, length);
+    }
+  }
+
+  // Bytes [position, position + length) of the file, copied from data into staging blocks — or, with
+  // data null, already written directly: they count as filled and become holes of their blocks.
+  void stage(uint64_t position, const uint8_t* data, uint64_t length) {
     while (length > 0) {
       const uint64_t index = position / blockBytes_;
       const uint64_t blockStart = index * blockBytes_;
       const uint64_t blockLength = std::min(blockBytes_, size_ - blockStart);
       const uint64_t n = std::min(length, blockLength - (position - blockStart));
-      uint8_t* block;
+      uint8_t* block = nullptr;
       {
         std::lock_guard<std::mutex> lock(mu_);
         auto it = blocks_.find(index);
-        if (it == blocks_.end()) it = blocks_.emplace(index, Block{takeBlock(), 0, 0}).first;
-        it->second.users++;
-        block = it->second.data;
+        if (it == blocks_.end()) it = blocks_.emplace(index, Block{nullptr, 0, 0, {}}).first;
+        Block& b = it->second;
+        if (data == nullptr) {
+          b.holes.push_back({position, position + n});
+        } else {
+          if (b.data == nullptr) b.data = takeBlock();
+          b.users++;
+          block = b.data;
+        }
       }
-      std::memcpy(block + (position - blockStart), data, static_cast<size_t>(n));
+      if (data != nullptr) std::memcpy(block + (position - blockStart), data, static_cast<size_t>(n));
+      Block done{nullptr, 0, 0, {}};
       bool full;
       {
         std::lock_guard<std::mutex> lock(mu_);
         Block& b = blocks_.at(index);
-        b.users--;
+        if (data != nullptr) b.users--;
         b.filled += n;
         if (b.filled > blockLength)
           throw ArgumentError("shardWrite: overlapping writes in bytes [" + std::to_string(blockStart) + ", " +
                               std::to_string(blockStart + blockLength) + ")");
         full = b.filled == blockLength && b.users == 0;
-        if (full) blocks_.erase(index);
+        if (full) {
+          done = std::move(b);
+          blocks_.erase(index);
+        }
       }
-      if (full) {
+      if (full && done.data != nullptr) {
         try {
-          writeBlock(blockStart, block, blockLength);
+          writeBlock(blockStart, done.data, blockLength, done.holes);
         } catch (...) {
-          giveBlock(block);
+          giveBlock(done.data);
           throw;
         }
-        giveBlock(block);
+        giveBlock(done.data);
       }
       position += n;
-      data += n;
+      if (data != nullptr) data += n;
       length -= n;
     }
   }
 
-  void writeBlock(uint64_t blockStart, uint8_t* block, uint64_t length) {
+  // Whole 4 KiB blocks straight from the caller's (aligned) buffer.
+  void writeDirect(uint64_t position, const uint8_t* data, uint64_t length) {
+    if (!writeAligned(position, data, length)) writeBuffered(position, data, length);
+  }
+
+  // One O_DIRECT write; false when the file system refused it (everything after goes buffered).
+  bool writeAligned(uint64_t position, const uint8_t* bytes, uint64_t length) {
+    const bool refused = refuse_.directWrite && !refusedOnce_.exchange(true);
+    const WriteResult r = refused ? WriteResult{EINVAL, position} : pwriteAll(fd_, bytes, length, position);
+    if (r.error == 0) return true;
+    if (r.error != EINVAL) throw IoError(writeFailed(r));
+    refuseDirect(r.error);
+    return false;
+  }
+
+  // O_DIRECT refused although the flag was accepted (a file system whose alignment exceeds ours): the
+  // rest goes through the page cache, with rolling writeback.
+  void refuseDirect(int error) {
+    downgrade(Mode::Rolling, "O_DIRECT write refused (" + errnoText(error) + ")");
+    const int e = setDirect(false);
+    if (e != 0) throw IoError("cannot clear O_DIRECT: " + errnoText(e));
+  }
+
+  // A staging block's bytes, less its holes: segments between holes start and end on 4 KiB boundaries
+  // (holes do), except the file's last, which is padded.
+  void writeBlock(uint64_t blockStart, uint8_t* block, uint64_t length, std::vector<Range> holes) {
+    std::sort(holes.begin(), holes.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+    uint64_t at = blockStart;
+    const uint64_t end = blockStart + length;
+    for (size_t h = 0; h <= holes.size(); h++) {
+      const uint64_t until = h < holes.size() ? holes[h].begin : end;
+      if (until > at) writeSegment(at, block + (at - blockStart), until - at);
+      if (h < holes.size()) at = std::max(at, holes[h].end);
+    }
+  }
+
+  void writeSegment(uint64_t position, uint8_t* bytes, uint64_t length) {
     if (mode() == Mode::Direct) {
       const uint64_t padded = (length + kAlign - 1) / kAlign * kAlign;
       if (padded != length) {
-        std::memset(block + length, 0, static_cast<size_t>(padded - length));
+        std::memset(bytes + length, 0, static_cast<size_t>(padded - length));
         padded_.store(true);
       }
-      const bool refused = refuse_.directWrite && !refusedOnce_.exchange(true);
-      const WriteResult r = refused ? WriteResult{EINVAL, blockStart} : pwriteAll(fd_, block, padded, blockStart);
-      if (r.error == 0) return;
-      if (r.error != EINVAL) throw IoError(writeFailed(r));
-      // Refused although the flag was accepted (a file system whose alignment exceeds ours): the rest
-      // goes through the page cache, with rolling writeback.
-      downgrade(Mode::Rolling, "O_DIRECT write refused (" + errnoText(r.error) + ")");
-      const int e = setDirect(false);
-      if (e != 0) throw IoError("cannot clear O_DIRECT: " + errnoText(e));
+      if (writeAligned(position, bytes, padded)) return;
     }
-    const WriteResult r = pwriteAll(fd_, block, length, blockStart);
-    if (r.error != 0) throw IoError(writeFailed(r));
-    noteWritten(blockStart, length);
+    writeBuffered(position, bytes, length);
   }
 
   void writeBuffered(uint64_t position, const uint8_t* data, uint64_t length) {

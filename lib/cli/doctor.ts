@@ -1,10 +1,16 @@
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
+import { autoMode, AUTO_CACHED_FRACTION, measureResidency } from '../engine/inputSources';
+import { loadNativeAddon } from '../engine/native/loader';
 import { backendEntries, createBackend } from '../engine/registry';
+import { escapeControl } from '../errors';
+import { formatBytes } from './size';
 import { loadCudaAddon } from '../engine/cuda/addon';
 import { hubSettings } from '../hub/settings';
 
-/** `model-stock doctor`: what this machine will merge with, and why. */
-export async function doctor(): Promise<void> {
+/** `model-stock doctor [FOLDER]`: what this machine will merge with, and why. */
+export async function doctor(folder?: string): Promise<void> {
   const lines: string[] = [];
   lines.push(`node ${process.version} on ${os.platform()} ${os.arch()}, ${os.cpus().length} cores`);
   for (const entry of backendEntries()) {
@@ -28,7 +34,48 @@ export async function doctor(): Promise<void> {
   lines.push(
     `Hub: ${hub.offline ? 'offline (HF_HUB_OFFLINE)' : hub.endpoint}, token ${hub.token !== undefined ? 'set' : 'none'}`,
   );
-  process.stdout.write(lines.join('\n') + '\n');
+  if (folder !== undefined) lines.push(...(await folderLines(folder)));
+  process.stdout.write(lines.map(escapeControl).join('\n') + '\n');
+}
+
+/**
+ * Whether `folder`'s file system takes O_DIRECT (a probe file is written and read there, then removed;
+ * in a read-only folder an existing file is read), and how much of its weight files the page cache
+ * holds: what `--io auto` would choose for it as an input.
+ */
+async function folderLines(folder: string): Promise<string[]> {
+  const addon = loadNativeAddon().addon;
+  if (addon === undefined) return [`${folder}: O_DIRECT unknown (the native addon did not load)`];
+  const st = await fs.promises.stat(folder).catch((e: Error) => e);
+  if (st instanceof Error || !st.isDirectory()) {
+    return [`${folder}: not a folder${st instanceof Error ? ` (${st.message})` : ''}`];
+  }
+  const probe = await addon.probeDirectIo(folder);
+  const say = (answer: true | string): string => (answer === true ? 'yes' : `no (${answer})`);
+  const lines = [
+    `O_DIRECT in ${folder}: reads ${say(probe.read)}, writes ${say(probe.write)}` +
+      (probe.read === true
+        ? ''
+        : '; --io direct reads fall back to buffered reads there, saying so in the report'),
+  ];
+  const weights = (await fs.promises.readdir(folder))
+    .filter(
+      (n) => n.endsWith('.safetensors') || n.endsWith('.bin') || n.endsWith('.pt') || n.endsWith('.pth'),
+    )
+    .sort()
+    .map((n) => path.join(folder, n));
+  if (weights.length > 0) {
+    const [r] = await measureResidency(addon, [{ files: weights }]);
+    const share = r!.bytes === 0 ? 0 : r!.cached / r!.bytes;
+    lines.push(
+      r!.exact
+        ? `page cache: ${formatBytes(r!.cached)} of its ${weights.length} weight file(s)' ${formatBytes(r!.bytes)} ` +
+            `(${(100 * share).toFixed(0)}%); --io auto reads it ${autoMode(r!)} ` +
+            `(direct below ${100 * AUTO_CACHED_FRACTION}% cached)`
+        : `page cache: unknown (the kernel answers only for files you own or may write); --io auto maps it`,
+    );
+  }
+  return lines;
 }
 
 /** CUDA: compiled in or not, runtime and driver versions, each device, or why none can be used. */

@@ -42,7 +42,9 @@ export interface InputFlags {
   backend: BackendChoice;
   memory?: number;
   io: IoMode;
+  ioDepth?: number;
   threads?: number;
+  profile?: boolean;
   quiet?: boolean;
 }
 
@@ -82,12 +84,15 @@ export function addComputeOptions(cmd: Command): Command {
     .addOption(
       new Option(
         '--io <mode>',
-        'how inputs are read: mmap (zero-copy), pread (native), fs (Node); auto = mmap when the addon loads',
+        'how inputs are read: mmap (zero-copy views), direct (O_DIRECT, no page cache), pread (buffered), fs (Node); ' +
+          'auto = per input: direct when less than half of it is in the page cache, else mmap',
       )
         .choices([...IO_MODES])
         .default('auto'),
     )
-    .option('--threads <n>', 'native worker threads (default: all cores)', intArg);
+    .option('--io-depth <n>', 'direct and pread reads in flight per input, 4 MiB each (default 4)', intArg)
+    .option('--threads <n>', 'native worker threads (default: all cores)', intArg)
+    .option('--profile', 'also print where the time went: reading, computing, writing, and the waits');
 }
 
 export const HUB_HELP =
@@ -136,6 +141,7 @@ export function resolveInputs(
       backend: f.backend,
       memory: f.memory,
       io: f.io,
+      ioQueueDepth: f.ioDepth,
       threads: f.threads,
       ...(yaml?.layerRanges !== undefined ? { layerRanges: yaml.layerRanges } : {}),
     },

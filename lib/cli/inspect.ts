@@ -11,6 +11,7 @@ import { drawSummary, isEarlierPicture } from '../report/svg';
 import { summaryTable } from '../report/table';
 import { resolveInputs, withTerminal, type InputFlags } from './inputs';
 import { formatBytes } from './size';
+import { profileLine, readsSummary } from './profile';
 import { groupedWarningLines } from '../report/warnings';
 
 export interface InspectFlags extends InputFlags {
@@ -72,10 +73,11 @@ export async function runInspect(config: string | undefined, f: InspectFlags): P
     `base ${report.base}; fine-tunes ${report.models.join(', ')}`,
     `${report.filterWise ? 'filter-wise' : 'layer-wise'}, theta ${report.theta}: ${merged} tensors would be merged, ` +
       `${report.tensors.length - merged} copied or dropped; ${formatBytes(report.bytesRead)} read in ` +
-      `${report.seconds.toFixed(2)} s (${b.name} backend, ${b.isa})`,
+      `${report.seconds.toFixed(2)} s (${b.name} backend, ${b.isa}, ${readsSummary(report.inputs)})`,
     '',
     ...summaryTable(s),
   ];
+  if (f.profile) out.push((profileLine(report) ?? '').trimEnd());
   if (f.svg !== undefined) out.push(`picture: ${f.svg}`);
   if (f.report !== undefined) out.push(`report: ${f.report}`);
   process.stdout.write(out.map(escapeControl).join('\n') + '\n');

@@ -6,6 +6,7 @@ import { mergeModelStock } from '../merge';
 import { OUT_FORMATS, type MergeOptions, type OutFormat } from '../types';
 import { WRITE_MODES, type WriteMode } from '../safetensors/shardFile';
 import { doctor } from './doctor';
+import { profileLine, readsSummary } from './profile';
 import {
   addComputeOptions,
   addInputOptions,
@@ -101,8 +102,10 @@ async function runMerge(
       ? `merged ${merged} tensors into the LoRA adapter ${escapeControl(report.out)} (${copied} left to the base): `
       : `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: `) +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
-      `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ${report.write.mode} writes)\n`,
+      `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ` +
+      `${readsSummary(report.inputs)}, ${report.write.mode} writes)\n`,
   );
+  if (f.profile) process.stdout.write(profileLine(report) ?? '');
 }
 
 export function buildProgram(): Command {
@@ -209,7 +212,12 @@ export function buildProgram(): Command {
 
   program
     .command('doctor')
-    .description('print the backend auto selects, the SIMD instruction set, threads and CUDA support')
+    .summary('what this machine merges with; with FOLDER, whether its file system takes O_DIRECT')
+    .description(
+      'print the backend auto selects, the SIMD instruction set, threads and CUDA support; with FOLDER, ' +
+        'whether its file system takes O_DIRECT (--io direct reads, direct writes) and how much of it is cached',
+    )
+    .argument('[folder]', 'a model folder, or where outputs go')
     .action(doctor);
 
   return program;

@@ -2,17 +2,24 @@ import { floatSize, type FloatDType } from '../dtype';
 import type { ThetaRule } from '../math/ratio';
 import type { LowRankStep, MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../checkpoint/types';
-import type { MergeProgress } from '../types';
-import type { Arena } from './arena';
-import type { Backend, LowRankFactor, TensorSpec } from './backend';
+import type { MergeProgress, TensorReport } from '../types';
+import type { Backend, LowRankFactor, TensorSession, TensorSpec } from './backend';
 import type { TensorSource as FullSource } from './io';
 
-/** Where tensor bytes come from: copies into arena buffers, or zero-copy views of mapped files. */
-export type TensorSource = Pick<FullSource, 'readInto' | 'view' | 'release' | 'willNeed'>;
+/** Where tensor bytes come from: reads into the pipeline's buffers, or zero-copy views of mapped files. */
+export type TensorSource = Pick<
+  FullSource,
+  'readInto' | 'view' | 'maps' | 'release' | 'willNeed' | 'layout' | 'readRegions'
+>;
 
 /** Where output tensor bytes go (positional writes into the output shards). */
 export interface TensorSink {
   write(name: string, byteOffsetInTensor: number, data: Uint8Array): Promise<void>;
+  /**
+   * Where byte `byteOffsetInTensor` of tensor `name` lies within a 4 KiB block of its file: a buffer
+   * whose bytes sit at the same offset is written from where it is (O_DIRECT), not copied.
+   */
+  blockOffset?(name: string, byteOffsetInTensor: number): number;
 }
 
 export interface EngineOptions {
@@ -21,36 +28,40 @@ export interface EngineOptions {
   /** Where merged bytes go; undefined runs the Gram pass only (inspect: t and cosines, no weights). */
   readonly sink: TensorSink | undefined;
   readonly theta: ThetaRule;
-  /** Budget for all tensor buffers, bytes. Two pipeline slots share it. */
+  /**
+   * Budget for the pipeline's buffers, bytes: what inputs are read into and outputs computed into
+   * (the caller has taken out what its writer stages).
+   */
   readonly memory: number;
   /** Largest single read, bytes. */
   readonly window: number;
   readonly modelLabel: (i: number) => string;
   readonly onProgress?: (p: MergeProgress) => void;
   readonly onWarning?: (message: string) => void;
-  /** Cancellation: checked before every tensor, window and copied chunk (CANCELLED). */
+  /** Cancellation: checked before every task (CANCELLED). */
   readonly signal?: AbortSignal;
   /**
-   * A factors-only low-rank tensor, once its t is known: true when the callee wrote it (an adapter
-   * output: merged factors, lib/output/adapterMerge.ts), false for the fused dense output to the sink.
+   * Each low-rank tensor's t and factors, once known (lowRankStep.ts onTerms): an adapter output
+   * (lib/output/adapterMerge.ts) runs its factor tensors as a Gram pass (no sink: no base weight read)
+   * and writes their merged factors from here.
    */
-  readonly lowRankOutput?: (
+  readonly onLowRankTerms?: (
     step: LowRankStep,
     factors: readonly (LowRankFactor | undefined)[],
     t: Float64Array,
-  ) => Promise<boolean>;
+  ) => void;
 }
 
-/** What the per-step paths (whole, windowed, copy) share during one merge. */
+/** What the per-step task makers (whole, windowed, copy) share during one merge. */
 export interface StepContext {
   readonly options: EngineOptions;
-  /** Counts input bytes read, once per pass that reads them (progress). */
-  readonly onRead: (bytes: number) => void;
   readonly warn: (message: string) => void;
   /** Tensors whose c < 0 (t < 0 kept): named in one warning at the end. */
   readonly negative: string[];
-  /** Throws CANCELLED once the signal fired: called before each piece of work starts. */
-  readonly checkCancelled: () => void;
+  /** A step's report entry, given by its task that computed t (steps finish in plan order). */
+  readonly report: (entry: TensorReport) => void;
+  /** Sessions open now: whatever a failure leaves open is closed by the scheduler. */
+  readonly sessions: Set<Pick<TensorSession, 'close'>>;
 }
 
 /** The base and the fine-tunes of a merge step, in that order. */
@@ -63,6 +74,9 @@ export function mergedBytes(step: MergeStep, tensor: TensorInfo): number {
   return step.mergedNumel * floatSize(tensor.dtype as FloatDType);
 }
 
+/** Bytes of the merged range's output. */
+export const mergedOutBytes = (step: MergeStep): number => step.mergedNumel * floatSize(step.outDtype);
+
 /** What the backend is told about a merge step: the merged range (a row prefix when vocabularies differ). */
 export function specOf(step: MergeStep): TensorSpec {
   return {
@@ -74,27 +88,14 @@ export function specOf(step: MergeStep): TensorSpec {
   };
 }
 
-/** Tensor bytes [start, start + length): a view of the mapped file, or a copy read into the arena. */
-export async function acquire(
-  source: TensorSource,
-  arena: Arena,
-  tensor: TensorInfo,
-  start: number,
-  length: number,
-): Promise<Uint8Array> {
-  if (source.view !== undefined) return source.view(tensor, start, length);
-  const into = arena.take(length);
-  await source.readInto(tensor, start, into);
-  return into;
+/** Opens a session for `step`, tracked until closed. */
+export function openSession(step: MergeStep, ctx: StepContext): TensorSession {
+  const session = ctx.options.backend.openTensor(specOf(step));
+  ctx.sessions.add(session);
+  return session;
 }
 
-/**
- * Like Promise.all, but waits for every promise to settle before rejecting with the first failure:
- * no read may still be filling a buffer the caller is about to reuse or free.
- */
-export async function settleAll<T>(promises: readonly Promise<T>[]): Promise<T[]> {
-  const results = await Promise.allSettled(promises);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
-  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+export async function closeSession(session: TensorSession, ctx: StepContext): Promise<void> {
+  ctx.sessions.delete(session);
+  await session.close();
 }

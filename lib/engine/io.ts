@@ -1,6 +1,6 @@
-import * as fs from 'node:fs';
 import { ModelStockError, throwIfCancelled } from '../errors';
-import { AbortFlag } from './abort';
+import { FileSource } from './fileSource';
+import { Hints } from './hints';
 import { TensorReader } from '../safetensors/window';
 import type { TensorInfo } from '../checkpoint/types';
 import type { NativeAddon, NativeMapping } from './native/addon-types';
@@ -8,11 +8,31 @@ import { loadNativeAddon } from './native/loader';
 
 /**
  * How tensor bytes are read. `mmap`: zero-copy views of mapped input files, pages dropped from the
- * process after each tensor; `pread`: native reads split over the thread pool into reused buffers;
- * `fs`: Node's own positional reads (no addon needed). `auto` picks by measurement (README, Performance).
+ * process after each tensor; `direct`: O_DIRECT reads by the addon's I/O threads into the pipeline's
+ * buffers, nothing through the page cache (fileSource.ts); `pread`: the same reads, buffered; `fs`:
+ * Node's own positional reads (no addon needed). `auto` chooses per input by measurement: cold inputs
+ * direct, cached ones mapped (inputSources.ts; README, Performance).
  */
-export type IoMode = 'auto' | 'mmap' | 'pread' | 'fs';
-export const IO_MODES: readonly IoMode[] = ['auto', 'mmap', 'pread', 'fs'];
+export type IoMode = 'auto' | 'mmap' | 'direct' | 'pread' | 'fs';
+export const IO_MODES: readonly IoMode[] = ['auto', 'mmap', 'direct', 'pread', 'fs'];
+
+/** Where a read lands in the region the engine sets aside for it: bytes [head, head + length). */
+export interface ReadLayout {
+  readonly head: number;
+  /** The region's size (whole blocks for direct reads). */
+  readonly bytes: number;
+  /** The region's alignment within the engine's buffer. */
+  readonly alignment: number;
+}
+
+/** One read of a batch: tensor bytes [byteStart, byteStart + length) into region[head …]. */
+export interface RegionRead {
+  readonly tensor: TensorInfo;
+  readonly byteStart: number;
+  readonly length: number;
+  readonly region: Uint8Array;
+  readonly head: number;
+}
 
 export interface TensorSource {
   readonly kind: Exclude<IoMode, 'auto'>;
@@ -20,11 +40,20 @@ export interface TensorSource {
   readInto(tensor: TensorInfo, byteStart: number, into: Uint8Array): Promise<void>;
   /** A zero-copy view of tensor bytes, where the source maps files. */
   view?(tensor: TensorInfo, byteStart: number, length: number): Uint8Array;
+  /** When view() serves only some inputs (per-input modes): whether it serves this tensor's file. */
+  maps?(tensor: TensorInfo): boolean;
   /**
    * Done with a range given by view(): its pages may leave the process. Throws IO_ERROR naming the file
    * when the mapping faulted (the file shrank or could not be read) while the range was in use.
    */
   release?(tensor: TensorInfo, byteStart: number, length: number): void;
+  /**
+   * How a read of tensor bytes [byteStart, byteStart + length) wants its region laid out (direct reads:
+   * whole aligned blocks); undefined: `length` bytes at head 0, any alignment.
+   */
+  layout?(tensor: TensorInfo, byteStart: number, length: number): ReadLayout | undefined;
+  /** Reads several ranges at once (a pipeline step's inputs), each into its region at its head. */
+  readRegions?(reads: readonly RegionRead[]): Promise<void>;
   /**
    * Read-ahead: tensor bytes [byteStart, byteStart + length) will be read soon, so the kernel may start
    * reading them now (cold inputs). Advice: settles once given, never rejects, never drops a page.
@@ -33,28 +62,6 @@ export interface TensorSource {
   /** Throws IO_ERROR naming the file when any mapped input faulted: a last check before committing. */
   check?(): void;
   close(): Promise<void>;
-}
-
-/**
- * Hints given and not yet settled: close() waits for them, so no hint outlives its file descriptor, and
- * a hint asked for after close() is not given (it would reopen a file nobody closes).
- */
-class Hints {
-  private readonly pending = new Set<Promise<void>>();
-  private closed = false;
-
-  add(hint: () => Promise<void>): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    const p = hint().catch(() => undefined);
-    this.pending.add(p);
-    void p.then(() => this.pending.delete(p));
-    return p;
-  }
-
-  close(): Promise<unknown> {
-    this.closed = true;
-    return Promise.all([...this.pending]);
-  }
 }
 
 const FS_CHUNK = 16 << 20;
@@ -127,60 +134,6 @@ export function mappedWriteError(e: unknown, t: TensorInfo): unknown {
   return e;
 }
 
-class PreadSource implements TensorSource {
-  readonly kind = 'pread' as const;
-  private readonly files = new Map<string, Promise<fs.promises.FileHandle>>();
-  private readonly hints = new Hints();
-
-  private readonly abort: AbortFlag;
-
-  constructor(
-    private readonly addon: NativeAddon,
-    private readonly threads: number,
-    signal: AbortSignal | undefined,
-  ) {
-    this.abort = new AbortFlag(signal);
-  }
-
-  private file(t: TensorInfo): Promise<fs.promises.FileHandle> {
-    let fh = this.files.get(t.file);
-    if (fh === undefined) {
-      fh = fs.promises.open(t.file, 'r');
-      this.files.set(t.file, fh);
-    }
-    return fh;
-  }
-
-  async readInto(t: TensorInfo, byteStart: number, into: Uint8Array): Promise<void> {
-    try {
-      await this.addon.preadInto(
-        (await this.file(t)).fd,
-        t.offset + byteStart,
-        into,
-        this.threads,
-        this.abort.flag,
-      );
-    } catch (e) {
-      if (e instanceof ModelStockError && e.code === 'CANCELLED') throw e;
-      throw ioError(e, t);
-    }
-  }
-
-  willNeed(t: TensorInfo, byteStart: number, length: number): Promise<void> {
-    return this.hints.add(() =>
-      this.file(t).then((h) => this.addon.fileWillNeed(h.fd, t.offset + byteStart, length)),
-    );
-  }
-
-  async close(): Promise<void> {
-    await this.hints.close();
-    this.abort.dispose();
-    const all = [...this.files.values()];
-    this.files.clear();
-    await Promise.all(all.map((p) => p.then((f) => f.close()).catch(() => undefined)));
-  }
-}
-
 /**
  * Views are cut from 1 GiB segment views made once per file: every new view is external memory to V8,
  * and one per tensor (3 × 131 MB for an embedding) made it run ~150 full GCs per TinyLlama merge
@@ -190,7 +143,7 @@ const SEGMENT = 1 << 30;
 
 class MmapSource implements TensorSource {
   readonly kind = 'mmap' as const;
-  private readonly maps = new Map<string, NativeMapping>();
+  private readonly mappings = new Map<string, NativeMapping>();
   private readonly hints = new Hints();
   private readonly segments = new Map<string, Uint8Array[]>();
   /** Views of ranges across a segment boundary, per file: detached with the segments at close. */
@@ -204,14 +157,14 @@ class MmapSource implements TensorSource {
   ) {}
 
   private mapping(t: TensorInfo): NativeMapping {
-    let m = this.maps.get(t.file);
+    let m = this.mappings.get(t.file);
     if (m === undefined) {
       try {
         m = this.addon.mapFile(t.file);
       } catch (e) {
         throw ioError(e, t);
       }
-      this.maps.set(t.file, m);
+      this.mappings.set(t.file, m);
     }
     return m;
   }
@@ -241,7 +194,7 @@ class MmapSource implements TensorSource {
   }
 
   release(t: TensorInfo, byteStart: number, length: number): void {
-    const m = this.maps.get(t.file);
+    const m = this.mappings.get(t.file);
     if (m === undefined) return;
     if (length > 0) this.addon.mapRelease(m, t.offset + byteStart, length);
     this.checkMapping(t.file, m, t.name);
@@ -249,7 +202,7 @@ class MmapSource implements TensorSource {
 
   check(): void {
     if (this.fault !== undefined) throw this.fault;
-    for (const [file, m] of this.maps) this.checkMapping(file, m, undefined);
+    for (const [file, m] of this.mappings) this.checkMapping(file, m, undefined);
   }
 
   private checkMapping(file: string, m: NativeMapping, tensor: string | undefined): void {
@@ -274,38 +227,41 @@ class MmapSource implements TensorSource {
    */
   async close(): Promise<void> {
     await this.hints.close();
-    for (const [file, m] of this.maps) {
+    for (const [file, m] of this.mappings) {
       const views = [...(this.segments.get(file) ?? []), ...(this.strays.get(file) ?? [])];
       this.addon.mapClose(
         m,
         views.filter((v) => v !== undefined),
       );
     }
-    this.maps.clear();
+    this.mappings.clear();
     this.segments.clear();
     this.strays.clear();
   }
 }
 
 /**
- * The source for `mode`; `auto` → mmap when the addon loads, else fs. `threads` bounds the parallel
- * reads of `pread` (default 0: all cores); `signal` stops reads between chunks (CANCELLED);
- * `segmentBytes` (tests) sets the size of the mmap source's segment views.
+ * The source for one `mode` (every input alike; merges choose per input: inputSources.ts). `direct`,
+ * `pread` and `mmap` need the addon. `threads` is accepted for compatibility (reads run on the addon's
+ * I/O threads); `queueDepth` sets direct and pread reads in flight per input; `signal` stops reads
+ * between chunks (CANCELLED); `segmentBytes` (tests) sets the size of the mmap source's segment views.
  */
 export function openTensorSource(
-  mode: IoMode,
-  opts: { threads?: number; segmentBytes?: number; signal?: AbortSignal } = {},
+  mode: Exclude<IoMode, 'auto'>,
+  opts: { segmentBytes?: number; signal?: AbortSignal; queueDepth?: number } = {},
 ): TensorSource {
   const loaded = loadNativeAddon();
   if (mode === 'fs') return new FsSource(loaded.addon, opts.signal);
   if (loaded.addon === undefined) {
-    if (mode === 'auto') return new FsSource(undefined, opts.signal);
     throw new ModelStockError(
       'BACKEND_UNAVAILABLE',
       `--io ${mode} needs the native addon, which did not load: ${loaded.reasons.join('; ')}`,
     );
   }
-  return mode === 'pread'
-    ? new PreadSource(loaded.addon, opts.threads ?? 0, opts.signal)
-    : new MmapSource(loaded.addon, opts.segmentBytes);
+  if (mode === 'mmap') return new MmapSource(loaded.addon, opts.segmentBytes);
+  return new FileSource(loaded.addon, {
+    direct: mode === 'direct',
+    signal: opts.signal,
+    queueDepth: opts.queueDepth,
+  });
 }

@@ -37,7 +37,8 @@ const CHUNK = 16384;
 /** Input bytes processed between yields to the event loop. */
 const YIELD_BYTES = 4 << 20;
 /** Host buffers: cache-line aligned, like the addon's. */
-const ALIGNMENT = 64;
+// Page-aligned, so direct reads land in these buffers without a bounce copy (fileSource.ts).
+const ALIGNMENT = 4096;
 
 /** Scratch for one job at a time; the backend pools them so concurrent jobs never share one. */
 class Scratch {

@@ -1,17 +1,20 @@
 /**
- * Tensors a LoRA adapter changes with low-rank factors (plan.ts LowRankStep), on the backend's
- * low-rank steps (backend.ts):
+ * Tensors a LoRA adapter changes with low-rank factors (plan.ts LowRankStep), as pipeline tasks
+ * (pipeline.ts) on the backend's low-rank steps (backend.ts):
  *
- * - **factors only** (every fine-tune an adapter of the base, or leaving the tensor as it is): the Gram
- *   matrix from the factors alone — no base weight read, no R × C product formed — then, for a merge,
- *   the fused output over row windows of the base, W0 + (t/N)·Σ s_i·B_i·A_i, each window read once and
- *   written while the next computes (two arenas alternate);
+ * - **factors only** (every fine-tune an adapter of the base, or leaving the tensor as it is): one task
+ *   reads the factors and computes the Gram matrix from them alone — no base weight read, no R × C
+ *   product formed — and t; then, for a merge, one task per row window of the base runs the fused output
+ *   W0 + (t/N)·Σ s_i·B_i·A_i into its output slice, the pipeline reading the next windows and writing the
+ *   previous ones meanwhile;
  * - **mixed** (a full fine-tune, a saved whole tensor, or an adapter over another model among the
- *   inputs): each low-rank fine-tune formed in row windows as float64 (materializeRows: W + s·B·A, never
- *   rounded to a stored dtype), then the dense path's two passes over the same windows.
+ *   inputs): the factors are read once, then each window's low-rank fine-tunes are formed as float64
+ *   rows (materializeRows: W + s·B·A, never rounded to a stored dtype) and given to the dense session's
+ *   two passes, as windowed.ts does.
  *
- * The factors are read once per tensor into buffers of their own (a few MB); windows come from the
- * scheduler's arenas, so the memory budget bounds the rest whatever the tensor's size.
+ * The factors are copied out of the ring into buffers of their own (a few MB); the float64 rows of a
+ * window are allocated per window (window rows × cols × 8 per low-rank input), so the memory budget
+ * bounds the rest whatever the tensor's size.
  */
 import { floatSize, type FloatDType } from '../dtype';
 import { ModelStockError } from '../errors';
@@ -19,15 +22,13 @@ import { findNonFinite } from '../math/nonfinite';
 import type { FineTuneInput, LowRankStep } from '../plan/plan';
 import type { TensorInfo } from '../checkpoint/types';
 import type { TensorReport } from '../types';
-import type { Arena } from './arena';
-import type { LowRankFactor, LowRankSpec, RowWindow, TensorSpec } from './backend';
-import { acquire, type StepContext } from './context';
-import { copyBaseTail } from './copy';
+import type { LowRankFactor, LowRankSession, RowWindow, TensorSession, TensorSpec } from './backend';
+import type { StepContext } from './context';
+import { baseTailTasks } from './copy';
 import { checkFiniteInputs, type ScannedInput } from './finite';
+import type { Task, TaskRead } from './pipeline';
 import { ratios } from './report';
-
-/** Alignment slack an arena needs per buffer taken from it. */
-const SLACK = 64;
+import type { Sizing } from './sizing';
 
 /** A bias's task vector s·b is the factor pair B = b [R, 1], A = [[1]]. */
 const ONE = new Uint8Array(new Float32Array([1]).buffer);
@@ -38,6 +39,8 @@ export function storedShape(step: Pick<LowRankStep, 'shape' | 'numel'>): { rows:
   return { rows, cols: step.numel / rows };
 }
 
+const sizeOf = (t: TensorInfo): number => floatSize(t.dtype as FloatDType);
+
 /** Rows merged (a row prefix when vocabularies differ). */
 const mergedRowsOf = (step: LowRankStep): number => step.mergedNumel / storedShape(step).cols;
 
@@ -45,16 +48,23 @@ const mergedRowsOf = (step: LowRankStep): number => step.mergedNumel / storedSha
 const ownWeights = (step: LowRankStep): TensorInfo[] =>
   step.inputs.filter((x) => x.tensor !== step.base).map((x) => x.tensor);
 
+/** The factor tensors of every input, in input order (A then B). */
+export function factorTensors(step: LowRankStep): TensorInfo[] {
+  return step.inputs.flatMap((x) =>
+    x.factor === undefined ? [] : x.factor.a === undefined ? [x.factor.b] : [x.factor.a, x.factor.b],
+  );
+}
+
+/** The reads of factorTensors: each whole. */
+const factorReads = (step: LowRankStep): TaskRead[] =>
+  factorTensors(step).map((tensor) => ({ tensor, start: 0, length: tensor.byteLength }));
+
 /** The byte ranges of its inputs a low-rank step reads: [tensor, start, length] (read-ahead). */
 export function lowRankRanges(step: LowRankStep, gramOnly: boolean): [TensorInfo, number, number][] {
-  const ranges: [TensorInfo, number, number][] = [];
-  for (const x of step.inputs) {
-    if (x.factor?.a !== undefined) ranges.push([x.factor.a, 0, x.factor.a.byteLength]);
-    if (x.factor !== undefined) ranges.push([x.factor.b, 0, x.factor.b.byteLength]);
-  }
+  const ranges = factorReads(step).map((r): [TensorInfo, number, number] => [r.tensor, r.start, r.length]);
   if (gramOnly && step.factorsOnly) return ranges;
   const { cols } = storedShape(step);
-  const merged = (t: TensorInfo): number => mergedRowsOf(step) * cols * floatSize(t.dtype as FloatDType);
+  const merged = (t: TensorInfo): number => mergedRowsOf(step) * cols * sizeOf(t);
   ranges.push([step.base, 0, gramOnly ? merged(step.base) : step.base.byteLength]);
   for (const t of ownWeights(step)) ranges.push([t, 0, merged(t)]);
   return ranges;
@@ -68,79 +78,63 @@ export function lowRankInputBytes(step: LowRankStep, gramOnly: boolean): number 
 /** Bytes read again by a mixed step's second pass (its windows, unless the session holds them). */
 export function lowRankSecondPass(step: LowRankStep, gramOnly: boolean): number {
   if (gramOnly || step.factorsOnly) return 0;
+  const rows = mergedRowsOf(step) * storedShape(step).cols;
+  return [step.base, ...ownWeights(step)].reduce((a, t) => a + rows * sizeOf(t), 0);
+}
+
+/** What the pipeline's sizing needs of a low-rank step: bytes read into the ring per row, factor bytes. */
+export function lowRankNeeds(step: LowRankStep): { factorBytes: number; inPerRow: number; rows: number } {
   const { cols } = storedShape(step);
-  const rows = mergedRowsOf(step);
-  return [step.base, ...ownWeights(step)].reduce(
-    (a, t) => a + rows * cols * floatSize(t.dtype as FloatDType),
-    0,
-  );
-}
-
-/** Bytes per merged row of one window: every buffer the step takes for it. */
-function rowBytes(step: LowRankStep, sink: boolean): number {
-  const { cols } = storedShape(step);
-  const size = (t: TensorInfo): number => floatSize(t.dtype as FloatDType);
-  const out = sink ? floatSize(step.outDtype) : 0;
-  if (step.factorsOnly) return cols * (size(step.base) + out);
-  let perElement = size(step.base) + out;
-  for (const x of step.inputs) {
-    if (x.tensor !== step.base) perElement += size(x.tensor);
-    if (x.factor !== undefined) perElement += 8;
-  }
-  return cols * perElement;
-}
-
-/** What one arena holds to do the whole tensor in one window (the scheduler sizes its arenas by it). */
-export function lowRankFootprint(step: LowRankStep): number {
-  return mergedRowsOf(step) * rowBytes(step, true) + SLACK * (step.inputs.length * 2 + 2);
-}
-
-/** Rows per window in `arena`: what it holds, and what one read may span. */
-function windowRows(step: LowRankStep, arena: Arena, ctx: StepContext, sink: boolean): number {
-  const { cols } = storedShape(step);
-  const buffers = step.inputs.length * 2 + 2;
-  const byRoom = Math.floor((arena.capacity - SLACK * buffers) / rowBytes(step, sink));
-  const widest = Math.max(
-    8,
-    ...[step.base, ...ownWeights(step)].map((t) => floatSize(t.dtype as FloatDType)),
-  );
-  const byRead = Math.floor(ctx.options.window / (cols * widest));
-  return Math.max(1, Math.min(mergedRowsOf(step), byRoom, byRead));
-}
-
-/** The factors of every input, read once into buffers of their own (undefined: no factor). */
-async function readFactors(step: LowRankStep, ctx: StepContext): Promise<(LowRankFactor | undefined)[]> {
-  const { source } = ctx.options;
-  const read = async (t: TensorInfo): Promise<Uint8Array> => {
-    ctx.checkCancelled();
-    const into = new Uint8Array(t.byteLength);
-    await source.readInto(t, 0, into);
-    ctx.onRead(t.byteLength);
-    return into;
+  return {
+    factorBytes: factorReads(step).reduce((a, r) => a + r.length, 0),
+    inPerRow:
+      cols * [step.base, ...(step.factorsOnly ? [] : ownWeights(step))].reduce((a, t) => a + sizeOf(t), 0),
+    rows: mergedRowsOf(step),
   };
-  const out: (LowRankFactor | undefined)[] = [];
-  for (const x of step.inputs) {
-    const f = x.factor;
-    if (f === undefined) {
-      out.push(undefined);
-      continue;
-    }
-    out.push({
-      a: f.a === undefined ? ONE : await read(f.a),
-      aDtype: f.a === undefined ? 'F32' : (f.a.dtype as FloatDType),
-      b: await read(f.b),
-      bDtype: f.b.dtype as FloatDType,
-      rank: f.rank,
-      scale: f.scale,
-      transposed: f.transposed,
-    });
-  }
-  return out;
+}
+
+/** Rows per window: what half of each ring holds, what one read may span, float64 rows bounded too. */
+function windowRows(step: LowRankStep, sizing: Sizing, ctx: StepContext): number {
+  const { cols } = storedShape(step);
+  const { inPerRow } = lowRankNeeds(step);
+  const f64 = step.factorsOnly ? 0 : step.inputs.filter((x) => x.factor !== undefined).length * 8;
+  const limits = [
+    Math.floor(ctx.options.window / (cols * Math.max(8, ...[step.base, ...ownWeights(step)].map(sizeOf)))),
+  ];
+  // Each read may take a few blocks of alignment slack (direct reads), the output its block slack.
+  const reads = 1 + ownWeights(step).length;
+  if (sizing.inRing > 0)
+    limits.push(Math.floor((sizing.inRing / 2 - (3 * 4096 + 64) * reads - 64) / inPerRow));
+  if (ctx.options.sink !== undefined)
+    limits.push(Math.floor((sizing.outRing / 2 - 2 * 8192) / (cols * floatSize(step.outDtype))));
+  // The float64 rows of a window live outside the rings: as much as the input ring's half again at most.
+  if (f64 > 0) limits.push(Math.floor(Math.max(sizing.inRing / 2, ctx.options.window) / (cols * f64)));
+  return Math.max(1, Math.min(mergedRowsOf(step), ...limits));
 }
 
 /** Who input k of the step is, in messages. */
 const whoOf = (step: LowRankStep, ctx: StepContext, k: number): string =>
   ctx.options.modelLabel(step.modelIndices[k]!);
+
+/** The factors of every input from the views of factorReads, copied out of the ring. */
+function factorsFrom(step: LowRankStep, views: readonly Uint8Array[]): (LowRankFactor | undefined)[] {
+  let v = 0;
+  return step.inputs.map((x) => {
+    const f = x.factor;
+    if (f === undefined) return undefined;
+    const a = f.a === undefined ? ONE : views[v++]!.slice();
+    const b = views[v++]!.slice();
+    return {
+      a,
+      aDtype: f.a === undefined ? 'F32' : (f.a.dtype as FloatDType),
+      b,
+      bDtype: f.b.dtype as FloatDType,
+      rank: f.rank,
+      scale: f.scale,
+      transposed: f.transposed,
+    };
+  });
+}
 
 /** A non-finite Gram entry from factors: the factor holding the NaN/Inf named, else an overflow. */
 async function checkFactorsFinite(
@@ -169,7 +163,7 @@ async function checkFactorsFinite(
   });
 }
 
-/** A NaN or Inf the fused output found in the rows of `tensor` (owned by `who`), named with its element. */
+/** A NaN or Inf the fused output or materializeRows found in the rows of `tensor` (owned by `who`). */
 function nonFiniteIn(
   step: LowRankStep,
   tensor: TensorInfo,
@@ -188,104 +182,119 @@ function nonFiniteIn(
   });
 }
 
-export interface LowRankResult {
-  readonly report: TensorReport;
-  /**
-   * What an adapter output (issue 19) needs beside the plan step's factors (`step.inputs[k].factor`:
-   * tensors, rank, scale, orientation, module): the ratio t per unit (one, or one per stored row
-   * filter-wise) and the factors' bytes as read (undefined for an input without factors).
-   */
+/**
+ * What an adapter output (issue 19) needs beside the plan step's factors (`step.inputs[k].factor`:
+ * tensors, rank, scale, orientation, module): the ratio t per unit (one, or one per stored row
+ * filter-wise) and the factors' bytes as read (undefined for an input without factors).
+ */
+export interface LowRankTerms {
   readonly t: Float64Array;
   readonly factors: readonly (LowRankFactor | undefined)[];
-  /** The writes still in flight from each arena (the scheduler waits for them before reusing it). */
-  readonly writing: readonly [Promise<void>, Promise<void>];
 }
 
 /**
- * Merges (or, without a sink, inspects) one low-rank step. `arenas` are the scheduler's two slots and
- * `writing` the writes still in flight from each; windows alternate between them.
+ * The tasks of one low-rank step. `onTerms` (optional) receives t and the factors once known: the hook
+ * an output step other than the dense one (an adapter writer) takes them from.
  */
-export async function mergeLowRank(
+export function* lowRankTasks(
   step: LowRankStep,
-  arenas: readonly [Arena, Arena],
-  writing: readonly [Promise<void>, Promise<void>],
+  index: number,
+  sizing: Sizing,
   ctx: StepContext,
-  progress: (tensor: string) => void,
-): Promise<LowRankResult> {
-  const factors = await readFactors(step, ctx);
-  return step.factorsOnly
-    ? mergeFactors(step, factors, arenas, writing, ctx, progress)
-    : mergeMixed(step, factors, arenas, writing, ctx, progress);
+  onTerms?: (terms: LowRankTerms) => void,
+): Generator<Task> {
+  if (step.factorsOnly) yield* factorTasks(step, index, sizing, ctx, onTerms);
+  else yield* mixedTasks(step, index, sizing, ctx, onTerms);
+  if (ctx.options.sink !== undefined && step.mergedNumel < step.numel)
+    yield* baseTailTasks(step, index, sizing);
 }
 
-async function mergeFactors(
+/** Row windows [firstRow, count] of the merged rows. */
+function windowsOf(step: LowRankStep, rowsPer: number): [number, number][] {
+  const rows = mergedRowsOf(step);
+  const out: [number, number][] = [];
+  for (let first = 0; first < rows; first += rowsPer) out.push([first, Math.min(rowsPer, rows - first)]);
+  return out;
+}
+
+function* factorTasks(
   step: LowRankStep,
-  factors: readonly (LowRankFactor | undefined)[],
-  arenas: readonly [Arena, Arena],
-  writing: readonly [Promise<void>, Promise<void>],
+  index: number,
+  sizing: Sizing,
   ctx: StepContext,
-  progress: (tensor: string) => void,
-): Promise<LowRankResult> {
-  const { backend, source, sink, theta } = ctx.options;
+  onTerms: ((terms: LowRankTerms) => void) | undefined,
+): Generator<Task> {
+  const { backend, sink, theta } = ctx.options;
   const { rows, cols } = storedShape(step);
   const mergedRows = mergedRowsOf(step);
-  const spec: LowRankSpec = {
-    name: step.name,
-    rows,
-    cols,
-    baseDtype: step.base.dtype as FloatDType,
-    outDtype: step.outDtype,
-    filterWise: step.unitLength < step.mergedNumel,
-    ...(mergedRows < rows ? { mergedRows } : {}),
-    factors,
-  };
-  const pending: [Promise<void>, Promise<void>] = [writing[0], writing[1]];
-  const session = backend.openLowRank(spec);
-  let report: TensorReport;
-  let t: Float64Array;
-  try {
-    ctx.checkCancelled();
-    const gram = await session.gram();
-    await checkFactorsFinite(step, gram, factors, ctx);
-    ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-    // An adapter output (--out-format peft) writes this tensor as merged factors instead: it runs as a
-    // Gram pass (no sink: no base weight read), the hook writing what the fused output would have.
-    if ((await ctx.options.lowRankOutput?.(step, factors, t)) === true || sink === undefined)
-      return { report, t, factors, writing: pending };
-    const inSize = floatSize(spec.baseDtype);
-    const outSize = floatSize(step.outDtype);
-    let k = 0;
-    for (let firstRow = 0; firstRow < mergedRows; k++) {
-      const slot = k % 2;
-      const arena = arenas[slot]!;
-      const count = Math.min(windowRows(step, arena, ctx, true), mergedRows - firstRow);
-      // This arena's previous window must be written before its buffers are reused.
-      await pending[slot];
-      ctx.checkCancelled();
-      arena.reset();
-      const start = firstRow * cols * inSize;
-      const base = await acquire(source, arena, step.base, start, count * cols * inSize);
-      ctx.onRead(base.byteLength);
-      const out = arena.take(count * cols * outSize);
-      const window: RowWindow = { firstRow, rows: count, base };
-      await session.interpolate(window, t, out).catch((e: unknown) => {
-        throw nonFiniteIn(step, step.base, 'the base', window, cols, e);
-      });
-      source.release?.(step.base, start, base.byteLength);
-      const write = sink.write(step.name, firstRow * cols * outSize, out);
-      write.catch(() => undefined); // awaited before reuse, or by the scheduler
-      pending[slot] = write;
-      firstRow += count;
-      progress(step.name);
-    }
-  } finally {
+  let session: LowRankSession | undefined;
+  let t: Float64Array | undefined;
+  let gramDone!: () => void;
+  const ratiosKnown = new Promise<void>((resolve) => (gramDone = resolve));
+  const writing = sink !== undefined && mergedRows > 0;
+  const close = async (): Promise<void> => {
+    if (session === undefined) return;
+    ctx.sessions.delete(session);
     await session.close();
+  };
+  yield {
+    step: index,
+    name: step.name,
+    reads: () => factorReads(step),
+    outBytes: 0,
+    last: false,
+    run: async (views) => {
+      const factors = factorsFrom(step, views);
+      const spec = {
+        name: step.name,
+        rows,
+        cols,
+        baseDtype: step.base.dtype as FloatDType,
+        outDtype: step.outDtype,
+        filterWise: step.unitLength < step.mergedNumel,
+        ...(mergedRows < rows ? { mergedRows } : {}),
+        factors,
+      };
+      session = backend.openLowRank(spec);
+      ctx.sessions.add(session);
+      let report: TensorReport;
+      try {
+        const gram = await session.gram();
+        await checkFactorsFinite(step, gram, factors, ctx);
+        ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
+      } finally {
+        if (!writing) await close();
+      }
+      ctx.report(report);
+      onTerms?.({ t, factors });
+      gramDone();
+      return undefined;
+    },
+  };
+  if (!writing) return;
+  const inSize = sizeOf(step.base);
+  const outSize = floatSize(step.outDtype);
+  const windows = windowsOf(step, windowRows(step, sizing, ctx));
+  for (const [k, [firstRow, count]] of windows.entries()) {
+    const offset = firstRow * cols * outSize;
+    yield {
+      step: index,
+      name: step.name,
+      after: ratiosKnown,
+      reads: () => [{ tensor: step.base, start: firstRow * cols * inSize, length: count * cols * inSize }],
+      outBytes: count * cols * outSize,
+      outAt: { name: step.name, offset },
+      last: false,
+      run: async ([base], out) => {
+        const window: RowWindow = { firstRow, rows: count, base: base! };
+        await session!.interpolate(window, t!, out!).catch((e: unknown) => {
+          throw nonFiniteIn(step, step.base, 'the base', window, cols, e);
+        });
+        if (k === windows.length - 1) await close();
+        return { name: step.name, offset, data: out! };
+      },
+    };
   }
-  if (step.mergedNumel < step.numel) {
-    await Promise.all(pending);
-    await copyBaseTail(step, arenas[0], ctx, progress);
-  }
-  return { report, t, factors, writing: pending };
 }
 
 /** The dense path's spec for a mixed step: each low-rank fine-tune given as float64 rows. */
@@ -302,51 +311,61 @@ function mixedSpec(step: LowRankStep): TensorSpec {
   };
 }
 
-async function mergeMixed(
+function* mixedTasks(
   step: LowRankStep,
-  factors: readonly (LowRankFactor | undefined)[],
-  arenas: readonly [Arena, Arena],
-  writing: readonly [Promise<void>, Promise<void>],
+  index: number,
+  sizing: Sizing,
   ctx: StepContext,
-  progress: (tensor: string) => void,
-): Promise<LowRankResult> {
+  onTerms: ((terms: LowRankTerms) => void) | undefined,
+): Generator<Task> {
   const { backend, source, sink, theta } = ctx.options;
   const { cols } = storedShape(step);
-  const mergedRows = mergedRowsOf(step);
-  const arena = arenas[0];
-  // One arena, windows one after another: wait for whatever either arena is still writing.
-  await Promise.all(writing);
-  const rowsPer = windowRows(step, arena, ctx, sink !== undefined);
-  const size = (t: TensorInfo): number => floatSize(t.dtype as FloatDType);
   const spec = mixedSpec(step);
-  let readSoFar = 0;
-
-  /** The base's and every fine-tune's bytes of rows [firstRow, firstRow + count), and their release. */
-  const windowInputs = async (
+  const own = ownWeights(step);
+  const windows = windowsOf(step, windowRows(step, sizing, ctx));
+  let factors: (LowRankFactor | undefined)[] = [];
+  let session: TensorSession | undefined;
+  let t: Float64Array | undefined;
+  let gramDone!: () => void;
+  const ratiosKnown = new Promise<void>((resolve) => (gramDone = resolve));
+  const writing = sink !== undefined && windows.length > 0;
+  const open = (): TensorSession => {
+    if (session === undefined) {
+      session = backend.openTensor(spec);
+      ctx.sessions.add(session);
+    }
+    return session;
+  };
+  const close = async (): Promise<void> => {
+    if (session === undefined) return;
+    ctx.sessions.delete(session);
+    await session.close();
+  };
+  /** The reads of rows [firstRow, firstRow + count): the base, then each own tensor. */
+  const readsOf = (firstRow: number, count: number): TaskRead[] =>
+    [step.base, ...own].map((tensor) => ({
+      tensor,
+      start: firstRow * cols * sizeOf(tensor),
+      length: count * cols * sizeOf(tensor),
+    }));
+  /** The session's inputs for a window: the base, then per fine-tune its weights or its float64 rows. */
+  const inputsOf = async (
     firstRow: number,
     count: number,
-  ): Promise<{ inputs: Uint8Array[]; release: () => void }> => {
-    ctx.checkCancelled();
-    const views: [TensorInfo, number, Uint8Array][] = [];
-    const read = async (t: TensorInfo): Promise<Uint8Array> => {
-      const start = firstRow * cols * size(t);
-      const v = await acquire(source, arena, t, start, count * cols * size(t));
-      ctx.onRead(v.byteLength);
-      readSoFar += v.byteLength;
-      views.push([t, start, v]);
-      return v;
-    };
-    const base = await read(step.base);
+    views: readonly Uint8Array[],
+  ): Promise<Uint8Array[]> => {
+    const base = views[0]!;
     const inputs: Uint8Array[] = [base];
+    let v = 1;
     for (const [k, x] of step.inputs.entries()) {
-      const weights = x.tensor === step.base ? base : await read(x.tensor);
+      const weights = x.tensor === step.base ? base : views[v++]!;
       const factor = factors[k];
       if (factor === undefined) {
         inputs.push(weights);
         continue;
       }
-      const out = arena.take(count * cols * 8);
-      const who = x.tensor === step.base ? 'the base' : whoOf(step, ctx, k);
+      const out = new Uint8Array(count * cols * 8);
+      const window: RowWindow = { firstRow, rows: count, base: weights };
       await backend
         .materializeRows({
           name: step.name,
@@ -354,84 +373,112 @@ async function mergeMixed(
           cols,
           baseDtype: x.tensor.dtype as FloatDType,
           factor,
-          window: { firstRow, rows: count, base: weights },
+          window,
           out,
         })
         .catch((e: unknown) => {
-          throw nonFiniteIn(step, x.tensor, who, { firstRow, rows: count, base: weights }, cols, e);
+          throw nonFiniteIn(
+            step,
+            x.tensor,
+            x.tensor === step.base ? 'the base' : whoOf(step, ctx, k),
+            window,
+            cols,
+            e,
+          );
         });
       inputs.push(out);
     }
-    return {
-      inputs,
-      release: () => views.forEach(([t, start, v]) => source.release?.(t, start, v.byteLength)),
-    };
+    return inputs;
+  };
+  /** A window's inputs read outside the pipeline (the NaN scan after a non-finite Gram). */
+  const readWindow = async (firstRow: number, count: number): Promise<Uint8Array[]> => {
+    const views: Uint8Array[] = [];
+    for (const r of readsOf(firstRow, count)) {
+      const bytes = new Uint8Array(r.length);
+      await source.readInto(r.tensor, r.start, bytes);
+      views.push(bytes);
+    }
+    return inputsOf(firstRow, count, views);
   };
 
-  // One window holds the whole tensor: its inputs stay in the arena from the Gram pass to the output.
-  const single = rowsPer >= mergedRows;
-  let kept: { inputs: Uint8Array[]; release: () => void; bytes: number } | undefined;
-  const session = backend.openTensor(spec);
-  let report: TensorReport;
-  let t: Float64Array;
-  try {
-    for (let firstRow = 0; firstRow < mergedRows; firstRow += rowsPer) {
-      const count = Math.min(rowsPer, mergedRows - firstRow);
-      arena.reset();
-      const before = readSoFar;
-      const window = await windowInputs(firstRow, count);
-      await session.gram({ firstElement: firstRow * cols, count: count * cols, inputs: window.inputs });
-      if (single) kept = { ...window, bytes: readSoFar - before };
-      else window.release();
-      progress(step.name);
-    }
-    const gram = await session.gramResult();
-    const scanned: ScannedInput[] = spec.dtypes.map((dtype, i) => ({
-      dtype,
-      file: i === 0 ? step.base.file : step.inputs[i - 1]!.tensor.file,
-      who: i === 0 ? 'the base' : whoOf(step, ctx, i - 1),
-    }));
-    await checkFiniteInputs(step.name, gram, scanned, async (visit) => {
-      if (kept !== undefined) {
-        for (let i = 0; i < kept.inputs.length; i++) await visit(i, kept.inputs[i]!, 0);
-        return;
-      }
-      for (let firstRow = 0; firstRow < mergedRows; firstRow += rowsPer) {
-        const count = Math.min(rowsPer, mergedRows - firstRow);
-        arena.reset();
-        const { inputs, release } = await windowInputs(firstRow, count);
-        for (let i = 0; i < inputs.length; i++) await visit(i, inputs[i]!, firstRow * cols);
-        release();
-      }
-    });
-    await checkFactorsFinite(step, gram, factors, ctx);
-    ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-    if (sink === undefined) return { report, t, factors, writing: [Promise.resolve(), Promise.resolve()] };
-    const outSize = floatSize(step.outDtype);
-    for (let firstRow = 0; firstRow < mergedRows; firstRow += rowsPer) {
-      const count = Math.min(rowsPer, mergedRows - firstRow);
-      const first = firstRow * cols;
-      let window = kept;
-      if (window !== undefined) {
-        ctx.onRead(window.bytes); // what a second pass would have read (progress counts both passes)
-      } else {
-        arena.reset();
-        if (!session.holds(first, count * cols))
-          window = { ...(await windowInputs(firstRow, count)), bytes: 0 };
-      }
-      const out = arena.take(count * cols * outSize);
-      await session.interpolate({ firstElement: first, count: count * cols, inputs: window?.inputs }, t, out);
-      window?.release();
-      kept = undefined;
-      await sink.write(step.name, first * outSize, out);
-      progress(step.name);
-    }
-  } finally {
-    kept?.release();
-    await session.close();
+  yield {
+    step: index,
+    name: step.name,
+    reads: () => factorReads(step),
+    outBytes: 0,
+    last: false,
+    run: async (views) => {
+      factors = factorsFrom(step, views);
+      return undefined;
+    },
+  };
+  for (const [firstRow, count] of windows) {
+    yield {
+      step: index,
+      name: step.name,
+      reads: () => readsOf(firstRow, count),
+      outBytes: 0,
+      last: false,
+      run: async (views) => {
+        const inputs = await inputsOf(firstRow, count, views);
+        await open().gram({ firstElement: firstRow * cols, count: count * cols, inputs });
+        return undefined;
+      },
+    };
   }
-  await copyBaseTail(step, arena, ctx, progress);
-  return { report, t, factors, writing: [Promise.resolve(), Promise.resolve()] };
+  yield {
+    step: index,
+    name: step.name,
+    reads: () => [],
+    outBytes: 0,
+    last: false,
+    run: async () => {
+      const s = open();
+      let report: TensorReport;
+      try {
+        const gram = await s.gramResult();
+        const scanned: ScannedInput[] = spec.dtypes.map((dtype, i) => ({
+          dtype,
+          file: i === 0 ? step.base.file : step.inputs[i - 1]!.tensor.file,
+          who: i === 0 ? 'the base' : whoOf(step, ctx, i - 1),
+        }));
+        await checkFiniteInputs(step.name, gram, scanned, async (visit) => {
+          for (const [firstRow, count] of windows) {
+            const inputs = await readWindow(firstRow, count);
+            for (let i = 0; i < inputs.length; i++) await visit(i, inputs[i]!, firstRow * cols);
+          }
+        });
+        await checkFactorsFinite(step, gram, factors, ctx);
+        ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
+      } finally {
+        if (!writing) await close();
+      }
+      ctx.report(report);
+      onTerms?.({ t, factors });
+      gramDone();
+      return undefined;
+    },
+  };
+  if (!writing) return;
+  const outSize = floatSize(step.outDtype);
+  for (const [k, [firstRow, count]] of windows.entries()) {
+    const first = firstRow * cols;
+    yield {
+      step: index,
+      name: step.name,
+      after: ratiosKnown,
+      reads: () => (session!.holds(first, count * cols) ? [] : readsOf(firstRow, count)),
+      outBytes: count * cols * outSize,
+      outAt: { name: step.name, offset: first * outSize },
+      last: false,
+      run: async (views, out) => {
+        const inputs = views.length > 0 ? await inputsOf(firstRow, count, views) : undefined;
+        await session!.interpolate({ firstElement: first, count: count * cols, inputs }, t!, out!);
+        if (k === windows.length - 1) await close();
+        return { name: step.name, offset: first * outSize, data: out! };
+      },
+    };
+  }
 }
 
 export type { FineTuneInput };

@@ -225,32 +225,43 @@ export function planAdapterOutput(
 }
 
 /**
- * The engine's lowRankOutput hook: a tensor planned as factors is written as A′, B′ from its t; any
- * other low-rank tensor goes on to the fused dense output (a whole tensor).
+ * The engine's onLowRankTerms hook for the tensors planned as factors: A′, B′ computed at once — the
+ * factor bytes are views into the pipeline's buffers, valid only during the call — and written in the
+ * background; `settle` waits for every write (and throws the first failure).
  */
 export function factorWriter(
   out: AdapterOutputPlan,
   writer: { write(name: string, offset: number, data: Uint8Array): Promise<void> },
-): (step: LowRankStep, factors: readonly (LowRankFactor | undefined)[], t: Float64Array) => Promise<boolean> {
-  return async (step, factors, t) => {
-    const target = out.factors.get(step.name);
-    if (target === undefined) return false;
-    const merged = mergeFactors({
-      ...target,
-      n: step.inputs.length,
-      t,
-      factors: factors.map((f) =>
-        f === undefined
-          ? undefined
-          : {
-              a: decodeFloats(f.a, f.aDtype),
-              b: decodeFloats(f.b, f.bDtype),
-              rank: f.rank,
-              scale: f.scale,
-            },
-      ),
-    });
-    await writeFactors(writer, merged);
-    return true;
+): {
+  onTerms: (step: LowRankStep, factors: readonly (LowRankFactor | undefined)[], t: Float64Array) => void;
+  settle: () => Promise<void>;
+} {
+  const writes: Promise<void>[] = [];
+  return {
+    onTerms: (step, factors, t) => {
+      const target = out.factors.get(step.name);
+      if (target === undefined) return;
+      const merged = mergeFactors({
+        ...target,
+        n: step.inputs.length,
+        t,
+        factors: factors.map((f) =>
+          f === undefined
+            ? undefined
+            : {
+                a: decodeFloats(f.a, f.aDtype),
+                b: decodeFloats(f.b, f.bDtype),
+                rank: f.rank,
+                scale: f.scale,
+              },
+        ),
+      });
+      const write = writeFactors(writer, merged);
+      write.catch(() => undefined); // awaited by settle(); never an unhandled rejection meanwhile
+      writes.push(write);
+    },
+    settle: async () => {
+      await Promise.all(writes);
+    },
   };
 }

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { ModelStockError } from '../errors';
 import { errnoOf, lstatIfAny, nativeRenameFlags, onPath, type RenameFlags } from './fsops';
 import { claim, place, type Claim } from './place';
-import { OWNER_FILE, recordOwner, sweepStaleStaging } from './staleStaging';
+import { OWNER_FILE, ownerTag, recordOwner, sweepStaleStaging } from './staleStaging';
 
 /** The file that marks a folder as ours: --overwrite replaces only folders that have it (or are empty). */
 export const REPORT_FILE = 'model_stock_report.json';
@@ -143,7 +143,8 @@ export class StagingDir {
     try {
       // mkdir, not mkdtemp: the folder becomes OUT, which gets 0777 & ~umask like any mkdir (mkdtemp: 0700).
       for (;;) {
-        const dir = siblingName(target, 'partial');
+        // The name says whose it is too: a folder killed before its record exists is still swept.
+        const dir = siblingName(target, 'partial') + ownerTag();
         try {
           await fs.promises.mkdir(dir);
         } catch (e) {

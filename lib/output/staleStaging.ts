@@ -4,9 +4,13 @@
  * provably dead — on this host, and either booted since or, in the same pid namespace, no process with
  * that pid and start time —
  * and leaves every other folder alone: another host's (a shared file system), a live merge's, another
- * user's, one whose record is missing or unreadable (being created, or not ours), anything that is not a
- * plain folder.
+ * user's, one whose record is unreadable (not ours), anything that is not a plain folder.
+ *
+ * The folder's name carries its owner too (`…-o<host, boot and pid namespace hash>p<pid>s<start time>`):
+ * a merge killed between creating the folder and writing the record, or between removing the record and
+ * the commit's rename, leaves a folder without a record that the name still proves dead.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -77,6 +81,32 @@ function parseOwner(text: string | undefined): StagingOwner | undefined {
   return undefined;
 }
 
+/** Host, boot and pid namespace in 12 hex digits: a name can say "this host, this boot" in little room. */
+function placeHash(o: Pick<StagingOwner, 'host' | 'bootId' | 'pidNamespace'>): string {
+  return crypto
+    .createHash('sha256')
+    .update(`${o.host}\0${o.bootId}\0${o.pidNamespace}`)
+    .digest('hex')
+    .slice(0, 12);
+}
+
+/** The suffix a staging folder's name ends with, naming its owner (empty where the host cannot tell). */
+export function ownerTag(o: StagingOwner | undefined = currentOwner()): string {
+  return o === undefined ? '' : `-o${placeHash(o)}p${o.pid}s${o.startTime}`;
+}
+
+const OWNER_TAG = /-o([0-9a-f]{12})p(\d+)s(\d+)$/;
+
+/** True when the owner a folder's name gives is of this host, boot and pid namespace, and gone. */
+function nameProvesDead(name: string, self: StagingOwner): { pid: number } | undefined {
+  const m = OWNER_TAG.exec(name);
+  if (m === null || m[1] !== placeHash(self)) return undefined;
+  const pid = Number(m[2]);
+  const startTime = m[3] as string;
+  const alive = pid === self.pid ? startTime === self.startTime : startTimeOf(pid) === startTime;
+  return alive ? undefined : { pid };
+}
+
 /** True only when `owner` certainly no longer runs. */
 export function isProvablyDead(owner: StagingOwner, self: StagingOwner): boolean {
   if (owner.host !== self.host) return false;
@@ -121,12 +151,24 @@ export async function sweepStaleStaging(target: string): Promise<{ dir: string; 
       const st = await fs.promises.lstat(dir);
       if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
       const ownerFile = path.join(dir, OWNER_FILE);
-      const ost = await fs.promises.lstat(ownerFile);
-      if (!ost.isFile() || ost.size > 4096) continue;
-      const owner = parseOwner(await fs.promises.readFile(ownerFile, 'utf8'));
-      if (owner === undefined || !isProvablyDead(owner, self)) continue;
+      const ost = await fs.promises.lstat(ownerFile).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return undefined;
+        throw e;
+      });
+      let pid: number;
+      if (ost === undefined) {
+        // No record (killed just after mkdir, or just before the commit's rename): the name decides.
+        const dead = nameProvesDead(name, self);
+        if (dead === undefined) continue;
+        pid = dead.pid;
+      } else {
+        if (!ost.isFile() || ost.size > 4096) continue;
+        const owner = parseOwner(await fs.promises.readFile(ownerFile, 'utf8'));
+        if (owner === undefined || !isProvablyDead(owner, self)) continue;
+        pid = owner.pid;
+      }
       await fs.promises.rm(dir, { recursive: true, force: true });
-      removed.push({ dir, pid: owner.pid });
+      removed.push({ dir, pid });
     } catch {
       // gone meanwhile (another merge swept it), no record, or unreadable: leave it
     }

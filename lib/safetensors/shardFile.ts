@@ -34,8 +34,31 @@ export interface WriteReport {
 export const DEFAULT_NATIVE_MODE: Exclude<WriteMode, 'auto' | 'node'> = 'direct';
 /** Bytes written between flushes (rolling, plain, node): dirty data stays within about twice this. */
 export const FLUSH_BYTES = 32 << 20;
-/** direct: staging block size. */
+/** direct: staging block size (at most: smaller memory budgets get smaller blocks). */
 export const BLOCK_BYTES = 16 << 20;
+/**
+ * direct: staging blocks a writer holds at most — the block a write ends in, the one the next shard's
+ * header starts, the one being filled, and two spares (native/writer.cc's kSpareBlocks) — with writes
+ * given one at a time, as the engine gives them.
+ */
+export const STAGING_BLOCKS = 5;
+
+/** The smallest staging block a small memory budget gets. */
+const MIN_BLOCK_BYTES = 64 << 10;
+
+/**
+ * What the output's staging takes out of a merge's memory budget, and the block size that keeps it to
+ * about 1/13 of it (16 MiB blocks from a 1 GiB budget): direct writes only (the other modes write from
+ * the engine's own buffers).
+ */
+export function writerStaging(memory: number, mode: WriteMode): { blockBytes: number; bytes: number } {
+  const resolved = resolveWriteMode(mode).mode;
+  let blockBytes = writerTestHooks.blockBytes ?? BLOCK_BYTES;
+  if (writerTestHooks.blockBytes === undefined) {
+    while (blockBytes > MIN_BLOCK_BYTES && blockBytes * 64 > memory) blockBytes /= 2;
+  }
+  return { blockBytes, bytes: resolved === 'direct' ? STAGING_BLOCKS * blockBytes : 0 };
+}
 
 /**
  * Tests only: smaller blocks and flush intervals make small files cross their boundaries. `refuse`
@@ -201,13 +224,18 @@ export function resolveWriteMode(requested: WriteMode): {
 }
 
 /** Creates `path` (which must not exist) for a shard of `size` bytes, written in `mode`. */
-export async function createShardFile(path: string, size: number, mode: WriteMode): Promise<ShardFile> {
+export async function createShardFile(
+  path: string,
+  size: number,
+  mode: WriteMode,
+  blockBytes = writerTestHooks.blockBytes ?? BLOCK_BYTES,
+): Promise<ShardFile> {
   const resolved = resolveWriteMode(mode);
   if (resolved.addon === undefined || resolved.mode === 'node')
     return NodeShardFile.open(path, resolved.fallback);
   const writer: NativeShardWriter | undefined = await resolved.addon.openShardWriter(path, size, {
     mode: resolved.mode,
-    blockBytes: writerTestHooks.blockBytes ?? BLOCK_BYTES,
+    blockBytes,
     flushBytes: writerTestHooks.flushBytes ?? FLUSH_BYTES,
     refuse: injectedRefusals(),
   });

@@ -31,6 +31,8 @@ interface Target {
 export class SafetensorsWriter {
   private readonly pending = new Set<Promise<void>>();
   private state: 'open' | 'finishing' | 'done' = 'open';
+  /** Each shard's header write, started with the shard's first tensor bytes (or at finish()). */
+  private readonly headers: (Promise<void> | undefined)[] = [];
 
   private constructor(
     private readonly dir: string,
@@ -42,13 +44,16 @@ export class SafetensorsWriter {
   ) {}
 
   /**
-   * Creates every shard file in `dir` (which must exist; files must not) and writes its header. `mode`
-   * (default auto) says how bytes reach the disk (shardFile.ts).
+   * Creates every shard file in `dir` (which must exist; files must not). `mode` (default auto) says how
+   * bytes reach the disk, `blockBytes` the size of direct writes' staging blocks (shardFile.ts). Each
+   * header is written when its shard's first tensor bytes are: a direct writer stages the block a
+   * header starts until the tensors after it fill it, and shards are filled one after another, so
+   * only one or two such blocks are held at a time, not one per shard.
    */
   static async create(
     dir: string,
     layout: ShardLayout,
-    opts: { mode?: WriteMode } = {},
+    opts: { mode?: WriteMode; blockBytes?: number } = {},
   ): Promise<SafetensorsWriter> {
     const requested = opts.mode ?? 'auto';
     const targets = await runSliced(targetsOf(layout));
@@ -57,14 +62,13 @@ export class SafetensorsWriter {
     try {
       for (const shard of layout.shards) {
         const file = path.join(dir, shard.fileName);
-        const shardFile = await createShardFile(file, shard.size, requested).catch((cause: unknown) => {
-          throw ioFailure(file, undefined, 'cannot create', cause);
-        });
+        const shardFile = await createShardFile(file, shard.size, requested, opts.blockBytes).catch(
+          (cause: unknown) => {
+            throw ioFailure(file, undefined, 'cannot create', cause);
+          },
+        );
         files.push(shardFile);
         paths.push(file);
-        await shardFile.write(0, shard.header).catch((cause: unknown) => {
-          throw ioFailure(file, undefined, 'cannot write the header', cause);
-        });
       }
     } catch (e) {
       // No writer exists yet for the caller to abort: undo what was created here (our new files only:
@@ -105,15 +109,44 @@ export class SafetensorsWriter {
     markWritten(target.claimed, start, end);
     const shardFile = this.files[target.shard] as ShardFile;
     const file = this.paths[target.shard] as string;
-    const p = shardFile.write(target.offset + start, data).then(
-      () => markWritten(target.written, start, end),
-      (cause: unknown) => {
-        throw ioFailure(file, name, undefined, cause);
-      },
+    const p = this.header(target.shard).then(() =>
+      shardFile.write(target.offset + start, data).then(
+        () => markWritten(target.written, start, end),
+        (cause: unknown) => {
+          throw ioFailure(file, name, undefined, cause);
+        },
+      ),
     );
+    return this.track(p);
+  }
+
+  /** Where byte `byteOffsetInTensor` of `name` lies within a 4 KiB block of its shard. */
+  blockOffset(name: string, byteOffsetInTensor: number): number {
+    const target = this.targets.get(name);
+    return target === undefined ? 0 : (target.offset + byteOffsetInTensor) % 4096;
+  }
+
+  private track(p: Promise<void>): Promise<void> {
     this.pending.add(p);
     const forget = () => this.pending.delete(p);
     p.then(forget, forget);
+    return p;
+  }
+
+  /** Shard `shard`'s header, written once. */
+  private header(shard: number): Promise<void> {
+    let p = this.headers[shard];
+    if (p === undefined) {
+      const file = this.paths[shard] as string;
+      p = this.track(
+        (this.files[shard] as ShardFile)
+          .write(0, this.layout.shards[shard]!.header)
+          .catch((cause: unknown) => {
+            throw ioFailure(file, undefined, 'cannot write the header', cause);
+          }),
+      );
+      this.headers[shard] = p;
+    }
     return p;
   }
 
@@ -140,6 +173,8 @@ export class SafetensorsWriter {
     const fsync = opts.fsync ?? true;
     try {
       await Promise.allSettled([...this.pending]);
+      // Headers of shards no tensor byte was written to (every tensor empty) are written now.
+      for (let shard = 0; shard < this.files.length; shard++) await this.header(shard);
       const incomplete = await runSliced(unwritten(this.targets));
       if (incomplete.length > 0) {
         // The engine skipped a window: writing a file with holes of zeros would be silent corruption.

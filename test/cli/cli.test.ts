@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createBackend } from '../../lib/engine/registry';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPORT_FILE } from '../../lib/output/atomic';
 import { backendsUnderTest } from '../helpers/backends';
@@ -111,6 +112,27 @@ describe('CLI usage', () => {
     const cuda = lines.indexOf('backend cuda: unavailable');
     assert.ok(cuda >= 0 && lines[cuda + 1]!.startsWith('  - '), r.stdout);
   });
+
+  it('doctor FOLDER: whether its file system takes O_DIRECT, what --io auto would do with its weights', async function () {
+    if (!backendsUnderTest().includes('native')) this.skip();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'model-stock-doctor-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.alloc(100_000, 1));
+      const r = cli(['doctor', dir]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(r.stdout.includes(`O_DIRECT in ${dir}: reads yes, writes yes`), r.stdout);
+      assert.match(
+        r.stdout,
+        /page cache: .* of its 1 weight file\(s\)' 100\.0 kB \(\d+%\); --io auto reads it (mmap|direct)/,
+      );
+      assert.deepEqual(fs.readdirSync(dir), ['model.safetensors'], 'the probe file is removed');
+      const missing = cli(['doctor', path.join(dir, 'nope')]);
+      assert.equal(missing.code, 0, missing.stderr);
+      assert.match(missing.stdout, /nope: not a folder/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 for (const backend of backendsUnderTest()) {
@@ -122,6 +144,30 @@ for (const backend of backendsUnderTest()) {
     const cli = (args: string[]): ReturnType<typeof runCli> =>
       runCli(args[0] === 'merge' ? [...args, '--backend', backend] : args);
 
+    it('--io direct --io-depth 2 --profile: the summary says so, then where the time went', async function () {
+      if (!backendsUnderTest().includes('native')) this.skip();
+      const root = fresh();
+      const { base, fts } = await threeModels(root);
+      const out = path.join(root, 'out');
+      const r = cli([
+        ...mergeArgs(base, [fts[0]!, fts[1]!], out),
+        '--io',
+        'direct',
+        '--io-depth',
+        '2',
+        '--profile',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const [summary, time] = r.stdout.trimEnd().split('\n');
+      assert.match(summary!, /, direct reads, direct writes\)$/);
+      assert.match(
+        time!,
+        /^time: reading \d+\.\d\d s, computing \d+\.\d\d s, writing \d+\.\d\d s within \d+\.\d\d s of pipeline \(of \d+\.\d\d s in all\); computing waited \d+\.\d\d s for reads, \d+\.\d\d s for writes$/,
+      );
+      const bad = cli([...mergeArgs(base, [fts[0]!, fts[1]!], path.join(root, 'bad')), '--io-depth', '0']);
+      assert.equal(bad.code, 2, bad.stderr);
+    });
+
     it('merges from flags and from mergekit YAML identically', async () => {
       const root = fresh();
       const { base, fts } = await threeModels(root);
@@ -131,6 +177,11 @@ for (const backend of backendsUnderTest()) {
       const r = cli([...mergeArgs(base, [fts[0]!, fts[1]!], outA), '--report', report, '--no-fsync']);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /merged 3 tensors/);
+      assert.match(
+        r.stdout,
+        / (mmap|direct|fs)(\/\w+)? reads, \w+ writes\)\n$/,
+        'the summary names how inputs were read',
+      );
       assert.equal(JSON.parse(fs.readFileSync(report, 'utf8')).backend.name, backend);
       const yml = path.join(root, 'merge.yml');
       fs.writeFileSync(

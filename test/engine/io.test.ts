@@ -7,7 +7,7 @@ import { writeModel } from '../helpers/models';
 import { mulberry32, randomTensor } from '../helpers/random';
 import { useTmpDir } from '../helpers/tmp';
 
-describe('tensor sources (fs, pread, mmap) read the same bytes', () => {
+describe('tensor sources (fs, pread, direct, mmap) read the same bytes', () => {
   const tmp = useTmpDir();
 
   it('every tensor and window, at odd offsets, across mmap segment boundaries', async () => {
@@ -20,7 +20,9 @@ describe('tensor sources (fs, pread, mmap) read the same bytes', () => {
     ]);
     const cp = await openCheckpoint(dir);
     const reference = openTensorSource('fs');
-    const modes: IoMode[] = backendsUnderTest().includes('native') ? ['pread', 'mmap'] : [];
+    const modes: Exclude<IoMode, 'auto'>[] = backendsUnderTest().includes('native')
+      ? ['pread', 'direct', 'mmap']
+      : [];
     // 64-byte segments: most tensors straddle a boundary, some lie inside one segment.
     const sources = modes.map((m) => openTensorSource(m, { segmentBytes: 64 }));
     try {
@@ -37,6 +39,23 @@ describe('tensor sources (fs, pread, mmap) read the same bytes', () => {
             const got = new Uint8Array(length);
             await s.readInto(t, start, got);
             assert.deepEqual(got, want, `${s.kind} readInto ${name} [${start}, +${length})`);
+            if (s.readRegions !== undefined) {
+              // As the pipeline lays a read out: the region the source asks for, the bytes at its head.
+              const l = s.layout?.(t, start, length) ?? { head: 0, bytes: length, alignment: 64 };
+              assert.ok(l.head + length <= l.bytes, `${s.kind} layout of ${name}`);
+              const host = new Uint8Array(l.bytes + 2 * l.alignment);
+              const region = host.subarray(l.alignment, l.alignment + l.bytes);
+              await s.readRegions([{ tensor: t, byteStart: start, length, region, head: l.head }]);
+              assert.deepEqual(
+                region.subarray(l.head, l.head + length),
+                want,
+                `${s.kind} readRegions ${name}`,
+              );
+              assert.ok(
+                host.subarray(0, l.alignment).every((b) => b === 0),
+                'nothing before the region',
+              );
+            }
             if (s.view !== undefined) {
               assert.deepEqual(new Uint8Array(s.view(t, start, length)), want, `${s.kind} view ${name}`);
               s.release?.(t, start, length);

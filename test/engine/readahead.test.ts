@@ -137,7 +137,9 @@ describe('read-ahead hints (cold inputs)', () => {
 
 describe('input sources give read-ahead hints without reopening what they closed', function () {
   const tmp = useTmpDir('model-stock-hints-');
-  const modes: IoMode[] = backendsUnderTest().includes('native') ? ['fs', 'pread', 'mmap'] : ['fs'];
+  const modes: Exclude<IoMode, 'auto'>[] = backendsUnderTest().includes('native')
+    ? ['fs', 'pread', 'direct', 'mmap']
+    : ['fs'];
   const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
 
   for (const mode of modes) {

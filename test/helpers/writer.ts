@@ -20,14 +20,19 @@ export async function withSmallWriterSizes<T>(body: () => Promise<T>): Promise<T
   }
 }
 
-/** Runs `body` with MODEL_STOCK_TEST_REFUSE_IO set to `calls`. */
-export async function withRefused<T>(calls: string, body: () => Promise<T>): Promise<T> {
-  const saved = process.env.MODEL_STOCK_TEST_REFUSE_IO;
-  process.env.MODEL_STOCK_TEST_REFUSE_IO = calls;
+/** Runs `body` with the environment variable `name` set to `value`, restored afterwards. */
+export async function withEnv<T>(name: string, value: string, body: () => Promise<T>): Promise<T> {
+  const saved = process.env[name];
+  process.env[name] = value;
   try {
     return await body();
   } finally {
-    if (saved === undefined) delete process.env.MODEL_STOCK_TEST_REFUSE_IO;
-    else process.env.MODEL_STOCK_TEST_REFUSE_IO = saved;
+    if (saved === undefined) delete process.env[name];
+    else process.env[name] = saved;
   }
+}
+
+/** Runs `body` with MODEL_STOCK_TEST_REFUSE_IO (the writer's injected refusals) set to `calls`. */
+export function withRefused<T>(calls: string, body: () => Promise<T>): Promise<T> {
+  return withEnv('MODEL_STOCK_TEST_REFUSE_IO', calls, body);
 }

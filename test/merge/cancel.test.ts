@@ -106,7 +106,9 @@ describe('cancelling a merge', function () {
   });
 
   for (const backend of backendsUnderTest()) {
-    const ioModes: IoMode[] = backendsUnderTest().includes('native') ? ['mmap', 'pread', 'fs'] : ['fs'];
+    const ioModes: IoMode[] = backendsUnderTest().includes('native')
+      ? ['mmap', 'direct', 'pread', 'fs']
+      : ['fs'];
     for (const io of ioModes) {
       const opts = { backend, io };
       it(`${backend}, io ${io}: during a whole tensor, a windowed tensor, a copy, and before commit`, async () => {

@@ -79,7 +79,9 @@ function assertNothingLeft(
 describe('durable output: every writer mode and input mode writes the same bytes, on every backend', function () {
   this.timeout(300_000);
   const tmp = useTmpDir('model-stock-durable-');
-  const ioModes: IoMode[] = backendsUnderTest().includes('native') ? ['fs', 'pread', 'mmap'] : ['fs'];
+  const ioModes: IoMode[] = backendsUnderTest().includes('native')
+    ? ['fs', 'pread', 'direct', 'mmap']
+    : ['fs'];
 
   for (const [label, extra] of [
     ['whole tensors', {}],

@@ -53,7 +53,7 @@ describe('an input truncated during a merge', function () {
   it('is an IO_ERROR naming that input, on every backend and input mode; the process merges again', async () => {
     const fx = await fixture(path.join(tmp.dir, 'fx'));
     const ios: Exclude<IoMode, 'auto'>[] =
-      loadNativeAddon().addon === undefined ? ['fs'] : ['mmap', 'pread', 'fs'];
+      loadNativeAddon().addon === undefined ? ['fs'] : ['mmap', 'direct', 'pread', 'fs'];
     const cases: FaultCase[] = [];
     for (const backend of backendsUnderTest()) {
       for (const io of ios) {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { generateFixture, PRESETS } from '../../lib/fixtures/generate';
 import { mergeModelStock } from '../../lib/merge';
 import { backendsUnderTest } from '../helpers/backends';
+import { assertNoStall, measureLiveness } from '../helpers/liveness';
 import { useTmpDir } from '../helpers/tmp';
 import { mergeArgs, runCli } from '../helpers/cli';
 
@@ -19,32 +20,13 @@ describe('merge lifecycle', () => {
 
   for (const backend of backendsUnderTest()) {
     it(`the event loop keeps ticking during a merge (${backend})`, async () => {
-      const gaps: number[] = [];
-      let last = performance.now();
-      const timer = setInterval(() => {
-        const now = performance.now();
-        gaps.push(now - last);
-        last = now;
-      }, 5);
-      const started = performance.now();
-      try {
-        await mergeModelStock({
-          ...fixture,
-          out: path.join(tmp.dir, `out-${backend}`),
-          backend,
-          fsync: false,
-        });
-      } finally {
-        clearInterval(timer);
-      }
-      const wall = performance.now() - started;
-      const worst = Math.max(...gaps);
-      // A 5 ms timer fires throughout; the longest stall stays far below the merge's own duration.
-      assert.ok(gaps.length >= 3, `only ${gaps.length} ticks in ${wall.toFixed(0)} ms`);
-      assert.ok(
-        worst < 150,
-        `event loop stalled ${worst.toFixed(1)} ms during a ${wall.toFixed(0)} ms merge`,
+      // A 5 ms timer fires throughout; the longest stretch the merge holds the loop (measured in CPU
+      // time too, so a loaded machine's scheduling is not charged to the merge) stays far below its duration.
+      const r = await measureLiveness(() =>
+        mergeModelStock({ ...fixture, out: path.join(tmp.dir, `out-${backend}`), backend, fsync: false }),
       );
+      assert.ok(r.ticks >= 3, `only ${r.ticks} ticks in ${r.elapsedMs.toFixed(0)} ms`);
+      assertNoStall(`a ${backend} merge`, r);
     });
   }
 

@@ -223,9 +223,11 @@ for (const backend of backendsUnderTest()) {
   });
 }
 
-describe('every input mode gives the same bytes (fs, pread, mmap)', () => {
+describe('every input mode gives the same bytes (fs, pread, direct, mmap, auto)', () => {
   const tmp = useTmpDir();
-  const modes: IoMode[] = backendsUnderTest().includes('native') ? ['fs', 'pread', 'mmap'] : ['fs'];
+  const modes: IoMode[] = backendsUnderTest().includes('native')
+    ? ['fs', 'pread', 'direct', 'mmap', 'auto']
+    : ['fs', 'auto'];
   for (const [label, extra] of [
     ['whole tensors', {}],
     ['windows, two passes', { memory: 300, window: 64 }],

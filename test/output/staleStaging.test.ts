@@ -8,6 +8,7 @@ import {
   OWNER_FILE,
   currentOwner,
   isProvablyDead,
+  ownerTag,
   sweepStaleStaging,
   type StagingOwner,
 } from '../../lib/output/staleStaging';
@@ -87,6 +88,30 @@ describe('stale staging folders', () => {
     for (const dir of [...kept, users]) assert.ok(fs.existsSync(path.join(dir, 'model.safetensors')), dir);
     assert.ok(fs.lstatSync(path.join(parent, '.out.partial-link')).isSymbolicLink());
     assert.ok(fs.existsSync(path.join(parent, '.out.partial-file')));
+  });
+
+  it('a folder without a record is swept when its name proves its owner dead on this host and boot', async () => {
+    const parent = path.join(tmp.dir, 'named');
+    fs.mkdirSync(parent);
+    const folder = (name: string): string => {
+      const dir = path.join(parent, name);
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'model.safetensors'), 'weights');
+      return dir;
+    };
+    const dead = { ...self!, pid: deadPid() };
+    // Killed right after mkdir, or right after the record was removed for the commit.
+    const swept = folder(`.out.partial-abc${ownerTag(dead)}`);
+    const kept = [
+      folder(`.out.partial-abc${ownerTag(self)}`), // this live process
+      folder(`.out.partial-def${ownerTag({ ...dead, host: `${self!.host}-elsewhere` })}`), // another host
+      folder(`.out.partial-ghi${ownerTag({ ...dead, bootId: 'an-earlier-boot' })}`), // unprovable from a name
+      folder(`.out.partial-jkl${ownerTag({ ...dead, pidNamespace: 'pid:[1]' })}`), // another container
+      folder(`.out.partial-mno-o0123456789abp${dead.pid}s1`), // a hash of no place we know
+    ];
+    const removed = await sweepStaleStaging(path.join(parent, 'out'));
+    assert.deepEqual(removed, [{ dir: swept, pid: dead.pid }]);
+    for (const dir of kept) assert.ok(fs.existsSync(path.join(dir, 'model.safetensors')), dir);
   });
 
   it('a merge killed with SIGKILL leaves its staging folder; the next merge to OUT removes it and says so', async function () {

@@ -9,6 +9,7 @@ import type { FloatDType } from '../../lib/dtype';
 import type { IoMode } from '../../lib/engine/io';
 import { isModelStockError } from '../../lib/errors';
 import { saveAsPytorch, writeTorchFile } from '../../lib/fixtures/torchZip';
+import { openCheckpoint } from '../../lib/checkpoint/open';
 import { inspectModelStock } from '../../lib/inspect';
 import { mergeModelStock } from '../../lib/merge';
 import { REPORT_FILE } from '../../lib/output/atomic';
@@ -112,7 +113,8 @@ describe('merging PyTorch checkpoints', function () {
     assert.ok(!names.some((n) => n.endsWith('.safetensors')));
   });
 
-  const ioModes: IoMode[] = loadNativeAddon().addon === undefined ? ['fs'] : ['mmap', 'pread', 'fs'];
+  const ioModes: IoMode[] =
+    loadNativeAddon().addon === undefined ? ['fs'] : ['mmap', 'direct', 'pread', 'fs'];
   for (const backend of backendsUnderTest()) {
     for (const io of ioModes) {
       it(`${backend}, --io ${io}: within the contract of the float64 reference, byte for byte the safetensors merge`, async () => {
@@ -138,6 +140,27 @@ describe('merging PyTorch checkpoints', function () {
       });
     }
   }
+
+  it('--io direct: archive tensors (storages at offsets no 4 KiB block starts at) byte for byte as mmap reads them', async function () {
+    if (loadNativeAddon().addon === undefined) return this.skip();
+    const checkpoints = await Promise.all([pt.base, ...pt.models].map((d) => openCheckpoint(d)));
+    const offsets = checkpoints.flatMap((c) => [...c.tensors.values()].map((t) => t.offset));
+    assert.ok(
+      offsets.some((o) => o % 4096 !== 0),
+      'some tensor starts inside a block',
+    );
+    const outs = new Map<IoMode, Record<string, Buffer>>();
+    for (const io of ['mmap', 'direct'] as const) {
+      const out = path.join(tmp.dir, `out-pt-aligned-${io}`);
+      const report = await mergeModelStock({ base: pt.base, models: pt.models, out, io });
+      assert.deepEqual(
+        report.inputs?.map((i) => [i.format, i.io, i.fallback]),
+        [0, 1, 2].map(() => ['pytorch', io, undefined]),
+      );
+      outs.set(io, weightFiles(out));
+    }
+    assert.deepEqual(outs.get('direct'), outs.get('mmap'));
+  });
 
   it('a .bin base with .pt fine-tunes, and single .safetensors files beside them: layouts may differ', async () => {
     const mixed = path.join(tmp.dir, 'mixed');

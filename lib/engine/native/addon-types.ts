@@ -41,17 +41,37 @@ export interface NativeAddon {
   freeHost(buffer: Uint8Array): void;
 
   /**
-   * Reads exactly `target.byteLength` bytes of `fd` from `position`, split into chunks read in
-   * parallel on up to `threads` threads (default 0: all cores). Rejects with code IO_ERROR on a failed
-   * or short read (EOF), CANCELLED when `abort` is set (between chunks of ≤ 16 MiB). native/io.cc
+   * Opens `path` for readRanges, off the event loop: with O_DIRECT when `direct` and the file system takes
+   * it, else buffered (inputFileInfo says why). `refuse` (tests) makes the O_DIRECT open or the first
+   * O_DIRECT read answer EINVAL, as a file system that refuses them would. native/reader.cc
    */
-  preadInto(
-    fd: number,
-    position: number,
-    target: Uint8Array,
-    threads?: number,
-    abort?: Int32Array,
+  openInputFile(
+    path: string,
+    options: { readonly direct: boolean; readonly refuse?: readonly NativeReadRefusal[] },
+  ): Promise<NativeInputFile>;
+  /** How the file is read now: a refused O_DIRECT read downgrades it to buffered reads, saying why. */
+  inputFileInfo(file: NativeInputFile): { readonly direct: boolean; readonly fallback?: string };
+  /** Drops the handle; the descriptor closes once no read in flight uses it. */
+  closeInputFile(file: NativeInputFile): void;
+  /**
+   * Reads every range at once on the addon's I/O threads, in chunks of `chunkBytes`, `queueDepth` chunks
+   * per range in flight; the Promise settles from those threads (no libuv thread waits). Rejects with
+   * IO_ERROR naming the file on a failed or short read (the file shrank), CANCELLED once `abort` is set
+   * (checked between chunks). Holds every target until settled. native/reader.cc
+   */
+  readRanges(
+    reads: readonly NativeRangeRead[],
+    options: { readonly queueDepth: number; readonly chunkBytes: number; readonly abort?: Int32Array },
   ): Promise<void>;
+  /** Bytes of each file in the page cache (mincore), off the event loop (`--io auto`). native/reader.cc */
+  inputResidency(paths: readonly string[]): Promise<NativeResidency[]>;
+  /**
+   * Whether `dir`'s file system takes O_DIRECT: a probe file created there (a new name, removed after) is
+   * written and read with O_DIRECT; in a read-only folder an existing file is read. `true`, or why not.
+   */
+  probeDirectIo(dir: string): Promise<{ readonly read: true | string; readonly write: true | string }>;
+  /** Input files open, read batches in flight and I/O threads of this process (tests: none leak). */
+  inputReaderStats(): { readonly openFiles: number; readonly batches: number; readonly ioThreads: number };
   /** Maps a whole file read-only. The mapping lives until `unmap` and every view is collected. */
   mapFile(path: string): NativeMapping;
   /**
@@ -241,6 +261,43 @@ export interface NativeMapping {
   readonly size: number;
   /** Not a real property: makes the handle nominal, so only mapFile's result type-checks. */
   readonly __nativeMapping?: never;
+}
+
+/** An opaque handle from openInputFile. */
+export interface NativeInputFile {
+  readonly path: string;
+  /** Bytes when opened. */
+  readonly size: number;
+  /** The descriptor (read-ahead hints of buffered reads); valid until closeInputFile. */
+  readonly fd: number;
+  readonly __nativeInputFile?: never;
+}
+
+export type NativeReadRefusal = 'directOpen' | 'directRead';
+
+/**
+ * One range of readRanges: file bytes [position, position + length) land at target[head …]. When the
+ * target is laid out for O_DIRECT (its address and length multiples of 4096, position − head a multiple
+ * of 4096) whole blocks are read into it, bytes around the range included; otherwise through a bounce block.
+ */
+export interface NativeRangeRead {
+  readonly file: NativeInputFile;
+  readonly position: number;
+  readonly length: number;
+  readonly target: Uint8Array;
+  readonly head: number;
+}
+
+export interface NativeResidency {
+  readonly size: number;
+  /** Bytes in the page cache. */
+  readonly resident: number;
+  /**
+   * Whether `resident` can be trusted: the kernel answers only for files the caller owns or may write
+   * (for others it says every page is cached).
+   */
+  readonly exact: boolean;
+  readonly error?: string;
 }
 
 export type NativeWriteMode = 'direct' | 'rolling' | 'plain';

@@ -12,7 +12,7 @@ function codeOf(e: unknown): unknown {
   return (e as { code?: unknown }).code;
 }
 
-describe('native I/O: preadInto and file mappings', function () {
+describe('native I/O: file mappings', function () {
   this.timeout(120_000);
   const tmp = useTmpDir('model-stock-native-io-');
   let addon: NativeAddon;
@@ -25,52 +25,6 @@ describe('native I/O: preadInto and file mappings', function () {
     file = path.join(tmp.dir, 'data.bin');
     data = randomBytes(9 * 1024 * 1024 + 12345, 21);
     fs.writeFileSync(file, data);
-  });
-
-  it('preadInto reads exactly the bytes asked for, at any position, into unaligned views, on 1–3 threads', async () => {
-    const fd = fs.openSync(file, 'r');
-    try {
-      for (const threads of [1, 2, 3]) {
-        for (const [position, length] of [
-          [0, 0],
-          [0, 1],
-          [7, 4095],
-          [4096, 4096],
-          [3, 1024 * 1024 + 3],
-          [1, 5 * 1024 * 1024 + 77],
-          [0, data.length],
-          [data.length - 10, 10],
-        ] as const) {
-          const host = new Uint8Array(length + 8);
-          const target = host.subarray(3, 3 + length);
-          await addon.preadInto(fd, position, target, threads);
-          assert.ok(
-            Buffer.from(target).equals(Buffer.from(data.subarray(position, position + length))),
-            `threads ${threads}: ${length} bytes at ${position}`,
-          );
-        }
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-  });
-
-  it('a read past the end of the file rejects with IO_ERROR (short read), as does a bad fd', async () => {
-    const fd = fs.openSync(file, 'r');
-    try {
-      await assert.rejects(addon.preadInto(fd, data.length - 5, new Uint8Array(6)), (e: unknown) => {
-        assert.equal(codeOf(e), 'IO_ERROR');
-        assert.match((e as Error).message, /short read/);
-        return true;
-      });
-      await assert.rejects(addon.preadInto(fd, 0, new Uint8Array(data.length + 1)), (e: unknown) => codeOf(e) === 'IO_ERROR');
-    } finally {
-      fs.closeSync(fd);
-    }
-    await assert.rejects(addon.preadInto(fd, 0, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'IO_ERROR');
-    await assert.rejects(addon.preadInto(-1, 0, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
-    await assert.rejects(addon.preadInto(0, 0.5, new Uint8Array(4)), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
-    await assert.rejects(addon.preadInto(0, 0, new Float32Array(1) as never), (e: unknown) => codeOf(e) === 'INVALID_ARGUMENT');
   });
 
   it('mapView gives the file bytes at any offset; views outlive unmap; bad ranges are refused', () => {

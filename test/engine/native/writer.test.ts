@@ -65,6 +65,33 @@ describe('native shard writer: every mode writes the same bytes, refusals downgr
     return info;
   }
 
+  for (const refuse of [[], ['directWrite']] as const) {
+    it(`direct${refuse.length > 0 ? ', the first O_DIRECT write refused' : ''}: bytes laid out like the file are written from the caller's buffer, staged ones around them`, async () => {
+      for (const [i, size] of [50_001, 123_457, 3 * 65536 + 5].entries()) {
+        const data = randomBytes(size, 300 + i);
+        // At the same offset within a 4 KiB block as in the file; and a copy that never is.
+        const aligned = addon.allocHost(size, 4096);
+        aligned.set(data);
+        const shifted = new Uint8Array(size + 1).subarray(1);
+        shifted.set(data);
+        const file = fresh();
+        const w = await addon.openShardWriter(file, size, { mode: 'direct', blockBytes: 16384, refuse: [...refuse] });
+        const pieces = randomPieces(size, 400 + i, 40_000);
+        await Promise.all(
+          pieces.map(([a, b], k) => addon.shardWrite(w, a, (k % 2 === 0 ? aligned : shifted).subarray(a, b))),
+        );
+        assert.deepEqual(
+          addon.shardWriterInfo(w),
+          refuse.length > 0 ? { mode: 'rolling', fallback: 'O_DIRECT write refused (Invalid argument)' } : { mode: 'direct' },
+        );
+        await addon.closeShardWriter(w, false);
+        assert.deepEqual(new Uint8Array(fs.readFileSync(file)), data, `${size} bytes`);
+        addon.freeHost(aligned);
+      }
+      assert.equal(addon.shardWriterStats().stagingBlocks, 0);
+    });
+  }
+
   // Sizes that are not multiples of the page, the 4 KiB alignment or the block, and one that is.
   const sizes = [1, 4095, 4096, 8192 * 3, 8192 * 3 + 1, 50_001, 123_457];
 
