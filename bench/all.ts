@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: the end-to-end rows (bench/e2e.ts, which takes this command's options), then the
  * inspect-vs-merge row (bench/inspect.ts, same preset and number of runs), the LoRA adapter rows
- * (bench/lora.ts, same number of runs), the event-loop liveness cases (bench/liveness.ts), the picture
- * of a million tensors (bench/draw.ts) and the merge service's soak and load (bench/serve.ts). Each is
- * also a command of its own: `npm run bench:inspect`, `npm run bench:lora`, `npm run bench:liveness`,
- * `npm run bench:draw`, `npm run bench:serve`.
+ * (bench/lora.ts, same number of runs), the adapter output against the model output of a merge of
+ * LoRA adapters (bench/adapterOutput.ts, same preset and runs), the event-loop liveness cases
+ * (bench/liveness.ts), the picture of a million tensors (bench/draw.ts) and the merge service's soak and
+ * load (bench/serve.ts). Each is also a command of its own: `npm run bench:inspect`, `npm run bench:lora`,
+ * `npm run bench:adapter-output`, `npm run bench:liveness`, `npm run bench:draw`, `npm run bench:serve`.
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -32,6 +33,7 @@ const shared = [
 ];
 run('inspect.js', shared);
 run('lora.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
+run('adapterOutput.js', shared);
 run('liveness.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('draw.js', typeof values.runs === 'string' ? ['--runs', values.runs] : []);
 run('serve.js', []);

@@ -27,8 +27,17 @@ import { DEFAULT_WINDOW_BYTES } from './safetensors/window';
 import { openInputSources, type InputSources } from './engine/inputSources';
 import { checkUnchanged } from './checkpoint/identity';
 import { SafetensorsWriter } from './safetensors/writer';
+import { OUT_FORMATS, type MergeOptions, type MergeReport, type TensorReport } from './types';
+import {
+  checkAdapterInputs,
+  factorWriter,
+  planAdapterOutput,
+  type AdapterOutputPlan,
+} from './output/adapterMerge';
+import { ADAPTER_CONFIG_FILE, adapterConfigText } from './output/peft';
+import type { Plan } from './plan/plan';
+import type { EngineOptions, EngineResult } from './engine/scheduler';
 import { writerStaging } from './safetensors/shardFile';
-import type { MergeOptions, MergeReport } from './types';
 
 export const CONFIG_FILE = 'model_stock_config.yml';
 export const DEFAULT_SHARD_SIZE = 5_000_000_000;
@@ -43,6 +52,102 @@ function validate(o: MergeOptions): void {
     throw bad('tokenizerSource must be "base" or the reference of one of the models');
   if (o.chatTemplate !== undefined && typeof o.chatTemplate !== 'string')
     throw bad('chatTemplate must be a template string');
+  if (o.outFormat !== undefined && !OUT_FORMATS.includes(o.outFormat))
+    throw bad(
+      `outFormat must be ${OUT_FORMATS.map((f) => `"${f}"`).join(' or ')}, got ${JSON.stringify(o.outFormat)}`,
+    );
+  if (o.outFormat === 'peft') {
+    // An adapter folder holds no tokenizer: PEFT loads it over the base, with the base's.
+    if (o.tokenizerSource !== undefined && o.tokenizerSource !== 'base')
+      throw bad(
+        'tokenizerSource: an adapter (outFormat "peft") has no tokenizer of its own; it uses the base\'s',
+      );
+    if (o.chatTemplate !== undefined)
+      throw bad('chatTemplate: an adapter (outFormat "peft") has no tokenizer config to write it into');
+  }
+}
+
+/**
+ * An adapter output's two engine runs: the tensors written as factors first, as a Gram pass (their t to
+ * the factor writer; no base weight read), then the tensors written whole, as an ordinary merge.
+ * Progress counts on across both.
+ */
+async function runAdapterOutput(
+  plan: Plan,
+  peft: AdapterOutputPlan,
+  engine: EngineOptions,
+  writer: SafetensorsWriter,
+): Promise<EngineResult> {
+  let first = { bytes: 0, tensors: 0 };
+  const onProgress = engine.onProgress;
+  const factorWrites = factorWriter(peft, writer);
+  const factors = await runPlan(
+    { ...plan, steps: peft.factorSteps },
+    {
+      ...engine,
+      sink: undefined,
+      onLowRankTerms: factorWrites.onTerms,
+      onProgress:
+        onProgress &&
+        ((p) => {
+          first = { bytes: p.bytesTotal, tensors: p.tensorsTotal };
+          onProgress(p);
+        }),
+    },
+  );
+  await factorWrites.settle();
+  const whole = await runPlan(
+    { ...plan, steps: peft.wholeSteps },
+    {
+      ...engine,
+      onProgress:
+        onProgress &&
+        ((p) =>
+          onProgress({
+            ...p,
+            bytesDone: first.bytes + p.bytesDone,
+            bytesTotal: first.bytes + p.bytesTotal,
+            tensorsDone: first.tensors + p.tensorsDone,
+            tensorsTotal: first.tensors + p.tensorsTotal,
+          })),
+    },
+  );
+  return {
+    tensors: [...factors.tensors, ...whole.tensors],
+    warnings: [...factors.warnings, ...whole.warnings],
+    bytesRead: factors.bytesRead + whole.bytesRead,
+    bytesWritten: peft.layout.shards[0]!.size,
+    // The two runs one after the other: their times add up.
+    profile: {
+      seconds: factors.profile.seconds + whole.profile.seconds,
+      read: factors.profile.read + whole.profile.read,
+      compute: factors.profile.compute + whole.profile.compute,
+      write: factors.profile.write + whole.profile.write,
+      readWait: factors.profile.readWait + whole.profile.readWait,
+      writeWait: factors.profile.writeWait + whole.profile.writeWait,
+    },
+  };
+}
+
+/**
+ * The report's tensors of an adapter output: the merged ones as the engine reported them, and those no
+ * adapter changes, which the adapter leaves to the base (copy).
+ */
+function adapterReportTensors(plan: Plan, result: EngineResult): TensorReport[] {
+  const merged = new Map(result.tensors.map((t) => [t.name, t]));
+  return [
+    ...plan.steps.map(
+      (s): TensorReport =>
+        merged.get(s.name) ?? {
+          name: s.name,
+          action: 'copy',
+          reason: `${s.action === 'copy' ? s.reason : 'unchanged'}: not in the adapter (the base's own)`,
+          dtype: s.base.dtype,
+          shape: s.base.shape,
+        },
+    ),
+    ...reportTensors(plan, { ...result, tensors: [] }),
+  ];
 }
 
 /** 'base', or the index in `models` of the model whose tokenizer the output gets. */
@@ -124,17 +229,24 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
   const target = await checkOutputs(
     inputs.flatMap((c) => [c.path, ...c.files, ...(c.indexFile === undefined ? [] : [c.indexFile])]),
   );
-  const layout = await planShardsSliced(
-    await runSliced(
-      mapSliced(plan.steps, (s) => ({
-        name: s.name,
-        dtype: s.outDtype,
-        shape: s.base.shape,
-        byteLength: s.outByteLength,
-      })),
-    ),
-    { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
-  );
+  // --out-format peft: refused before any weight is read unless every fine-tune is an adapter of the base.
+  const peft =
+    options.outFormat === 'peft'
+      ? planAdapterOutput(plan, base, models, checkAdapterInputs(options.base, models, modelLabel))
+      : undefined;
+  const layout =
+    peft?.layout ??
+    (await planShardsSliced(
+      await runSliced(
+        mapSliced(plan.steps, (s) => ({
+          name: s.name,
+          dtype: s.outDtype,
+          shape: s.base.shape,
+          byteLength: s.outByteLength,
+        })),
+      ),
+      { shardSize: options.shardSize ?? DEFAULT_SHARD_SIZE },
+    ));
 
   // Cancelled while opening, downloading or planning: nothing has been created yet.
   const cancelled = (): void => throwIfCancelled(options.signal, 'the merge');
@@ -163,12 +275,14 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       blockBytes: staged.blockBytes,
     });
     const w = writer;
-    const result = await runPlan(plan, {
+    // Adapter output: tensors written whole go under PEFT's keys; factors through the low-rank hook.
+    const keyOf = (name: string): string => peft?.wholeKeys.get(name) ?? name;
+    const engine = {
       backend,
       source: reader,
       sink: {
-        write: (name, offset, data) => w.write(name, offset, data),
-        blockOffset: (name, offset) => w.blockOffset(name, offset),
+        write: (name: string, offset: number, data: Uint8Array) => w.write(keyOf(name), offset, data),
+        blockOffset: (name: string, offset: number) => w.blockOffset(keyOf(name), offset),
       },
       theta,
       // At least half, when the staging's smallest blocks would leave less (a budget of a few MiB).
@@ -178,15 +292,25 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
       onProgress: options.onProgress,
       onWarning: options.onWarning,
       signal: options.signal,
-    });
+    };
+    const result =
+      peft === undefined ? await runPlan(plan, engine) : await runAdapterOutput(plan, peft, engine, w);
     // Every input byte has been read: none may have come from a mapping that faulted or a file that changed.
     reader.check?.();
     await checkUnchanged(new Map(inputs.flatMap((c) => [...c.identities])));
     const written = await writer.finish({ fsync });
     writer = undefined;
     cancelled();
-    // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
-    if (base.path === base.dir) await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    if (peft !== undefined) {
+      await writeFileSynced(
+        path.join(staging.dir, ADAPTER_CONFIG_FILE),
+        adapterConfigText(peft.config),
+        fsync,
+      );
+    } else if (base.path === base.dir) {
+      // Only a model folder has extras: beside a single weight file lies whatever else the user keeps there.
+      await copyBaseFiles(base.dir, staging.dir, options.outDtype, fsync);
+    }
     if (tokenizerSource !== 'base') await copyTokenizer(models[tokenizerSource]!.dir, staging.dir, fsync);
     cancelled();
     if (options.chatTemplate !== undefined) {
@@ -204,17 +328,19 @@ async function merge(options: MergeOptions): Promise<MergeReport> {
         tokenizerSource: options.tokenizerSource,
         chatTemplate: options.chatTemplate,
         stateDictKey: options.stateDictKey,
+        outFormat: options.outFormat,
       });
     const summary: MergeReport = {
       method: 'model_stock',
       base: options.base,
       models: [...options.models],
       out: options.out,
+      ...(peft !== undefined ? { outFormat: 'peft' as const } : {}),
       filterWise,
       theta,
       backend: backend.info(),
       inputs: reportInputs([options.base, ...options.models], inputs, await reader.inputIo()),
-      tensors: reportTensors(plan, result),
+      tensors: peft === undefined ? reportTensors(plan, result) : adapterReportTensors(plan, result),
       warnings: [...ownWarnings, ...plan.warnings, ...result.warnings],
       bytesRead: result.bytesRead,
       bytesWritten: result.bytesWritten,

@@ -9,6 +9,10 @@ import type { HubOptions } from './hub/settings';
 
 export type BackendChoice = 'auto' | 'js' | 'native' | 'cuda';
 
+/** What a merge writes: a full model (the base's tensors, merged), or a PEFT LoRA adapter of the base. */
+export type OutFormat = 'model' | 'peft';
+export const OUT_FORMATS: readonly OutFormat[] = ['model', 'peft'];
+
 export interface MergeProgress {
   /** Input bytes processed so far (each input byte counted once per pass that reads it). */
   readonly bytesDone: number;
@@ -75,6 +79,12 @@ export interface InspectOptions {
 export interface MergeOptions extends InspectOptions {
   /** Output folder; must not exist unless `overwrite`. */
   readonly out: string;
+  /**
+   * 'model' (default): the base's tensors, merged. 'peft': when every fine-tune is a LoRA adapter of the
+   * base, the merge as a PEFT LoRA adapter of it (adapter_config.json + adapter_model.safetensors), exact:
+   * W0 + B′·A′ is the merged weight (lib/output/peft.ts).
+   */
+  readonly outFormat?: OutFormat;
   /** Maximum shard size in bytes (default 5e9, mergekit's). */
   readonly shardSize?: number;
   readonly overwrite?: boolean;
@@ -186,6 +196,8 @@ export interface InspectReport {
 export interface MergeReport extends InspectReport {
   /** The output folder. */
   readonly out: string;
+  /** Set when the output is a PEFT LoRA adapter of the base (outFormat 'peft'); absent: a model. */
+  readonly outFormat?: 'peft';
   readonly bytesWritten: number;
   /** How the output was written: the mode, any fallback and why, the final fsync's seconds. */
   readonly write: WriteReport;

@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { parseDtypeName } from '../config/mergekit';
 import { escapeControl, isModelStockError } from '../errors';
 import { mergeModelStock } from '../merge';
-import type { MergeOptions } from '../types';
+import { OUT_FORMATS, type MergeOptions, type OutFormat } from '../types';
 import { WRITE_MODES, type WriteMode } from '../safetensors/shardFile';
 import { doctor } from './doctor';
 import { profileLine, readsSummary } from './profile';
@@ -30,6 +30,7 @@ export const EXIT_USAGE = 2;
 
 interface MergeFlags extends InputFlags {
   out?: string;
+  outFormat?: OutFormat;
   outDtype?: string;
   shardSize?: number;
   report?: string;
@@ -47,8 +48,10 @@ function resolveMerge(
   const { options, yaml } = resolveInputs(config, f, onWarning);
   let outDtype = f.outDtype !== undefined ? parseDtypeName(f.outDtype, '--out-dtype') : undefined;
   let out = f.out;
+  let outFormat = f.outFormat;
   if (yaml !== undefined) {
     outDtype ??= yaml.outDtype;
+    outFormat ??= yaml.outFormat;
     if (outArg !== undefined && out !== undefined)
       throw new UsageError('give OUT either as an argument or --out');
     out = outArg ?? out;
@@ -59,6 +62,7 @@ function resolveMerge(
   return {
     ...options,
     out,
+    outFormat: outFormat ?? 'model',
     outDtype,
     shardSize: f.shardSize,
     overwrite: f.overwrite ?? false,
@@ -94,7 +98,9 @@ async function runMerge(
   const copied = report.tensors.filter((t) => t.action === 'copy').length;
   const rate = report.bytesRead / report.seconds / 1e9;
   process.stdout.write(
-    `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: ` +
+    (report.outFormat === 'peft'
+      ? `merged ${merged} tensors into the LoRA adapter ${escapeControl(report.out)} (${copied} left to the base): `
+      : `merged ${merged} tensors (${copied} copied from the base) into ${escapeControl(report.out)}: `) +
       `${formatBytes(report.bytesRead)} read, ${formatBytes(report.bytesWritten)} written in ` +
       `${report.seconds.toFixed(2)} s (${rate.toFixed(2)} GB/s, ${report.backend.name} backend, ${report.backend.isa}, ` +
       `${readsSummary(report.inputs)}, ${report.write.mode} writes)\n`,
@@ -122,6 +128,12 @@ export function buildProgram(): Command {
     .argument('[out]', 'output folder (with CONFIG)');
   addInputOptions(merge)
     .option('--out <dir>', 'output folder')
+    .addOption(
+      new Option(
+        '--out-format <format>',
+        'model (default): the merged model; peft: when every model is a LoRA adapter of the base, the merge as one LoRA adapter (exact, megabytes)',
+      ).choices([...OUT_FORMATS]),
+    )
     .option(
       '--out-dtype <dtype>',
       "dtype of merged tensors: bfloat16, float16, float32, float64 (default: the base's)",
@@ -145,6 +157,7 @@ export function buildProgram(): Command {
       '\nExamples:\n' +
         '  model-stock merge --base llama --model ft-a --model ft-b --out merged\n' +
         '  model-stock merge config.yml merged --out-dtype bfloat16\n' +
+        '  model-stock merge --base llama --model lora-a --model lora-b --out-format peft --out merged-lora\n' +
         '  model-stock merge --base mistralai/Mistral-7B-v0.1 --model org/ft-a --model org/ft-b@v2 --out merged\n' +
         HUB_HELP +
         '\nExit codes: 0 success, 1 failure (first stderr line names the problem), 2 bad usage,\n' +

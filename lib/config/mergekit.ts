@@ -5,6 +5,7 @@ import { ModelStockError } from '../errors';
 import { modelRefKey } from '../hub/reference';
 import { isTemplateString } from '../output/tokenizer';
 import type { LayerRangeCheck } from './layers';
+import { OUT_FORMATS, type OutFormat } from '../types';
 
 /** torch / mergekit dtype names → safetensors dtypes. */
 const DTYPE_NAMES: Record<string, FloatDType> = {
@@ -89,6 +90,11 @@ export const MERGEKIT_KEYS: readonly {
     note: "also `{model: {path}, lora: {path}}`: the model with that PEFT LoRA adapter applied; over the base, the adapter alone (README's LoRA adapters)",
   },
   {
+    key: 'out_format',
+    fate: 'honoured',
+    note: "model-stock's own (mergekit has none): `model` (default) or `peft`, as `--out-format`: a merge of LoRA adapters written as one adapter",
+  },
+  {
     key: 'tokenizer_source',
     fate: 'honoured',
     note: "`base`, the base's reference, or another listed model whose vocabulary fits the base's embedding rows (its tokenizer files are copied); `union` is refused",
@@ -151,6 +157,8 @@ export interface MergekitConfig {
   readonly layerRanges: LayerRangeCheck[];
   /** model-stock's `state_dict_key`: the entry of every PyTorch input that holds its weights. */
   readonly stateDictKey: string | undefined;
+  /** model-stock's `out_format`: what the merge writes (absent: the caller's choice, default a model). */
+  readonly outFormat: OutFormat | undefined;
   /** Keys accepted but without effect, models dropped. */
   readonly warnings: string[];
 }
@@ -168,6 +176,7 @@ const TOP_KEYS = new Set([
   'chat_template',
   'name',
   'state_dict_key',
+  'out_format',
 ]);
 
 type Mapping = Record<string, unknown>;
@@ -430,6 +439,12 @@ export function parseMergekitYaml(text: string, file: string): MergekitConfig {
     throw bad('state_dict_key must be the name of the entry holding the weights, e.g. state_dict_ema');
   }
   const stateDictKey = given(c.state_dict_key) ? (c.state_dict_key as string) : undefined;
+  if (given(c.out_format) && !OUT_FORMATS.includes(c.out_format as OutFormat)) {
+    throw bad(
+      `out_format must be ${OUT_FORMATS.map((f) => `"${f}"`).join(' or ')}, got ${JSON.stringify(c.out_format)}`,
+    );
+  }
+  const outFormat = given(c.out_format) ? (c.out_format as OutFormat) : undefined;
   return {
     base,
     models,
@@ -439,6 +454,7 @@ export function parseMergekitYaml(text: string, file: string): MergekitConfig {
     chatTemplate,
     layerRanges,
     stateDictKey,
+    outFormat,
     warnings,
   };
 }
@@ -470,6 +486,7 @@ export function resolvedConfigYaml(o: {
   tokenizerSource?: string;
   chatTemplate?: string;
   stateDictKey?: string;
+  outFormat?: OutFormat;
 }): string {
   const doc: Record<string, unknown> = {
     merge_method: 'model_stock',
@@ -480,6 +497,7 @@ export function resolvedConfigYaml(o: {
     tokenizer_source: o.tokenizerSource ?? 'base',
     ...(o.chatTemplate !== undefined ? { chat_template: o.chatTemplate } : {}),
     ...(o.stateDictKey !== undefined ? { state_dict_key: o.stateDictKey } : {}),
+    ...(o.outFormat === 'peft' ? { out_format: 'peft' } : {}),
   };
   const comment = o.theta !== 'mean-cos' ? `# model-stock: --theta ${o.theta}\n` : '';
   return comment + toYaml(doc);

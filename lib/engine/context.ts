@@ -1,9 +1,9 @@
 import { floatSize, type FloatDType } from '../dtype';
 import type { ThetaRule } from '../math/ratio';
-import type { MergeStep } from '../plan/plan';
+import type { LowRankStep, MergeStep } from '../plan/plan';
 import type { TensorInfo } from '../checkpoint/types';
 import type { MergeProgress, TensorReport } from '../types';
-import type { Backend, TensorSession, TensorSpec } from './backend';
+import type { Backend, LowRankFactor, TensorSession, TensorSpec } from './backend';
 import type { TensorSource as FullSource } from './io';
 
 /** Where tensor bytes come from: reads into the pipeline's buffers, or zero-copy views of mapped files. */
@@ -40,6 +40,16 @@ export interface EngineOptions {
   readonly onWarning?: (message: string) => void;
   /** Cancellation: checked before every task (CANCELLED). */
   readonly signal?: AbortSignal;
+  /**
+   * Each low-rank tensor's t and factors, once known (lowRankStep.ts onTerms): an adapter output
+   * (lib/output/adapterMerge.ts) runs its factor tensors as a Gram pass (no sink: no base weight read)
+   * and writes their merged factors from here.
+   */
+  readonly onLowRankTerms?: (
+    step: LowRankStep,
+    factors: readonly (LowRankFactor | undefined)[],
+    t: Float64Array,
+  ) => void;
 }
 
 /** What the per-step task makers (whole, windowed, copy) share during one merge. */

@@ -75,7 +75,8 @@ function* stepTasks(step: PlanStep, index: number, sizing: Sizing, ctx: StepCont
   }
   if (step.action === 'low-rank') {
     // Tensors a LoRA adapter changes: lowRankStep.ts.
-    yield* lowRankTasks(step, index, sizing, ctx);
+    const hook = ctx.options.onLowRankTerms;
+    yield* lowRankTasks(step, index, sizing, ctx, hook && (({ t, factors }) => hook(step, factors, t)));
     return;
   }
   if (sizing.whole(step)) yield wholeTask(step, index, ctx, false);

@@ -90,6 +90,22 @@ export function modelCardSliced(report: MergeReport, configYaml: string, picture
   return runSliced(modelCardSteps(report, configYaml, picture));
 }
 
+/** How an adapter output is used: loaded over the base, or folded into it (PEFT). */
+function adapterUse(base: string): string {
+  return `
+The merge is a PEFT LoRA adapter of the base (the adapters' factors concatenated, scaled by Model Stock's
+ratio): W0 + B′·A′ is the merged weight. Load it over the base, or fold it in:
+
+\`\`\`python
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(base)})
+model = PeftModel.from_pretrained(base, "path/to/this/folder")
+merged = model.merge_and_unload()   # optional: a plain model
+\`\`\`
+`;
+}
+
 function* modelCardSteps(
   report: MergeReport,
   configYaml: string,
@@ -116,12 +132,13 @@ function* modelCardSteps(
     max = Math.max(max, t);
   }
   const mean = count > 0 ? sum / count : undefined;
+  const adapter = report.outFormat === 'peft';
   return `---
-tags:
+${adapter ? 'library_name: peft\n' : ''}tags:
 - merge
 - model-stock
----
-# Model Stock merge
+${adapter ? '- lora\n' : ''}---
+# Model Stock merge${adapter ? ' (LoRA adapter)' : ''}
 
 This model was merged with [Model Stock](https://arxiv.org/abs/2403.19522) (Jang, Yun, Han, ECCV 2024)
 by model-stock, ${report.filterWise ? 'filter-wise (one ratio per output row)' : 'layer-wise (one ratio per tensor)'},
@@ -134,13 +151,13 @@ combining the pairwise cosines by \`${report.theta}\`.
 - backend: ${report.backend.name} (${report.backend.isa})
 
 Per-tensor cosines and ratios are in \`model_stock_report.json\`.
-${
-  picture === undefined
-    ? ''
-    : `
+${adapter ? adapterUse(report.base) : ''}${
+    picture === undefined
+      ? ''
+      : `
 ![Interpolation ratio t per layer and tensor kind, and the angle between the fine-tunes' task vectors per layer](${picture})
 `
-}
+  }
 ## Configuration
 
 \`\`\`yaml

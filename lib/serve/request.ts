@@ -52,6 +52,7 @@ export const JOB_OPTIONS = {
   },
   backend: { schema: { enum: ['auto', 'js', 'native', 'cuda'] }, kinds: BOTH },
   stateDictKey: { schema: { type: 'string', minLength: 1, maxLength: 256 }, kinds: BOTH },
+  outFormat: { schema: { enum: ['model', 'peft'] }, kinds: ['merge'] },
 } as const satisfies Record<string, OptionField>;
 
 export type OptionName = keyof typeof JOB_OPTIONS;
@@ -137,6 +138,7 @@ export async function prepareJob(request: JobRequest, roots: Roots): Promise<Pre
       ...(yaml.outDtype !== undefined ? { outDtype: yaml.outDtype } : {}),
       ...(yaml.chatTemplate !== undefined ? { chatTemplate: yaml.chatTemplate } : {}),
       ...(yaml.stateDictKey !== undefined ? { stateDictKey: yaml.stateDictKey } : {}),
+      ...(yaml.outFormat !== undefined ? { outFormat: yaml.outFormat } : {}),
     };
   } else {
     const o = request.options ?? {};
@@ -194,6 +196,7 @@ export async function prepareJob(request: JobRequest, roots: Roots): Promise<Pre
               tokenizerSource: yaml?.tokenizerSource,
               chatTemplate: yaml?.chatTemplate,
               stateDictKey: library.stateDictKey as string | undefined,
+              outFormat: library.outFormat as MergeOptions['outFormat'],
             }),
           }
         : {}),

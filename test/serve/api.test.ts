@@ -442,6 +442,13 @@ describe('model-stock serve: the HTTP API', function () {
       ],
       ['a bad shardSize', mergeBody('x', { shardSize: 'lots' }), 400, 'BAD_REQUEST'],
       ['a bad outDtype', mergeBody('x', { outDtype: 'int8' }), 400, 'BAD_CONFIG'],
+      ['a bad outFormat', mergeBody('x', { outFormat: 'gguf' }), 400, 'BAD_REQUEST'],
+      [
+        'outFormat for an inspection',
+        { kind: 'inspect', options: { base: 'fx/base', models: ['fx/ft1', 'fx/ft2'], outFormat: 'peft' } },
+        400,
+        'BAD_REQUEST',
+      ],
       ['one fine-tune', mergeBody('x', { models: ['fx/ft1'] }), 400, 'TOO_FEW_MODELS'],
       [
         'a YAML that is not model_stock',
