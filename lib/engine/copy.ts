@@ -21,7 +21,7 @@ function* copyBytes(
   end: number,
   sizing: Sizing,
 ): Generator<Task> {
-  const chunk = sizing.copyBytes;
+  const chunk = sizing.copyBytes(from);
   for (let at = start; at < end; at += chunk) {
     const length = Math.min(chunk, end - at);
     yield {
@@ -49,7 +49,7 @@ function* convertElements(
   const inDtype = from.dtype as FloatDType;
   const inSize = floatSize(inDtype);
   const outSize = floatSize(outDtype);
-  const chunk = sizing.convertElements(inDtype, outDtype);
+  const chunk = sizing.convertElements(from, outDtype);
   for (let k = first; k < first + count; k += chunk) {
     const n = Math.min(chunk, first + count - k);
     yield {

@@ -26,7 +26,7 @@ import type { LowRankFactor, LowRankSession, RowWindow, TensorSession, TensorSpe
 import type { StepContext } from './context';
 import { baseTailTasks } from './copy';
 import { checkFiniteInputs, type ScannedInput } from './finite';
-import type { Task, TaskRead } from './pipeline';
+import { isMapped, type Task, type TaskRead } from './pipeline';
 import { ratios } from './report';
 import type { Sizing } from './sizing';
 
@@ -82,31 +82,20 @@ export function lowRankSecondPass(step: LowRankStep, gramOnly: boolean): number 
   return [step.base, ...ownWeights(step)].reduce((a, t) => a + rows * sizeOf(t), 0);
 }
 
-/** What the pipeline's sizing needs of a low-rank step: bytes read into the ring per row, factor bytes. */
-export function lowRankNeeds(step: LowRankStep): { factorBytes: number; inPerRow: number; rows: number } {
-  const { cols } = storedShape(step);
-  return {
-    factorBytes: factorReads(step).reduce((a, r) => a + r.length, 0),
-    inPerRow:
-      cols * [step.base, ...(step.factorsOnly ? [] : ownWeights(step))].reduce((a, t) => a + sizeOf(t), 0),
-    rows: mergedRowsOf(step),
-  };
-}
-
 /** Rows per window: what half of each ring holds, what one read may span, float64 rows bounded too. */
 function windowRows(step: LowRankStep, sizing: Sizing, ctx: StepContext): number {
   const { cols } = storedShape(step);
-  const { inPerRow } = lowRankNeeds(step);
   const f64 = step.factorsOnly ? 0 : step.inputs.filter((x) => x.factor !== undefined).length * 8;
   const limits = [
     Math.floor(ctx.options.window / (cols * Math.max(8, ...[step.base, ...ownWeights(step)].map(sizeOf)))),
   ];
-  // Each read may take a few blocks of alignment slack (direct reads), the output its block slack.
-  const reads = 1 + ownWeights(step).length;
-  if (sizing.inRing > 0)
-    limits.push(Math.floor((sizing.inRing / 2 - (3 * 4096 + 64) * reads - 64) / inPerRow));
+  // Rows read into the input ring (mapped inputs are not), after each read's alignment slack; the
+  // output's block slack.
+  const ringed = [step.base, ...ownWeights(step)].filter((t) => !isMapped(ctx.options.source, t));
+  if (ringed.length > 0)
+    limits.push(Math.floor(sizing.readRoom(ringed) / (cols * ringed.reduce((a, t) => a + sizeOf(t), 0))));
   if (ctx.options.sink !== undefined)
-    limits.push(Math.floor((sizing.outRing / 2 - 2 * 8192) / (cols * floatSize(step.outDtype))));
+    limits.push(Math.floor((sizing.outRing / 2 - 2 * 4096) / (cols * floatSize(step.outDtype))));
   // The float64 rows of a window live outside the rings: as much as the input ring's half again at most.
   if (f64 > 0) limits.push(Math.floor(Math.max(sizing.inRing / 2, ctx.options.window) / (cols * f64)));
   return Math.max(1, Math.min(mergedRowsOf(step), ...limits));

@@ -35,10 +35,12 @@ export interface Sizing {
   whole(step: MergeStep): boolean;
   /** Elements per window of a windowed step. */
   windowElements(step: MergeStep): number;
-  /** Bytes per chunk of a copy written as read. */
-  readonly copyBytes: number;
-  /** Elements per chunk of a copy converted from `inDtype` to `outDtype`. */
-  convertElements(inDtype: FloatDType, outDtype: FloatDType): number;
+  /** Bytes half the input ring holds for one task reading each of `tensors` once, after their slack. */
+  readRoom(tensors: readonly TensorInfo[]): number;
+  /** Bytes per chunk of a copy of `from` written as read (a mapped input is not bound by the ring). */
+  copyBytes(from: TensorInfo): number;
+  /** Elements per chunk of a copy of `from` converted to `outDtype`. */
+  convertElements(from: TensorInfo, outDtype: FloatDType): number;
 }
 
 export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): Sizing {
@@ -61,8 +63,10 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
   /** The least a window reads of one input into a ring: a block's worth for a layout (else slack dominates). */
   const least = (t: TensorInfo): number =>
     isMapped(source, t) ? 0 : (source.layout?.(t, 0, 1)?.alignment ?? floatSize(t.dtype as FloatDType));
+  /** A task's ring bytes: its reads' and the slice's alignment — none at all when every read is mapped. */
+  const slice = (bytes: number): number => (bytes === 0 ? 0 : bytes + SLICE_ALIGN);
   const stepIn = (s: MergeStep): number =>
-    inputsOf(s).reduce((a, t) => a + ringBytes(t, 0, mergedBytes(s, t)), SLICE_ALIGN);
+    slice(inputsOf(s).reduce((a, t) => a + ringBytes(t, 0, mergedBytes(s, t)), 0));
   /** An output is laid out like the file: up to a block before it, and its slice's alignment. */
   const OUT_SLACK = 2 * 4096;
   const stepOut = (s: MergeStep): number => (gramOnly ? 0 : mergedOutBytes(s) + OUT_SLACK);
@@ -76,7 +80,9 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
   for (const s of steps) {
     if (s.action === 'copy') {
       if (gramOnly) continue;
-      const b = ringBytes(s.base, 0, s.base.byteLength);
+      const whole = ringBytes(s.base, 0, s.base.byteLength);
+      // Copied in one chunk when half the ring holds it with the chunk's slack (copyRoom).
+      const b = whole === 0 ? 0 : whole + slack(s.base) + 2 * SLICE_ALIGN;
       totalIn += b;
       maxIn = Math.max(maxIn, b);
       minIn = Math.max(minIn, 2 * (slack(s.base) + least(s.base)));
@@ -91,11 +97,13 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
       // The factors are read by one task (whole); the base and own weights in row windows.
       const { cols } = storedShape(s);
       const rows = s.mergedNumel / cols;
-      const factorsIn = factorTensors(s).reduce((a, t) => a + ringBytes(t, 0, t.byteLength), SLICE_ALIGN);
+      const factorsIn = slice(factorTensors(s).reduce((a, t) => a + ringBytes(t, 0, t.byteLength), 0));
       const windowed = [s.base, ...s.inputs.filter((x) => x.tensor !== s.base).map((x) => x.tensor)];
-      const rowsIn = windowed.reduce(
-        (a, t) => a + ringBytes(t, 0, rows * cols * floatSize(t.dtype as FloatDType)),
-        SLICE_ALIGN,
+      const rowsIn = slice(
+        windowed.reduce(
+          (a, t) => a + slack(t) + ringBytes(t, 0, rows * cols * floatSize(t.dtype as FloatDType)),
+          0,
+        ),
       );
       const o = gramOnly ? 0 : s.mergedNumel * floatSize(s.outDtype) + OUT_SLACK;
       totalIn += factorsIn + (gramOnly && s.factorsOnly ? 0 : rowsIn);
@@ -103,9 +111,11 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
       maxIn = Math.max(maxIn, factorsIn, gramOnly && s.factorsOnly ? 0 : rowsIn);
       maxOut = Math.max(maxOut, o);
       // Half of the ring holds one row of every windowed input; the whole ring holds the factors.
-      const row = windowed.reduce(
-        (a, t) => a + slack(t) + (isMapped(source, t) ? 0 : cols * floatSize(t.dtype as FloatDType)),
-        SLICE_ALIGN,
+      const row = slice(
+        windowed.reduce(
+          (a, t) => a + slack(t) + (isMapped(source, t) ? 0 : cols * floatSize(t.dtype as FloatDType)),
+          0,
+        ),
       );
       minIn = Math.max(minIn, factorsIn, 2 * row);
       if (!gramOnly) minOut = Math.max(minOut, 2 * (OUT_SLACK + cols * floatSize(s.outDtype)));
@@ -119,7 +129,7 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     maxOut = Math.max(maxOut, o);
     // However small the budget, half of each ring holds a window of more than its slack.
     const tensors = inputsOf(s);
-    minIn = Math.max(minIn, 2 * tensors.reduce((a, t) => a + slack(t) + least(t), SLICE_ALIGN));
+    minIn = Math.max(minIn, 2 * slice(tensors.reduce((a, t) => a + slack(t) + least(t), 0)));
     if (!gramOnly) minOut = Math.max(minOut, 2 * (OUT_SLACK + 4096));
   }
   const share = totalIn + totalOut === 0 ? 0 : totalIn / (totalIn + totalOut);
@@ -140,16 +150,16 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     );
   };
 
+  const readRoom = (tensors: readonly TensorInfo[]): number =>
+    inRing / 2 - tensors.reduce((a, t) => a + slack(t), SLICE_ALIGN);
+
   const windowElements = (s: MergeStep): number => {
     const tensors = inputsOf(s);
     const sizes = tensors.map((t) => floatSize(t.dtype as FloatDType));
     const outSize = floatSize(s.outDtype);
     const limits: number[] = [Math.floor(window / Math.max(...sizes, outSize))];
     const ringSizes = tensors.reduce((a, t, i) => a + (isMapped(source, t) ? 0 : sizes[i]!), 0);
-    if (ringSizes > 0) {
-      const room = inRing / 2 - tensors.reduce((a, t) => a + slack(t), SLICE_ALIGN);
-      limits.push(Math.floor(room / ringSizes));
-    }
+    if (ringSizes > 0) limits.push(Math.floor(readRoom(tensors) / ringSizes));
     if (!gramOnly) limits.push(Math.floor((outRing / 2 - OUT_SLACK) / outSize));
     if (Number.isFinite(sessionBytes)) {
       const perElement = sizes.reduce((a, b) => a + b, 0) + outSize;
@@ -158,19 +168,22 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     return Math.max(1, Math.min(...limits));
   };
 
-  const copyRoom = inRing > 0 ? inRing / 2 - 2 * SLICE_ALIGN - 3 * 4096 : window;
+  /** Bytes a copy's chunk may read of `from`: a window of a mapping, else what half the input ring holds. */
+  const copyRoom = (from: TensorInfo): number =>
+    isMapped(source, from) ? window : Math.min(window, readRoom([from]) - SLICE_ALIGN);
   return {
     inRing,
     outRing,
     whole,
     windowElements,
-    copyBytes: Math.max(1, Math.floor(Math.min(copyRoom, window))),
-    convertElements: (inDtype, outDtype) => {
-      const inSize = floatSize(inDtype);
+    readRoom,
+    copyBytes: (from) => Math.max(1, Math.floor(copyRoom(from))),
+    convertElements: (from, outDtype) => {
+      const inSize = floatSize(from.dtype as FloatDType);
       const outSize = floatSize(outDtype);
-      const byIn = inRing > 0 ? Math.floor(copyRoom / inSize) : Math.floor(window / inSize);
+      const byIn = Math.floor(copyRoom(from) / inSize);
       const byOut = Math.floor((outRing / 2 - OUT_SLACK) / outSize);
-      return Math.max(1, Math.min(byIn, byOut, MAX_CONVERT_ELEMENTS, Math.floor(window / inSize)));
+      return Math.max(1, Math.min(byIn, byOut, MAX_CONVERT_ELEMENTS));
     },
   };
 }

@@ -308,6 +308,36 @@ for (const backend of backendsUnderTest()) {
       assert.match(said.join('\n'), /model 2 .* leaves 1 tensor\(s\).*gate_proj/);
     });
 
+    it('a tensor that fits the budget is a few tasks whatever the reads (mapped inputs are not a ring of 0 bytes)', async () => {
+      // A TinyLlama-sized merge of adapters with mapped inputs once ran one row per task (400k tasks),
+      // sized by an input ring that held only the factors' alignment: it ran out of heap.
+      const root = path.join(tmp.dir, `case${seq++}`);
+      const c: Case = { base: llamaLike('BF16'), fineTunes: TWO };
+      const b = await build(root, c, 13);
+      for (const io of ['mmap', 'pread', 'fs', 'direct'] as const) {
+        const tasks = new Map<string, number>();
+        await mergeModelStock({
+          base: b.base,
+          models: b.models,
+          out: path.join(root, `out-${io}`),
+          backend,
+          io,
+          fsync: false,
+          onProgress: (p) => {
+            if (p.tensor !== undefined) tasks.set(p.tensor, (tasks.get(p.tensor) ?? 0) + 1);
+          },
+        });
+        for (const t of c.base) {
+          const rows = t.shape[0]!;
+          // The factors' task, one window of rows (two when the base's tail is copied), nothing per row.
+          assert.ok(
+            (tasks.get(t.name) ?? 0) <= 3,
+            `${io}: ${t.name} (${rows} rows) ran ${tasks.get(t.name)} tasks`,
+          );
+        }
+      }
+    });
+
     it('inspect of adapters alone reads no base weight (bytesRead = the factors), with the numbers a merge reports', async () => {
       const root = path.join(tmp.dir, `case${seq++}`);
       const b = await build(root, { base: llamaLike('BF16'), fineTunes: TWO }, 11);
