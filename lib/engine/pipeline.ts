@@ -163,6 +163,42 @@ export function isMapped(source: TensorSource, t: TensorInfo): boolean {
   return source.view !== undefined && (source.maps?.(t) ?? true);
 }
 
+/**
+ * Waits an event may interrupt. `Promise.race([p, late])` leaves a reaction on `late` per call until
+ * `late` settles — one per wait of a pipeline of hundreds of thousands of tasks; this keeps only the
+ * waits still pending.
+ */
+class Interrupt {
+  private readonly pending = new Set<(reason: unknown) => void>();
+  private fired: { readonly reason: unknown } | undefined;
+
+  /** Rejects every pending and later wait with `reason`. */
+  fire(reason: unknown): void {
+    if (this.fired !== undefined) return;
+    this.fired = { reason };
+    for (const reject of this.pending) reject(reason);
+    this.pending.clear();
+  }
+
+  /** Settles as `p` does, or rejects with the reason once fire() is called. */
+  wait<T>(p: Promise<T>): Promise<T> {
+    if (this.fired !== undefined) return Promise.reject(this.fired.reason);
+    return new Promise<T>((resolve, reject) => {
+      this.pending.add(reject);
+      p.then(
+        (v) => {
+          this.pending.delete(reject);
+          resolve(v);
+        },
+        (e: unknown) => {
+          this.pending.delete(reject);
+          reject(e);
+        },
+      );
+    });
+  }
+}
+
 /** Reads a batch: natively in one call where the source can, else range by range. */
 function readBatch(source: TensorSource, batch: readonly RegionRead[]): Promise<void> {
   if (source.readRegions !== undefined) return source.readRegions(batch);
@@ -185,26 +221,19 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
   let failed = false;
   let wakeCompute: (() => void) | undefined;
   let wakeReader: (() => void) | undefined;
-  let stopReader: () => void = noop;
-  const stopped = new Promise<typeof STOPPED>((resolve) => (stopReader = () => resolve(STOPPED)));
-  /** Waits for `p` unless the pipeline fails meanwhile. */
-  const until = async <T>(p: Promise<T>): Promise<T> => {
-    const r = await Promise.race([p, stopped]);
-    if (r === STOPPED) throw STOPPED;
-    return r as T;
-  };
+  /** The reader's waits: interrupted (with STOPPED) once the pipeline fails. */
+  const stop = new Interrupt();
+  const until = <T>(p: Promise<T>): Promise<T> => stop.wait(p);
 
-  /** Settles never; rejects once the signal fires: raced with every wait of the compute loop. */
-  const abort = new Promise<never>((_, reject) => {
-    const fire = (): void => reject(new Error('aborted'));
-    if (o.signal?.aborted === true) fire();
-    else o.signal?.addEventListener('abort', fire, { once: true });
-  });
-  abort.catch(noop);
+  /** The compute loop's waits: interrupted once the signal fires. */
+  const cancel = new Interrupt();
+  const onAbort = (): void => cancel.fire(new Error('aborted'));
+  if (o.signal?.aborted === true) onAbort();
+  else o.signal?.addEventListener('abort', onAbort, { once: true });
   /** Waits for `p`, or throws CANCELLED as soon as the signal fires. */
   const orCancel = async <T>(p: Promise<T>): Promise<T> => {
     try {
-      return await Promise.race([p, abort]);
+      return await cancel.wait(p);
     } catch (e) {
       o.checkCancelled();
       throw e;
@@ -263,10 +292,12 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
     readerDone = true;
     wakeCompute?.();
   };
+  /** The reader's own failure (not STOPPED), thrown by the compute loop once it has run what was read. */
+  let readerFailed: { readonly error: unknown } | undefined;
   const reader = read().catch((e: unknown) => {
-    if (e !== STOPPED) throw e;
+    if (e !== STOPPED) readerFailed = { error: e };
+    wakeCompute?.();
   });
-  reader.catch(noop); // observed by the compute loop below
 
   /** Gives a task's inputs back: ring space, and mapped pages (which checks the mapping did not fault). */
   const releaseInputs = (e: Entry): void => {
@@ -287,9 +318,10 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
       if (writeFailure !== undefined) throw writeFailure.error;
       const entry = queue.shift();
       if (entry === undefined) {
+        if (readerFailed !== undefined) throw readerFailed.error;
         if (readerDone) break;
         const t = now();
-        await orCancel(Promise.race([new Promise<void>((r) => (wakeCompute = r)), reader]));
+        await orCancel(new Promise<void>((r) => (wakeCompute = r)));
         readWait += now() - t;
         wakeCompute = undefined;
         continue;
@@ -381,7 +413,7 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
     await reader;
   } catch (e) {
     failed = true;
-    stopReader();
+    stop.fire(STOPPED);
     const reason = e instanceof ModelStockError ? e : new Error('the pipeline failed', { cause: e });
     o.inRing?.close(reason);
     o.outRing?.close(reason);
@@ -389,6 +421,8 @@ export async function runPipeline(tasks: Iterator<Task>, o: PipelineOptions): Pr
     await reader.catch(noop);
     await Promise.allSettled([current?.read, ...queue.map((q) => q.read), ...writes]);
     throw e;
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
   }
   return {
     seconds: now() - started,

@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { getEventListeners } from 'node:events';
 import * as path from 'node:path';
 import { generateFixture, PRESETS } from '../../lib/fixtures/generate';
 import { mergeModelStock } from '../../lib/merge';
@@ -29,6 +30,23 @@ describe('merge lifecycle', () => {
       assertNoStall(`a ${backend} merge`, r);
     });
   }
+
+  it('a long-lived signal (a service shutdown) keeps no listener of the merges it served', async () => {
+    const service = new AbortController();
+    for (const backend of backendsUnderTest()) {
+      for (const io of ['mmap', 'pread', 'direct'] as const) {
+        await mergeModelStock({
+          ...fixture,
+          out: path.join(tmp.dir, `signal-${backend}-${io}`),
+          backend,
+          io,
+          fsync: false,
+          signal: service.signal,
+        });
+        assert.equal(getEventListeners(service.signal, 'abort').length, 0, `${backend}, ${io}`);
+      }
+    }
+  });
 
   it('falls back to pure TypeScript when the addon is absent, saying why once', () => {
     const out = path.join(tmp.dir, 'fallback');
