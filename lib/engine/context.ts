@@ -56,7 +56,7 @@ export interface EngineOptions {
 export interface StepContext {
   readonly options: EngineOptions;
   readonly warn: (message: string) => void;
-  /** Tensors whose c < 0 (t < 0 kept): named in one warning at the end. */
+  /** Tensors whose c < 0 (t < 0 kept): a warning each at the end. */
   readonly negative: string[];
   /** A step's report entry, given by its task that computed t (steps finish in plan order). */
   readonly report: (entry: TensorReport) => void;

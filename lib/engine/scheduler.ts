@@ -161,11 +161,10 @@ export async function runPlan(plan: Plan, opts: EngineOptions): Promise<EngineRe
     inRing?.dispose();
     outRing?.dispose();
   }
-  if (ctx.negative.length > 0) {
-    ctx.warn(
-      `negative cosine, t < 0 kept (the merge moves away from the fine-tunes' average) in ${ctx.negative.length} tensor(s): ${ctx.negative.join(', ')}`,
-    );
-  }
+  // One per tensor, at the end (after the tensors' own warnings): the terminal says the kind once, with a
+  // count and the first few names (lib/report/warnings.ts); the report keeps every name.
+  for (const name of ctx.negative)
+    ctx.warn(`${name}: negative cosine, t < 0 kept (the merge moves away from the fine-tunes' average)`);
   return {
     tensors: reports,
     warnings,

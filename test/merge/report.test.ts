@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { mergeModelStock } from '../../lib/merge';
 import { REPORT_FILE } from '../../lib/output/atomic';
+import { groupedWarningLines } from '../../lib/report/warnings';
 import { backendsUnderTest } from '../helpers/backends';
 import { writeModel, type TensorSpec } from '../helpers/models';
 import { correlatedModels, mulberry32, randomTensor } from '../helpers/random';
@@ -63,6 +64,44 @@ describe('merge report and per-merge settings', () => {
       assert.ok(!report.warnings.some((w) => w.includes('model.empty')), report.warnings.join('\n'));
     });
   }
+
+  it('t < 0: a warning per tensor, which the terminal says as one line with a count; every tensor named', async () => {
+    const rng = mulberry32(5);
+    const names = Array.from({ length: 6 }, (_, k) => `model.layers.${k}.mlp.up_proj.weight`);
+    const perModel: TensorSpec[][] = [[], [], []];
+    for (const [k, name] of names.entries()) {
+      const w0 = randomTensor(256, rng, 0.5);
+      const d1 = randomTensor(256, rng, 0.1);
+      // Even tensors: task vectors pointing apart (cos ≈ −0.7, t < 0); odd ones: the same direction.
+      const d2 = randomTensor(256, rng, 0.07).map((e, x) => (k % 2 === 0 ? -d1[x]! : d1[x]!) + e);
+      [w0, w0.map((v, x) => v + d1[x]!), w0.map((v, x) => v + d2[x]!)].forEach((values, i) =>
+        perModel[i]!.push({ name, dtype: 'F32', shape: [16, 16], values }),
+      );
+    }
+    const [b, ...ms] = await Promise.all(
+      perModel.map((t, i) => writeModel(path.join(tmp.dir, `neg${i}`), t)),
+    );
+    const report = await mergeModelStock({
+      base: b!,
+      models: ms,
+      out: path.join(tmp.dir, 'neg-out'),
+      fsync: false,
+    });
+    const negative = report.tensors.filter((t) => typeof t.t === 'number' && t.t < 0).map((t) => t.name);
+    assert.deepEqual(
+      negative,
+      names.filter((_, k) => k % 2 === 0),
+    );
+    const said = report.warnings.filter((w) => w.includes('negative cosine'));
+    assert.deepEqual(
+      said.map((w) => w.split(': ')[0]),
+      negative,
+    );
+    const lines = groupedWarningLines(report.warnings).filter((w) => w.includes('negative cosine'));
+    assert.deepEqual(lines, [
+      `negative cosine, t < 0 kept (the merge moves away from the fine-tunes' average) (3 tensors: ${negative.join(', ')})`,
+    ]);
+  });
 
   it('concurrent merges with different thread counts each run with, and report, their own', async function () {
     if (!backendsUnderTest().includes('native')) this.skip();
