@@ -11,6 +11,8 @@
  * factors, BF16 base and output): the Gram from the factors (packing and orthonormalization included),
  * layer- and filter-wise; the fused output (base read + output written / time) against the dense
  * interpolation of the same tensor from three BF16 inputs (the route that needs materialized fine-tunes).
+ *
+ *   node dist/bench/kernels.js [--quick] [--low-rank (the low-rank table only)]
  */
 import * as os from 'node:os';
 import { Bench } from 'tinybench';
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     console.warn(`native addon not loaded, pure TypeScript only: ${loaded.reasons.join('; ')}`);
   const isas: readonly NativeIsa[] = loaded.addon?.info().availableIsas ?? [];
   const allThreads = os.availableParallelism();
+  if (process.argv.includes('--low-rank')) return lowRankRows(quick, isas, allThreads);
   const js: Backend = createBackend('js');
   console.log(
     `kernels: 64 MiB per input, N = 2, ${os.cpus()[0]?.model ?? 'cpu'} × ${allThreads}, node ${process.version}, ` +
