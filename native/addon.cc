@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"lowRankInterpolate", ms::LowRankInterpolate},  // lowrank_job.cc
       {"info", ms::Info},                // runtime.cc
       {"setErrorConstructor", ms::SetErrorConstructor},  // runtime.cc
+      {"setPoolNice", ms::SetPoolNice},  // runtime.cc
       {"allocHost", ms::AllocHost},      // memory.cc
       {"freeHost", ms::FreeHost},        // memory.cc
       {"mapFile", ms::MapFile},          // io.cc

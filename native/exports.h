@@ -13,9 +13,10 @@ Napi::Value LowRankPack(const Napi::CallbackInfo& info);
 Napi::Value LowRankGram(const Napi::CallbackInfo& info);
 Napi::Value LowRankInterpolate(const Napi::CallbackInfo& info);
 
-// runtime.cc: what the addon runs on; the error class
+// runtime.cc: what the addon runs on; the error class; the kernels' priority
 Napi::Value Info(const Napi::CallbackInfo& info);
 Napi::Value SetErrorConstructor(const Napi::CallbackInfo& info);
+Napi::Value SetPoolNice(const Napi::CallbackInfo& info);
 
 // memory.cc: aligned host buffers
 Napi::Value AllocHost(const Napi::CallbackInfo& info);

@@ -10,8 +10,29 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace ms {
 namespace {
+
+// setPoolNice's value, and how many times it was set (a pool thread re-applies it when this moves).
+std::atomic<int> gNice{0};
+std::atomic<unsigned> gNiceGeneration{0};
+
+// This thread at gNice, once per change of it.
+void applyNice() {
+#if defined(__linux__)
+  thread_local unsigned applied = 0;
+  const unsigned generation = gNiceGeneration.load();
+  if (applied == generation) return;
+  applied = generation;
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), gNice.load());  // best effort
+#endif
+}
 
 struct Job {
   const std::function<void(size_t)>* fn;
@@ -51,15 +72,18 @@ class Pool {
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->tasks = tasks;
-    const int helpers = static_cast<int>(std::min<size_t>(threads - 1, tasks - 1));
+    // At a raised nice the caller only waits: pool threads take every seat.
+    const bool callerWorks = gNice.load() == 0;
+    const int helpers = static_cast<int>(
+        callerWorks ? std::min<size_t>(threads - 1, tasks - 1) : std::min<size_t>(threads, tasks));
     job->seats = helpers;
     if (helpers > 0) {
       std::lock_guard<std::mutex> lock(m_);
-      grow(threads);
+      grow(callerWorks ? threads : threads + 1);
       queue_.push_back(job);
     }
     if (helpers > 0) wake_.notify_all();
-    job->work();
+    if (callerWorks) job->work();
     {
       std::unique_lock<std::mutex> lock(job->m);
       job->finished.wait(lock, [&] { return job->done.load() == tasks; });
@@ -99,6 +123,7 @@ class Pool {
         std::unique_lock<std::mutex> lock(m_);
         wake_.wait(lock, [&] { return (job = claim()) != nullptr; });
       }
+      applyNice();
       job->work();
     }
   }
@@ -121,6 +146,12 @@ unsigned defaultThreads() { return std::max(1u, std::thread::hardware_concurrenc
 
 void parallelFor(size_t tasks, unsigned threads, const std::function<void(size_t)>& fn) {
   pool().run(tasks, threads, fn);
+}
+
+int setPoolNice(int nice) {
+  const int before = gNice.exchange(std::clamp(nice, 0, 19));
+  gNiceGeneration.fetch_add(1);
+  return before;
 }
 
 }  // namespace ms

@@ -15,4 +15,11 @@ unsigned defaultThreads();
 // rethrown here after every task has finished.
 void parallelFor(size_t tasks, unsigned threads, const std::function<void(size_t)>& fn);
 
+// Runs every later task at this nice value (0–19; Linux threads have their own). Above 0 the calling
+// thread (a libuv worker, shared with fs and DNS work) no longer takes tasks: the pool's own threads
+// do all of them, each at that nice, so a service's event loop is scheduled before the merge's kernels
+// when they compete for the cores. Going back down needs CAP_SYS_NICE: without it the threads keep the
+// higher value (what setpriority allows). Returns the value in force before.
+int setPoolNice(int nice);
+
 }  // namespace ms

@@ -37,6 +37,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value SetPoolNice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw codedError(env, "setPoolNice: expected a number", "INVALID_ARGUMENT");
+  return Napi::Number::New(env, setPoolNice(info[0].As<Napi::Number>().Int32Value()));
+}
+
 Napi::Value SetErrorConstructor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsFunction())

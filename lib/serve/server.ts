@@ -25,7 +25,8 @@ import {
 } from './security';
 import { EventStreams } from './sse';
 import { JobStore } from './store';
-import { BODY_LIMIT, DEFAULT_CONCURRENCY, DEFAULT_QUEUE } from './defaults';
+import { BODY_LIMIT, DEFAULT_CONCURRENCY, DEFAULT_QUEUE, KERNEL_NICE } from './defaults';
+import { loadNativeAddon } from '../engine/native/loader';
 
 export interface ServeOptions {
   /** Address to bind; default 127.0.0.1. */
@@ -54,6 +55,12 @@ export interface ServeOptions {
   readonly pageDir?: string;
   /** A better_sqlite3.node to load instead of the package's (MODEL_STOCK_SQLITE_BINDING). */
   readonly sqliteBinding?: string;
+  /**
+   * The nice value (0–19) the native backend's kernel threads run at, process-wide, while the server
+   * runs (default 10): under load the event loop is scheduled before them, so requests are answered
+   * while a merge runs at the speed of whatever CPU is left.
+   */
+  readonly kernelNice?: number;
   /** Called at named moments of each job (tests kill the process there). */
   readonly probe?: (point: ProbePoint, jobId: string) => void;
 }
@@ -163,6 +170,8 @@ export async function createServer(o: ServeOptions): Promise<Server> {
     store.close();
     throw e;
   }
+  const addon = loadNativeAddon().addon;
+  const niceBefore = addon?.setPoolNice(o.kernelNice ?? KERNEL_NICE);
   const port = (app.server.address() as AddressInfo).port;
   guard = new RequestGuard({ bound: host, port, allowedHosts: o.allowedHosts ?? [], token: o.token });
   const url = `http://${hostForUrl(urlHost(host, o.allowedHosts ?? []))}:${port}/`;
@@ -180,6 +189,8 @@ export async function createServer(o: ServeOptions): Promise<Server> {
         streams.closeAll();
         await app.close();
         store.close();
+        // Back to what it was (best effort: lowering a nice needs CAP_SYS_NICE).
+        if (niceBefore !== undefined) addon?.setPoolNice(niceBefore);
       })()),
   };
 }

@@ -34,6 +34,11 @@ export interface NativeAddon {
   info(): NativeInfo;
   /** The class native errors are made of: `new ctor(code, message)`. Called once by the loader. */
   setErrorConstructor(ctor: new (code: ErrorCode, message: string) => Error): void;
+  /**
+   * Every later kernel at this nice (0–19), on the pool's own threads only (the calling libuv worker
+   * then waits rather than computing); returns the value before. Process-wide. native/pool.h
+   */
+  setPoolNice(nice: number): number;
 
   /** `bytes` of host memory aligned to `alignment` (a power of two ≤ 2 MiB). native/memory.cc */
   allocHost(bytes: number, alignment: number): Uint8Array;
