@@ -16,7 +16,16 @@ import { ensureFixture, isPresetName, PRESETS } from '../lib/fixtures/generate';
 import { llamaLinearModules, randomAdapter, writePeftAdapter } from '../lib/fixtures/lora';
 import { mergeModelStock } from '../lib/index';
 import type { OutFormat } from '../lib/types';
-import { childResult, fixed, formatTable, median, safetensorsFiles, syncDisks, totalSize } from './util';
+import {
+  benchEntry,
+  childResult,
+  fixed,
+  formatTable,
+  median,
+  safetensorsFiles,
+  syncDisks,
+  totalSize,
+} from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CHILD_FLAG = '--child';
@@ -122,14 +131,8 @@ async function main(argv: string[]): Promise<void> {
   );
 }
 
-if (process.argv[2] === CHILD_FLAG) {
-  child(JSON.parse(process.argv[3] as string) as Job).catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-} else {
-  main(process.argv.slice(2)).catch((e: unknown) => {
-    console.error(e instanceof Error ? e.message : e);
-    process.exitCode = 1;
-  });
-}
+benchEntry(
+  CHILD_FLAG,
+  (arg) => child(JSON.parse(arg) as Job),
+  (argv) => main(argv),
+);

@@ -36,7 +36,6 @@
  * warm row merges the same weights saved as PyTorch `.bin` shards (bench/pytorch.ts; target: within
  * 1.1× of the safetensors default row); --no-pytorch leaves it out.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -50,11 +49,14 @@ import { catGroups, dropCaches, durableWrite, readFiles, type DurableWrite } fro
 import { limitedReadFloor, trialCgroup } from './limited';
 import { pytorchFixture } from './pytorch';
 import {
+  benchEntry,
+  childResult,
   fixed,
   formatTable,
   median,
   safetensorsFiles,
   sampleDirty,
+  type ChildWrap,
   spread,
   syncDisks,
   totalSize,
@@ -130,7 +132,7 @@ async function child(job: ChildJob): Promise<void> {
 
 /** How a merge child is started: inside a memory cgroup, and with another checkout's build. */
 interface ChildRun {
-  readonly wrap?: (command: string, args: readonly string[]) => [string, string[]];
+  readonly wrap?: ChildWrap;
   /** The bench script whose --child runs the merge (--baseline: another checkout's). */
   readonly script?: string;
 }
@@ -140,27 +142,21 @@ async function runChild(job: ChildJob, run: ChildRun = {}): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
   const dirty = sampleDirty();
-  const argv = [run.script ?? __filename, CHILD_FLAG, JSON.stringify(job)];
-  const [command, args] = run.wrap?.(process.execPath, argv) ?? [process.execPath, argv];
-  const proc = spawn(command, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const status = await new Promise<number | null>((resolve, reject) => {
-    proc.on('error', reject);
-    proc.on('close', resolve);
-  });
-  const peakDirty = dirty.stop();
-  rmSync(job.out, { recursive: true, force: true });
-  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
-  if (status !== 0 || line === undefined) {
-    const why = (stderr || stdout).trim().split('\n').slice(0, 5).join('\n');
-    throw new Error(`merge ${JSON.stringify(job)} failed with status ${status}:\n${why}`);
+  try {
+    const trial = await childResult<Trial>(
+      run.script ?? __filename,
+      [CHILD_FLAG, JSON.stringify(job)],
+      RESULT_TAG,
+      {
+        wrap: run.wrap,
+        what: `merge ${JSON.stringify(job)}`,
+      },
+    );
+    return { ...trial, peakDirty: dirty.stop() };
+  } finally {
+    dirty.stop(); // a second stop is harmless; after a failure it ends the sampling
+    rmSync(job.out, { recursive: true, force: true });
   }
-  return { ...(JSON.parse(line.slice(RESULT_TAG.length)) as Trial), peakDirty };
 }
 
 function inputGroups(f: FixtureInfo): string[][] {
@@ -648,14 +644,8 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-if (process.argv[2] === CHILD_FLAG) {
-  child(JSON.parse(process.argv[3] ?? '{}') as ChildJob).catch((e: unknown) => {
-    console.error(e instanceof Error ? e.message : String(e));
-    process.exitCode = 1;
-  });
-} else {
-  main(process.argv.slice(2)).catch((e: unknown) => {
-    console.error(e instanceof Error ? e.message : String(e));
-    process.exitCode = 1;
-  });
-}
+benchEntry(
+  CHILD_FLAG,
+  (arg) => child(JSON.parse(arg) as ChildJob),
+  (argv) => main(argv),
+);

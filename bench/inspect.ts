@@ -6,14 +6,13 @@
  *
  *   node dist/bench/inspect.js [--runs N] [--preset example|tinyllama|medium] [--backend native|js|cuda]
  */
-import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureFixture, PRESETS } from '../lib/fixtures/generate';
 import { inspectModelStock, mergeModelStock } from '../lib/index';
 import type { BackendChoice } from '../lib/types';
-import { fixed, formatTable, median, safetensorsFiles, totalSize } from './util';
+import { benchEntry, childResult, fixed, formatTable, median, safetensorsFiles, totalSize } from './util';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CHILD_FLAG = '--child';
@@ -49,14 +48,8 @@ async function child(job: Job): Promise<void> {
   process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
 }
 
-function run(job: Job): Result {
-  const proc = spawnSync(process.execPath, [__filename, CHILD_FLAG, JSON.stringify(job)], {
-    encoding: 'utf8',
-  });
-  const line = proc.stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
-  if (proc.status !== 0 || line === undefined)
-    throw new Error(`${job.kind} failed with status ${proc.status}:\n${proc.stderr.trim().slice(0, 2000)}`);
-  return JSON.parse(line.slice(RESULT_TAG.length)) as Result;
+function run(job: Job): Promise<Result> {
+  return childResult<Result>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG, { what: job.kind });
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -81,13 +74,13 @@ async function main(argv: string[]): Promise<void> {
   const job = (kind: Kind): Job => ({ kind, base: fixture.base, models: fixture.models, out, backend });
   const inputBytes = totalSize([fixture.base, ...fixture.models].flatMap(safetensorsFiles));
   // Untimed: brings every input into the page cache and the code paths into the disk cache.
-  run(job('merge'));
-  run(job('inspect'));
+  await run(job('merge'));
+  await run(job('inspect'));
   const times: Record<Kind, Result[]> = { inspect: [], merge: [] };
   for (let r = 0; r < runs; r++) {
     // Alternating order: neither kind always runs right after the other's writeback.
     for (const kind of r % 2 === 0 ? (['inspect', 'merge'] as const) : (['merge', 'inspect'] as const))
-      times[kind].push(run(job(kind)));
+      times[kind].push(await run(job(kind)));
   }
   rmSync(out, { recursive: true, force: true });
   const row = (kind: Kind, label: string): string[] => {
@@ -115,14 +108,8 @@ async function main(argv: string[]): Promise<void> {
   console.log(`inspect / merge: ${(100 * ratio).toFixed(0)}% (the bound is ~60%)`);
 }
 
-if (process.argv[2] === CHILD_FLAG) {
-  child(JSON.parse(process.argv[3] as string) as Job).catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-} else {
-  main(process.argv.slice(2)).catch((e: unknown) => {
-    console.error(e instanceof Error ? e.message : e);
-    process.exitCode = 1;
-  });
-}
+benchEntry(
+  CHILD_FLAG,
+  (arg) => child(JSON.parse(arg) as Job),
+  (argv) => main(argv),
+);

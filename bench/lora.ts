@@ -45,6 +45,7 @@ import { createBackend, mergeModelStock } from '../lib/index';
 import { decodeFloats, ulp } from '../lib/math/codec';
 import { catGroups, durableWrite, readFiles } from './floor';
 import {
+  benchEntry,
   childResult,
   fixed,
   formatTable,
@@ -431,14 +432,9 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-if (process.argv[2] === CHILD_FLAG) {
-  child(JSON.parse(process.argv[3] ?? '{}') as Job).catch((e: unknown) => {
-    console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-    process.exitCode = 1;
-  });
-} else {
-  main(process.argv.slice(2)).catch((e: unknown) => {
-    console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-    process.exitCode = 1;
-  });
-}
+benchEntry(
+  CHILD_FLAG,
+  (arg) => child(JSON.parse(arg) as Job),
+  (argv) => main(argv),
+  { mainStack: true },
+);

@@ -86,12 +86,23 @@ export function sampleDirty(everyMs = 20): { stop(): number | undefined } {
   };
 }
 
+/** How `childResult` starts the child: by default `node <script> <args…>` as it is. */
+export type ChildWrap = (command: string, args: readonly string[]) => [string, string[]];
+
 /**
  * Runs `script` in a fresh Node process with `args` and returns the JSON its stdout printed after `tag`
- * (one line); a failure, or no such line, throws with the start of what the child said.
+ * (one line); a failure, or no such line, throws with the start of what the child said. `wrap` may start
+ * the command another way (inside a memory cgroup); `what` names the child in that error.
  */
-export async function childResult<T>(script: string, args: readonly string[], tag: string): Promise<T> {
-  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function childResult<T>(
+  script: string,
+  args: readonly string[],
+  tag: string,
+  o: { readonly wrap?: ChildWrap; readonly what?: string } = {},
+): Promise<T> {
+  const argv = [script, ...args];
+  const [command, commandArgs] = o.wrap?.(process.execPath, argv) ?? [process.execPath, argv];
+  const proc = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -103,7 +114,29 @@ export async function childResult<T>(script: string, args: readonly string[], ta
   const line = stdout.split('\n').find((l) => l.startsWith(tag));
   if (status !== 0 || line === undefined) {
     const why = (stderr || stdout).trim().split('\n').slice(0, 5).join('\n');
-    throw new Error(`${args.join(' ')} failed with status ${status}:\n${why}`);
+    throw new Error(`${o.what ?? args.join(' ')} failed with status ${status}:\n${why}`);
   }
   return JSON.parse(line.slice(tag.length)) as T;
+}
+
+/**
+ * The entry of a bench script that runs its trials in fresh copies of itself: with `childFlag` first on
+ * the command line it runs `child` on the next argument, else `main` on all of them. A failure prints
+ * (a child's with its stack, which the parent shows the start of; `main`'s as its message, or its stack
+ * with `mainStack`) and sets exit code 1.
+ */
+export function benchEntry(
+  childFlag: string,
+  child: (arg: string) => Promise<void>,
+  main: (argv: string[]) => Promise<void>,
+  o: { readonly mainStack?: boolean } = {},
+): void {
+  const say =
+    (stack: boolean) =>
+    (e: unknown): void => {
+      console.error(e instanceof Error ? (stack ? (e.stack ?? e.message) : e.message) : String(e));
+      process.exitCode = 1;
+    };
+  if (process.argv[2] === childFlag) child(process.argv[3] ?? '{}').catch(say(true));
+  else main(process.argv.slice(2)).catch(say(o.mainStack === true));
 }
