@@ -206,6 +206,66 @@ function windowsOf(step: LowRankStep, rowsPer: number): [number, number][] {
   return out;
 }
 
+/**
+ * What the tasks of one low-rank step share: its session (opened once, closed by the last write, or
+ * right after the Gram when nothing is written, on success or failure) and t, known once `settle` has
+ * run; the writes wait on `known`.
+ */
+class LowRankState<S extends Pick<TensorSession, 'close'>> {
+  session: S | undefined;
+  t: Float64Array | undefined;
+  readonly known: Promise<void>;
+  private resolveKnown!: () => void;
+
+  constructor(
+    private readonly step: LowRankStep,
+    private readonly ctx: StepContext,
+    private readonly writing: boolean,
+  ) {
+    this.known = new Promise<void>((resolve) => (this.resolveKnown = resolve));
+  }
+
+  /** The session, opened by `make` and tracked the first time. */
+  open(make: () => S): S {
+    if (this.session === undefined) {
+      this.session = make();
+      this.ctx.sessions.add(this.session);
+    }
+    return this.session;
+  }
+
+  async close(): Promise<void> {
+    if (this.session === undefined) return;
+    this.ctx.sessions.delete(this.session);
+    await this.session.close();
+  }
+
+  /**
+   * The Gram from `gramOf` (which runs its own checks), the factors' check, then t and the step's
+   * report; `onTerms` gets t and the factors, and the writes may start.
+   */
+  async settle(
+    gramOf: () => Promise<Float64Array>,
+    factors: readonly (LowRankFactor | undefined)[],
+    onTerms: ((terms: LowRankTerms) => void) | undefined,
+  ): Promise<void> {
+    const { step, ctx } = this;
+    let t: Float64Array;
+    let report: TensorReport;
+    try {
+      const gram = await gramOf();
+      await checkFactorsFinite(step, gram, factors, ctx);
+      ({ t, report } = ratios(step, gram, ctx.options.theta, ctx.warn, ctx.negative));
+    } finally {
+      if (!this.writing) await this.close();
+    }
+    this.t = t;
+    ctx.report(report);
+    onTerms?.({ t, factors });
+    this.resolveKnown();
+  }
+}
+
 function* factorTasks(
   step: LowRankStep,
   index: number,
@@ -213,19 +273,11 @@ function* factorTasks(
   ctx: StepContext,
   onTerms: ((terms: LowRankTerms) => void) | undefined,
 ): Generator<Task> {
-  const { backend, sink, theta } = ctx.options;
+  const { backend, sink } = ctx.options;
   const { rows, cols } = storedShape(step);
   const mergedRows = mergedRowsOf(step);
-  let session: LowRankSession | undefined;
-  let t: Float64Array | undefined;
-  let gramDone!: () => void;
-  const ratiosKnown = new Promise<void>((resolve) => (gramDone = resolve));
   const writing = sink !== undefined && mergedRows > 0;
-  const close = async (): Promise<void> => {
-    if (session === undefined) return;
-    ctx.sessions.delete(session);
-    await session.close();
-  };
+  const state = new LowRankState<LowRankSession>(step, ctx, writing);
   yield {
     step: index,
     name: step.name,
@@ -244,19 +296,8 @@ function* factorTasks(
         ...(mergedRows < rows ? { mergedRows } : {}),
         factors,
       };
-      session = backend.openLowRank(spec);
-      ctx.sessions.add(session);
-      let report: TensorReport;
-      try {
-        const gram = await session.gram();
-        await checkFactorsFinite(step, gram, factors, ctx);
-        ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-      } finally {
-        if (!writing) await close();
-      }
-      ctx.report(report);
-      onTerms?.({ t, factors });
-      gramDone();
+      const session = state.open(() => backend.openLowRank(spec));
+      await state.settle(() => session.gram(), factors, onTerms);
       return undefined;
     },
   };
@@ -269,17 +310,17 @@ function* factorTasks(
     yield {
       step: index,
       name: step.name,
-      after: ratiosKnown,
+      after: state.known,
       reads: () => [{ tensor: step.base, start: firstRow * cols * inSize, length: count * cols * inSize }],
       outBytes: count * cols * outSize,
       outAt: { name: step.name, offset },
       last: false,
       run: async ([base], out) => {
         const window: RowWindow = { firstRow, rows: count, base: base! };
-        await session!.interpolate(window, t!, out!).catch((e: unknown) => {
+        await state.session!.interpolate(window, state.t!, out!).catch((e: unknown) => {
           throw nonFiniteIn(step, step.base, 'the base', window, cols, e);
         });
-        if (k === windows.length - 1) await close();
+        if (k === windows.length - 1) await state.close();
         return { name: step.name, offset, data: out! };
       },
     };
@@ -307,29 +348,15 @@ function* mixedTasks(
   ctx: StepContext,
   onTerms: ((terms: LowRankTerms) => void) | undefined,
 ): Generator<Task> {
-  const { backend, source, sink, theta } = ctx.options;
+  const { backend, source, sink } = ctx.options;
   const { cols } = storedShape(step);
   const spec = mixedSpec(step);
   const own = ownWeights(step);
   const windows = windowsOf(step, windowRows(step, sizing, ctx));
   let factors: (LowRankFactor | undefined)[] = [];
-  let session: TensorSession | undefined;
-  let t: Float64Array | undefined;
-  let gramDone!: () => void;
-  const ratiosKnown = new Promise<void>((resolve) => (gramDone = resolve));
   const writing = sink !== undefined && windows.length > 0;
-  const open = (): TensorSession => {
-    if (session === undefined) {
-      session = backend.openTensor(spec);
-      ctx.sessions.add(session);
-    }
-    return session;
-  };
-  const close = async (): Promise<void> => {
-    if (session === undefined) return;
-    ctx.sessions.delete(session);
-    await session.close();
-  };
+  const state = new LowRankState<TensorSession>(step, ctx, writing);
+  const open = (): TensorSession => state.open(() => backend.openTensor(spec));
   /** The reads of rows [firstRow, firstRow + count): the base, then each own tensor. */
   const readsOf = (firstRow: number, count: number): TaskRead[] =>
     [step.base, ...own].map((tensor) => ({
@@ -423,8 +450,7 @@ function* mixedTasks(
     last: false,
     run: async () => {
       const s = open();
-      let report: TensorReport;
-      try {
+      const gramOf = async (): Promise<Float64Array> => {
         const gram = await s.gramResult();
         const scanned: ScannedInput[] = spec.dtypes.map((dtype, i) => ({
           dtype,
@@ -437,14 +463,9 @@ function* mixedTasks(
             for (let i = 0; i < inputs.length; i++) await visit(i, inputs[i]!, firstRow * cols);
           }
         });
-        await checkFactorsFinite(step, gram, factors, ctx);
-        ({ t, report } = ratios(step, gram, theta, ctx.warn, ctx.negative));
-      } finally {
-        if (!writing) await close();
-      }
-      ctx.report(report);
-      onTerms?.({ t, factors });
-      gramDone();
+        return gram;
+      };
+      await state.settle(gramOf, factors, onTerms);
       return undefined;
     },
   };
@@ -455,15 +476,19 @@ function* mixedTasks(
     yield {
       step: index,
       name: step.name,
-      after: ratiosKnown,
-      reads: () => (session!.holds(first, count * cols) ? [] : readsOf(firstRow, count)),
+      after: state.known,
+      reads: () => (state.session!.holds(first, count * cols) ? [] : readsOf(firstRow, count)),
       outBytes: count * cols * outSize,
       outAt: { name: step.name, offset: first * outSize },
       last: false,
       run: async (views, out) => {
         const inputs = views.length > 0 ? await inputsOf(firstRow, count, views) : undefined;
-        await session!.interpolate({ firstElement: first, count: count * cols, inputs }, t!, out!);
-        if (k === windows.length - 1) await close();
+        await state.session!.interpolate(
+          { firstElement: first, count: count * cols, inputs },
+          state.t!,
+          out!,
+        );
+        if (k === windows.length - 1) await state.close();
         return { name: step.name, offset: first * outSize, data: out! };
       },
     };
