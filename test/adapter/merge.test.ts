@@ -16,25 +16,26 @@ import { mergeModelStock } from '../../lib/merge';
 import type { InspectReport, MergeReport, TensorReport } from '../../lib/types';
 import { backendsUnderTest } from '../helpers/backends';
 import {
-  FactorPool,
+  asFineTunes,
+  buildInputs,
   gpt2Like,
+  GPT2_ADAPTERS,
   llamaLike,
-  writeAdapter,
+  llamaModules,
+  SAVED_AND_BIAS_ADAPTERS,
+  THREE_ADAPTERS,
+  TWO_ADAPTERS,
   writeBase,
-  writeFullFineTune,
   type AdapterSpec,
   type BaseTensor,
+  type BuiltInputs,
+  type FineTune,
 } from '../helpers/adapters';
 import { readModel } from '../helpers/models';
 import { rejectsWith } from '../helpers/pytorch';
 import { mulberry32 } from '../helpers/random';
 import { assertWithinContract, numel, referenceGram, referenceMerge } from '../helpers/reference';
 import { useTmpDir } from '../helpers/tmp';
-
-/** A fine-tune of the case: an adapter (its dense weights where it changes something) or a full checkpoint. */
-type FineTune =
-  | { readonly kind: 'adapter'; readonly spec: AdapterSpec }
-  | { readonly kind: 'full'; readonly skip?: readonly string[] };
 
 interface Case {
   readonly base: BaseTensor[];
@@ -45,35 +46,10 @@ interface Case {
   readonly outDtype?: FloatDType;
 }
 
-interface Built {
-  readonly base: string;
-  readonly models: string[];
-  readonly baseValues: Map<string, Float64Array>;
-  /** Per fine-tune: its dense weights (adapters: only where they change something). */
-  readonly dense: Map<string, Float64Array>[];
-  readonly kinds: ('adapter' | 'full')[];
-}
+type Built = BuiltInputs;
 
-async function build(root: string, c: Case, seed: number): Promise<Built> {
-  const rng = mulberry32(seed);
-  const base = path.join(root, 'base');
-  const baseValues = await writeBase(base, c.base, rng, {
-    'config.json': '{"architectures": ["LlamaForCausalLM"]}',
-  });
-  const pool = new FactorPool(rng);
-  const models: string[] = [];
-  const dense: Map<string, Float64Array>[] = [];
-  for (const [i, ft] of c.fineTunes.entries()) {
-    const dir = path.join(root, `ft${i + 1}`);
-    models.push(dir);
-    dense.push(
-      ft.kind === 'adapter'
-        ? await writeAdapter(dir, ft.spec, baseValues, c.base, pool, rng)
-        : await writeFullFineTune(dir, baseValues, c.base, rng, ft.skip),
-    );
-  }
-  return { base, models, baseValues, dense, kinds: c.fineTunes.map((f) => f.kind) };
-}
+const build = (root: string, c: Case, seed: number): Promise<Built> =>
+  buildInputs(root, c.base, c.fineTunes, seed);
 
 /** The dense weights of fine-tune i for `name`: its own, the base's (an adapter that leaves it), or none. */
 function weightsOf(b: Built, i: number, name: string): Float64Array | undefined {
@@ -133,29 +109,10 @@ function checkCosines(entry: TensorReport, gram: Float64Array, n: number, units:
   });
 }
 
-const q = 'model.layers.0.self_attn.q_proj';
-const k = 'model.layers.0.self_attn.k_proj';
-const v = 'model.layers.0.self_attn.v_proj';
-const gate = 'model.layers.0.mlp.gate_proj';
-const down = 'model.layers.0.mlp.down_proj';
+const { q, k, gate } = llamaModules;
 
 /** Two adapters of the LLaMA-like base, partly overlapping targets (f32 factors, s = 2 and 4). */
-const TWO: FineTune[] = [
-  {
-    kind: 'adapter',
-    spec: {
-      config: { r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj', 'gate_proj'] },
-      modules: [q, v, gate].map((module) => ({ module, rank: 4, scale: 2 })),
-    },
-  },
-  {
-    kind: 'adapter',
-    spec: {
-      config: { r: 4, lora_alpha: 16, target_modules: ['q_proj', 'k_proj', 'v_proj', 'down_proj'] },
-      modules: [q, k, v, down].map((module) => ({ module, rank: 4, scale: 4 })),
-    },
-  },
-];
+const TWO = asFineTunes(TWO_ADAPTERS);
 
 const CASES: [string, Case][] = [
   [
@@ -164,88 +121,19 @@ const CASES: [string, Case][] = [
   ],
   [
     'N = 3 filter-wise: rsLoRA, rank_pattern + alpha_pattern, bf16 factors without base_model.model., adapter_model.bin',
-    {
-      base: llamaLike('BF16'),
-      filterWise: true,
-      fineTunes: [
-        {
-          kind: 'adapter',
-          spec: {
-            config: { r: 4, lora_alpha: 8, use_rslora: true },
-            modules: [q, v].map((module) => ({ module, rank: 4, scale: 8 / 2 })),
-          },
-        },
-        {
-          kind: 'adapter',
-          spec: {
-            // q_proj: r 8 from rank_pattern, α 4 from alpha_pattern's full name: s = 0.5; v_proj: r = α = 4.
-            config: { r: 4, lora_alpha: 4, rank_pattern: { q_proj: 8 }, alpha_pattern: { [q]: 4 } },
-            modules: [
-              { module: q, rank: 8, scale: 0.5 },
-              { module: v, rank: 4, scale: 1 },
-            ],
-          },
-        },
-        {
-          kind: 'adapter',
-          spec: {
-            config: { r: 2, lora_alpha: 2 },
-            modules: [q, v, down].map((module) => ({ module, rank: 2, scale: 1, dtype: 'BF16' as const })),
-            prefixed: false,
-            weights: 'bin',
-          },
-        },
-      ],
-    },
+    { base: llamaLike('BF16'), filterWise: true, fineTunes: asFineTunes(THREE_ADAPTERS) },
   ],
   [
     'an adapter mixed with a full fine-tune, modules_to_save beside LoRA on the same head, lora_B.bias',
     {
       base: llamaLike('F32'),
       outDtype: 'BF16',
-      fineTunes: [
-        {
-          kind: 'adapter',
-          spec: {
-            config: { r: 2, lora_alpha: 4, lora_bias: true },
-            modules: [
-              { module: q, rank: 2, scale: 2 },
-              { module: k, rank: 2, scale: 2, bias: `${k}.bias` },
-              { module: 'lm_head', rank: 2, scale: 2, dtype: 'BF16' },
-            ],
-          },
-        },
-        {
-          kind: 'adapter',
-          spec: {
-            config: { r: 2, lora_alpha: 2, modules_to_save: ['lm_head'] },
-            modules: [{ module: q, rank: 2, scale: 1 }],
-            saved: [{ name: 'lm_head.weight', dtype: 'F32' }],
-          },
-        },
-        { kind: 'full', skip: ['model.norm.weight'] },
-      ],
+      fineTunes: [...asFineTunes(SAVED_AND_BIAS_ADAPTERS), { kind: 'full', skip: ['model.norm.weight'] }],
     },
   ],
   [
     'GPT-2 Conv1D layout (fan_in_fan_out, modules under transformer.), filter-wise, f16',
-    {
-      base: gpt2Like('F16'),
-      filterWise: true,
-      fineTunes: [0, 1].map((i) => ({
-        kind: 'adapter' as const,
-        spec: {
-          config: { r: 2 + i, lora_alpha: 4, fan_in_fan_out: true },
-          modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'].map((m) => ({
-            module: `transformer.h.0.${m}`,
-            tensor: `h.0.${m}.weight`,
-            rank: 2 + i,
-            scale: 4 / (2 + i),
-            conv1d: true,
-          })),
-        },
-      })),
-    },
+    { base: gpt2Like('F16'), filterWise: true, fineTunes: asFineTunes(GPT2_ADAPTERS) },
   ],
   [
     'windows of a few rows (memory 4 KiB), pread and fs reads',

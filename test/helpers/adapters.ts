@@ -10,7 +10,7 @@ import { decodeFloats, encodeFloats } from '../../lib/math/codec';
 import { loraKey, peftConfig, writePeftAdapter, type AdapterTensor } from '../../lib/fixtures/lora';
 import { denseTaskVector } from './lowRank';
 import { writeModel, type TensorSpec } from './models';
-import { randomTensor, type Rng } from './random';
+import { mulberry32, randomTensor, type Rng } from './random';
 
 export interface BaseTensor {
   readonly name: string;
@@ -214,5 +214,133 @@ export async function writeFullFineTune(
   await writeModel(dir, specs);
   return dense;
 }
+
+/** A fine-tune of a test case: an adapter (dense weights where it changes something) or a full checkpoint. */
+export type FineTune =
+  | { readonly kind: 'adapter'; readonly spec: AdapterSpec }
+  | { readonly kind: 'full'; readonly skip?: readonly string[] };
+
+export interface BuiltInputs {
+  readonly base: string;
+  readonly models: string[];
+  readonly baseValues: Map<string, Float64Array>;
+  /** Per fine-tune: its dense weights (adapters: only where they change something). */
+  readonly dense: Map<string, Float64Array>[];
+  readonly kinds: ('adapter' | 'full')[];
+}
+
+/**
+ * Writes a base of `tensors` (its config.json naming `architecture`) and the fine-tunes beside it under
+ * `root` (base, ft1, ft2, …), all drawn from one generator seeded with `seed`.
+ */
+export async function buildInputs(
+  root: string,
+  tensors: readonly BaseTensor[],
+  fineTunes: readonly FineTune[],
+  seed: number,
+  architecture = 'LlamaForCausalLM',
+): Promise<BuiltInputs> {
+  const rng = mulberry32(seed);
+  const base = path.join(root, 'base');
+  const baseValues = await writeBase(base, tensors, rng, {
+    'config.json': `{"architectures": ["${architecture}"]}`,
+  });
+  const pool = new FactorPool(rng);
+  const models: string[] = [];
+  const dense: Map<string, Float64Array>[] = [];
+  for (const [i, ft] of fineTunes.entries()) {
+    const dir = path.join(root, `ft${i + 1}`);
+    models.push(dir);
+    dense.push(
+      ft.kind === 'adapter'
+        ? await writeAdapter(dir, ft.spec, baseValues, tensors, pool, rng)
+        : await writeFullFineTune(dir, baseValues, tensors, rng, ft.skip),
+    );
+  }
+  return { base, models, baseValues, dense, kinds: fineTunes.map((f) => f.kind) };
+}
+
+/** The module paths of llamaLike's layer. */
+export const llamaModules = {
+  q: 'model.layers.0.self_attn.q_proj',
+  k: 'model.layers.0.self_attn.k_proj',
+  v: 'model.layers.0.self_attn.v_proj',
+  gate: 'model.layers.0.mlp.gate_proj',
+  down: 'model.layers.0.mlp.down_proj',
+} as const;
+const { q, k, v, gate, down } = llamaModules;
+
+/** Two adapters of llamaLike, partly overlapping targets (f32 factors, s = 2 and 4). */
+export const TWO_ADAPTERS: readonly AdapterSpec[] = [
+  {
+    config: { r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj', 'gate_proj'] },
+    modules: [q, v, gate].map((module) => ({ module, rank: 4, scale: 2 })),
+  },
+  {
+    config: { r: 4, lora_alpha: 16, target_modules: ['q_proj', 'k_proj', 'v_proj', 'down_proj'] },
+    modules: [q, k, v, down].map((module) => ({ module, rank: 4, scale: 4 })),
+  },
+];
+
+/**
+ * Three adapters of llamaLike reading the config three ways: rsLoRA (s = α/√r), rank_pattern +
+ * alpha_pattern, and bf16 factors without the base_model.model. prefix in adapter_model.bin.
+ */
+export const THREE_ADAPTERS: readonly AdapterSpec[] = [
+  {
+    config: { r: 4, lora_alpha: 8, use_rslora: true },
+    modules: [q, v].map((module) => ({ module, rank: 4, scale: 8 / 2 })),
+  },
+  {
+    // q_proj: r 8 from rank_pattern, α 4 from alpha_pattern's full name: s = 0.5; v_proj: r = α = 4.
+    config: { r: 4, lora_alpha: 4, rank_pattern: { q_proj: 8 }, alpha_pattern: { [q]: 4 } },
+    modules: [
+      { module: q, rank: 8, scale: 0.5 },
+      { module: v, rank: 4, scale: 1 },
+    ],
+  },
+  {
+    config: { r: 2, lora_alpha: 2 },
+    modules: [q, v, down].map((module) => ({ module, rank: 2, scale: 1, dtype: 'BF16' as const })),
+    prefixed: false,
+    weights: 'bin',
+  },
+];
+
+/**
+ * Two adapters of llamaLike with whole tensors: a lora_B.bias on k_proj and bf16 factors on lm_head
+ * in the first, lm_head in modules_to_save in the second (beside LoRA on the same head).
+ */
+export const SAVED_AND_BIAS_ADAPTERS: readonly AdapterSpec[] = [
+  {
+    config: { r: 2, lora_alpha: 4, lora_bias: true },
+    modules: [
+      { module: q, rank: 2, scale: 2 },
+      { module: k, rank: 2, scale: 2, bias: `${k}.bias` },
+      { module: 'lm_head', rank: 2, scale: 2, dtype: 'BF16' },
+    ],
+  },
+  {
+    config: { r: 2, lora_alpha: 2, modules_to_save: ['lm_head'] },
+    modules: [{ module: q, rank: 2, scale: 1 }],
+    saved: [{ name: 'lm_head.weight', dtype: 'F32' }],
+  },
+];
+
+/** Two adapters of gpt2Like in GPT-2's Conv1D layout (fan_in_fan_out, modules under `transformer.`). */
+export const GPT2_ADAPTERS: readonly AdapterSpec[] = [0, 1].map((i) => ({
+  config: { r: 2 + i, lora_alpha: 4, fan_in_fan_out: true },
+  modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'].map((m) => ({
+    module: `transformer.h.0.${m}`,
+    tensor: `h.0.${m}.weight`,
+    rank: 2 + i,
+    scale: 4 / (2 + i),
+    conv1d: true,
+  })),
+}));
+
+/** `specs` as fine-tunes. */
+export const asFineTunes = (specs: readonly AdapterSpec[]): FineTune[] =>
+  specs.map((spec) => ({ kind: 'adapter', spec }));
 
 export const join = path.join;

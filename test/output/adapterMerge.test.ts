@@ -16,14 +16,19 @@ import { checkAdapterInputs } from '../../lib/output/adapterMerge';
 import { readSafetensorsFile } from '../../lib/safetensors/file';
 import type { MergeReport } from '../../lib/types';
 import {
-  FactorPool,
+  asFineTunes,
+  buildInputs,
   gpt2Like,
+  GPT2_ADAPTERS,
   llamaLike,
-  writeAdapter,
-  writeBase,
+  llamaModules,
+  SAVED_AND_BIAS_ADAPTERS,
+  THREE_ADAPTERS,
+  TWO_ADAPTERS,
   writeFullFineTune,
   type AdapterSpec,
   type BaseTensor,
+  type BuiltInputs,
 } from '../helpers/adapters';
 import { backendsUnderTest } from '../helpers/backends';
 import { mergeArgs, runCli } from '../helpers/cli';
@@ -43,28 +48,11 @@ interface Case {
   readonly outDtype?: FloatDType;
 }
 
-interface Built {
-  readonly base: string;
-  readonly models: string[];
-  readonly baseValues: Map<string, Float64Array>;
-  /** Per adapter: its dense weights where it changes something. */
-  readonly dense: Map<string, Float64Array>[];
-}
+/** Per adapter in `dense`: its dense weights where it changes something. */
+type Built = Pick<BuiltInputs, 'base' | 'models' | 'baseValues' | 'dense'>;
 
-async function build(root: string, c: Case, seed: number): Promise<Built> {
-  const rng = mulberry32(seed);
-  const base = path.join(root, 'base');
-  const baseValues = await writeBase(base, c.base, rng, { 'config.json': '{"architectures": ["X"]}' });
-  const pool = new FactorPool(rng);
-  const models: string[] = [];
-  const dense: Map<string, Float64Array>[] = [];
-  for (const [i, spec] of c.adapters.entries()) {
-    const dir = path.join(root, `lora${i + 1}`);
-    models.push(dir);
-    dense.push(await writeAdapter(dir, spec, baseValues, c.base, pool, rng));
-  }
-  return { base, models, baseValues, dense };
-}
+const build = (root: string, c: Case, seed: number): Promise<Built> =>
+  buildInputs(root, c.base, asFineTunes(c.adapters), seed, 'X');
 
 /** The adapter output's tensors by key, decoded, and its config. */
 async function readAdapter(out: string): Promise<{
@@ -208,22 +196,8 @@ function reference(b: Built, c: Case, name: string) {
   return { ws, unitLength, ref: referenceMerge(w0, ws, { unitLength, theta: 'mean-cos' }) };
 }
 
-const q = 'model.layers.0.self_attn.q_proj';
-const k = 'model.layers.0.self_attn.k_proj';
-const v = 'model.layers.0.self_attn.v_proj';
-const gate = 'model.layers.0.mlp.gate_proj';
-const down = 'model.layers.0.mlp.down_proj';
-
-const TWO: AdapterSpec[] = [
-  {
-    config: { r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj', 'gate_proj'] },
-    modules: [q, v, gate].map((module) => ({ module, rank: 4, scale: 2 })),
-  },
-  {
-    config: { r: 4, lora_alpha: 16, target_modules: ['q_proj', 'k_proj', 'v_proj', 'down_proj'] },
-    modules: [q, k, v, down].map((module) => ({ module, rank: 4, scale: 4 })),
-  },
-];
+const { q, k, v, gate, down } = llamaModules;
+const TWO = TWO_ADAPTERS;
 
 const CASES: [string, Case][] = [
   [
@@ -232,84 +206,19 @@ const CASES: [string, Case][] = [
   ],
   [
     'N = 3, filter-wise: rsLoRA, rank_pattern + alpha_pattern, bf16 factors without the prefix, adapter_model.bin',
-    {
-      base: llamaLike('BF16'),
-      filterWise: true,
-      adapters: [
-        {
-          config: { r: 4, lora_alpha: 8, use_rslora: true },
-          modules: [q, v].map((module) => ({ module, rank: 4, scale: 4 })),
-        },
-        {
-          config: { r: 4, lora_alpha: 4, rank_pattern: { q_proj: 8 }, alpha_pattern: { [q]: 4 } },
-          modules: [
-            { module: q, rank: 8, scale: 0.5 },
-            { module: v, rank: 4, scale: 1 },
-          ],
-        },
-        {
-          config: { r: 2, lora_alpha: 2 },
-          modules: [q, v, down].map((module) => ({ module, rank: 2, scale: 1, dtype: 'BF16' as const })),
-          prefixed: false,
-          weights: 'bin',
-        },
-      ],
-    },
+    { base: llamaLike('BF16'), filterWise: true, adapters: THREE_ADAPTERS },
   ],
   [
     'modules_to_save beside LoRA on the same head, and a lora_B.bias: those modules merged whole (bf16 out)',
-    {
-      base: llamaLike('F32'),
-      outDtype: 'BF16',
-      adapters: [
-        {
-          config: { r: 2, lora_alpha: 4, lora_bias: true },
-          modules: [
-            { module: q, rank: 2, scale: 2 },
-            { module: k, rank: 2, scale: 2, bias: `${k}.bias` },
-            { module: 'lm_head', rank: 2, scale: 2, dtype: 'BF16' },
-          ],
-        },
-        {
-          config: { r: 2, lora_alpha: 2, modules_to_save: ['lm_head'] },
-          modules: [{ module: q, rank: 2, scale: 1 }],
-          saved: [{ name: 'lm_head.weight', dtype: 'F32' }],
-        },
-      ],
-    },
+    { base: llamaLike('F32'), outDtype: 'BF16', adapters: SAVED_AND_BIAS_ADAPTERS },
   ],
   [
     'GPT-2 Conv1D layout (fan_in_fan_out, modules under transformer.), filter-wise, f16 base',
-    {
-      base: gpt2Like('F16'),
-      filterWise: true,
-      adapters: [0, 1].map((i) => ({
-        config: { r: 2 + i, lora_alpha: 4, fan_in_fan_out: true },
-        modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'].map((m) => ({
-          module: `transformer.h.0.${m}`,
-          tensor: `h.0.${m}.weight`,
-          rank: 2 + i,
-          scale: 4 / (2 + i),
-          conv1d: true,
-        })),
-      })),
-    },
+    { base: gpt2Like('F16'), filterWise: true, adapters: GPT2_ADAPTERS },
   ],
   [
     'GPT-2 Conv1D layout (fan_in_fan_out, modules under transformer.), layer-wise, f16 base',
-    {
-      base: gpt2Like('F16'),
-      adapters: [0, 1].map((i) => ({
-        config: { r: 2 + i, lora_alpha: 4, fan_in_fan_out: true },
-        modules: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'].map((m) => ({
-          module: `transformer.h.0.${m}`,
-          tensor: `h.0.${m}.weight`,
-          rank: 2 + i,
-          scale: 4 / (2 + i),
-          conv1d: true,
-        })),
-      })),
-    },
+    { base: gpt2Like('F16'), adapters: GPT2_ADAPTERS },
   ],
 ];
 
