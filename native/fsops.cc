@@ -12,6 +12,7 @@
 
 #include "exports.h"
 #include "js_errors.h"
+#include "promise_worker.h"
 
 #if defined(__linux__)
 #include <fcntl.h>
@@ -84,10 +85,7 @@ Napi::Value RenamePaths(const Napi::CallbackInfo& info) {
   std::string to = info[1].As<Napi::String>().Utf8Value();
   if (from.find('\0') != std::string::npos || to.find('\0') != std::string::npos)
     return rejected(env, "renamePaths: a path holds a NUL character", "INVALID_ARGUMENT");
-  auto* worker = new RenameWorker(env, std::move(from), std::move(to), flags);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<RenameWorker>(env, std::move(from), std::move(to), flags);
 }
 
 }  // namespace ms

@@ -255,10 +255,7 @@ Napi::Value FileWillNeed(const Napi::CallbackInfo& info) {
 #if defined(_WIN32)
   return rejected(env, "fileWillNeed: not available on Windows", "NATIVE_ERROR");
 #else
-  auto* worker = new WillNeedWorker(env, static_cast<int>(fd), nullptr, offset, length);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<WillNeedWorker>(env, static_cast<int>(fd), nullptr, offset, length);
 #endif
 }
 
@@ -281,10 +278,7 @@ Napi::Value MapWillNeed(const Napi::CallbackInfo& info) {
   if (!safeInteger(info[1], 0, &offset) || !safeInteger(info[2], 0, &length) || offset > mapping->size ||
       length > mapping->size - offset)
     return rejected(env, "mapWillNeed: expected a byte range inside " + mapping->path, "INVALID_ARGUMENT");
-  auto* worker = new WillNeedWorker(env, -1, std::move(mapping), offset, length);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<WillNeedWorker>(env, -1, std::move(mapping), offset, length);
 #endif
 }
 

@@ -214,10 +214,7 @@ Napi::Value queue(const Napi::CallbackInfo& info, const char* name) {
   } catch (const ArgumentError& e) {
     return rejected(env, e.what(), "INVALID_ARGUMENT");
   }
-  auto* worker = new TaskWorker<Task>(env, name, std::move(task));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<TaskWorker<Task>>(env, name, std::move(task));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "js_errors.h"
@@ -70,5 +71,15 @@ class PromiseWorker : public Napi::AsyncWorker {
   std::vector<Napi::ObjectReference> kept_;
   const char* code_ = "NATIVE_ERROR";
 };
+
+// Starts a worker W built from (env, args...) and returns its Promise, taken before Queue() since the
+// worker deletes itself once it settles. W: a PromiseWorker, or any AsyncWorker with a Promise().
+template <class W, class... A>
+Napi::Promise queued(Napi::Env env, A&&... args) {
+  auto* worker = new W(env, std::forward<A>(args)...);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
 
 }  // namespace ms

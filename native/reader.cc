@@ -625,10 +625,7 @@ Napi::Value OpenInputFile(const Napi::CallbackInfo& info) {
         return rejected(env, "openInputFile: unknown refusal \"" + what + "\"", "INVALID_ARGUMENT");
     }
   }
-  auto* worker = new OpenWorker(env, info[0].As<Napi::String>().Utf8Value(), direct, refuse);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<OpenWorker>(env, info[0].As<Napi::String>().Utf8Value(), direct, refuse);
 #endif
 }
 
@@ -748,10 +745,7 @@ Napi::Value InputResidency(const Napi::CallbackInfo& info) {
     if (!list.Get(i).IsString()) return rejected(env, "inputResidency: expected path strings", "INVALID_ARGUMENT");
     paths.push_back(list.Get(i).As<Napi::String>().Utf8Value());
   }
-  auto* worker = new ResidencyWorker(env, std::move(paths));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<ResidencyWorker>(env, std::move(paths));
 #endif
 }
 
@@ -762,10 +756,7 @@ Napi::Value ProbeDirectIo(const Napi::CallbackInfo& info) {
 #if defined(_WIN32)
   return rejected(env, "probeDirectIo: not available on Windows", "NATIVE_ERROR");
 #else
-  auto* worker = new ProbeWorker(env, info[0].As<Napi::String>().Utf8Value());
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<ProbeWorker>(env, info[0].As<Napi::String>().Utf8Value());
 #endif
 }
 

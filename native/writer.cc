@@ -692,10 +692,7 @@ Napi::Value OpenShardWriter(const Napi::CallbackInfo& info) {
   }
   auto writer = std::make_shared<ShardWriter>(info[0].As<Napi::String>().Utf8Value(), size, mode, blockBytes,
                                               flushBytes, refuse);
-  auto* worker = new OpenWorker(env, std::move(writer));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<OpenWorker>(env, std::move(writer));
 #endif
 }
 
@@ -712,10 +709,7 @@ Napi::Value ShardWrite(const Napi::CallbackInfo& info) {
     return rejected(env, "shardWrite: expected a safe integer ≥ 0 for position", "INVALID_ARGUMENT");
   if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     return rejected(env, "shardWrite: expected a Uint8Array for data", "INVALID_ARGUMENT");
-  auto* worker = new WriteWorker(env, std::move(writer), position, info[2].As<Napi::Uint8Array>());
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<WriteWorker>(env, std::move(writer), position, info[2].As<Napi::Uint8Array>());
 #endif
 }
 
@@ -745,10 +739,7 @@ Napi::Value CloseShardWriter(const Napi::CallbackInfo& info) {
   WriterRef writer = unwrapWriter(env, info[0]);
   if (!writer) return rejected(env, notAWriter("closeShardWriter"), "INVALID_ARGUMENT");
   if (!info[1].IsBoolean()) return rejected(env, "closeShardWriter: expected a boolean fsync", "INVALID_ARGUMENT");
-  auto* worker = new CloseWorker(env, std::move(writer), info[1].As<Napi::Boolean>().Value(), false);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<CloseWorker>(env, std::move(writer), info[1].As<Napi::Boolean>().Value(), false);
 #endif
 }
 
@@ -759,10 +750,7 @@ Napi::Value AbortShardWriter(const Napi::CallbackInfo& info) {
 #else
   WriterRef writer = unwrapWriter(env, info[0]);
   if (!writer) return rejected(env, notAWriter("abortShardWriter"), "INVALID_ARGUMENT");
-  auto* worker = new CloseWorker(env, std::move(writer), false, true);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<CloseWorker>(env, std::move(writer), false, true);
 #endif
 }
 

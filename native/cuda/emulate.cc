@@ -110,10 +110,7 @@ Napi::Value queue(const Napi::CallbackInfo& info) {
   } catch (const ArgumentError& e) {
     return rejected(env, e.what(), "INVALID_ARGUMENT");
   }
-  auto* worker = new Worker(env, std::move(task));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<Worker>(env, std::move(task));
 }
 
 // ---------------------------------------------------------------------------------------------------

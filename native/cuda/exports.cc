@@ -169,10 +169,7 @@ Napi::Value sessionPass(const Napi::CallbackInfo& info, const char* name) {
   } catch (const ArgumentError& e) {
     return rejected(env, e.what(), "INVALID_ARGUMENT");
   }
-  auto* worker = new SessionWorker<Task>(env, name, h, std::move(task), Call);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<SessionWorker<Task>>(env, name, h, std::move(task), Call);
 }
 
 void callGram(cuda::Session& s, GramTask& t) { s.gram(t.window); }
@@ -224,21 +221,15 @@ Napi::Value SessionInterpolate(const Napi::CallbackInfo& info) {
     Handle& h = handleOf(info);
     auto task = std::make_unique<InterpolateTask>();
     parseHeldInterpolateJob(env, info[0].As<Napi::Object>(), h->spec(), *task);
-    auto* worker = new SessionWorker<InterpolateTask>(env, "model-stock:cudaInterpolate", h, std::move(task),
-                                                      callInterpolate);
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    return queued<SessionWorker<InterpolateTask>>(env, "model-stock:cudaInterpolate", h, std::move(task),
+                                                  callInterpolate);
   }
   return sessionPass<InterpolateTask, parseInterpolateJob, callInterpolate>(info, "model-stock:cudaInterpolate");
 }
 Napi::Value SessionClose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* worker = new SessionWorker<NoTask>(env, "model-stock:cudaClose", handleOf(info), std::make_unique<NoTask>(),
-                                           callClose);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<SessionWorker<NoTask>>(env, "model-stock:cudaClose", handleOf(info), std::make_unique<NoTask>(),
+                                       callClose);
 }
 Napi::Value SessionStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -315,10 +306,7 @@ Napi::Value CudaMemoryInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if defined(MODEL_STOCK_WITH_CUDA)
   const int device = info[0].IsUndefined() ? 0 : static_cast<int>(integerArg(env, info[0], "cudaMemoryInfo", 0, 1023));
-  auto* worker = new MemoryInfoWorker(env, device);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return queued<MemoryInfoWorker>(env, device);
 #else
   throw unavailable(env, kNotCompiled);
 #endif
