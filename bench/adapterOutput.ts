@@ -131,8 +131,4 @@ async function main(argv: string[]): Promise<void> {
   );
 }
 
-benchEntry(
-  CHILD_FLAG,
-  (arg) => child(JSON.parse(arg) as Job),
-  (argv) => main(argv),
-);
+benchEntry(CHILD_FLAG, child, main);

@@ -644,8 +644,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-benchEntry(
-  CHILD_FLAG,
-  (arg) => child(JSON.parse(arg) as ChildJob),
-  (argv) => main(argv),
-);
+benchEntry(CHILD_FLAG, child, main);

@@ -108,8 +108,4 @@ async function main(argv: string[]): Promise<void> {
   console.log(`inspect / merge: ${(100 * ratio).toFixed(0)}% (the bound is ~60%)`);
 }
 
-benchEntry(
-  CHILD_FLAG,
-  (arg) => child(JSON.parse(arg) as Job),
-  (argv) => main(argv),
-);
+benchEntry(CHILD_FLAG, child, main);

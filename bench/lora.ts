@@ -432,9 +432,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-benchEntry(
-  CHILD_FLAG,
-  (arg) => child(JSON.parse(arg) as Job),
-  (argv) => main(argv),
-  { mainStack: true },
-);
+benchEntry(CHILD_FLAG, child, main, { mainStack: true });

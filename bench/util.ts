@@ -121,13 +121,13 @@ export async function childResult<T>(
 
 /**
  * The entry of a bench script that runs its trials in fresh copies of itself: with `childFlag` first on
- * the command line it runs `child` on the next argument, else `main` on all of them. A failure prints
- * (a child's with its stack, which the parent shows the start of; `main`'s as its message, or its stack
- * with `mainStack`) and sets exit code 1.
+ * the command line it runs `child` on the job the next argument holds (JSON), else `main` on all the
+ * arguments. A failure prints (a child's with its stack, which the parent shows the start of; `main`'s
+ * as its message, or its stack with `mainStack`) and sets exit code 1.
  */
-export function benchEntry(
+export function benchEntry<J>(
   childFlag: string,
-  child: (arg: string) => Promise<void>,
+  child: (job: J) => Promise<void>,
   main: (argv: string[]) => Promise<void>,
   o: { readonly mainStack?: boolean } = {},
 ): void {
@@ -137,6 +137,9 @@ export function benchEntry(
       console.error(e instanceof Error ? (stack ? (e.stack ?? e.message) : e.message) : String(e));
       process.exitCode = 1;
     };
-  if (process.argv[2] === childFlag) child(process.argv[3] ?? '{}').catch(say(true));
+  if (process.argv[2] === childFlag)
+    Promise.resolve()
+      .then(() => child(JSON.parse(process.argv[3] ?? '{}') as J))
+      .catch(say(true));
   else main(process.argv.slice(2)).catch(say(o.mainStack === true));
 }
