@@ -16,11 +16,14 @@
 // as far as the float64 reference itself is defined (test/engine/lowRank.test.ts builds such cases,
 // and checks that float32 accumulation would miss the contract on them). Even without cancellation
 // float32 misses it wherever w0 and avg are both small against the row's task vector (weights that
-// cross zero). Measured (bench:kernels, AMD EPYC, AVX2, 2 vCPUs, shared machine): a
-// 4096 × 4096 BF16 tensor with two rank-16 adapters (S = 32) merges at 1.09 GB/s (base read + output
-// written) on one thread, 2.12 on two — 3.2× the time of the dense interpolation of the same tensor
-// from three BF16 inputs, for a third of the bytes read; the kernel is FMA-bound (S/W64 FMAs per
-// element), so AVX-512 doubles it.
+// cross zero). Measured (AMD EPYC Zen 3, AVX2, 2 vCPUs, shared machine, load average 1.4–3.8): a
+// 4096 × 4096 BF16 tensor with two rank-16 adapters (S = 32) took 61 ms on one thread (1.09 GB/s, base
+// read + output written) with 2-row × 16-column tiles: ~0.7 vector FMAs per cycle, each rank step
+// loading 4 vectors of V from L2 for 8 FMAs, and a third of the time outside the tile (decode, the
+// round-to-odd encode). 4 × 8 tiles (2 loads per 8 FMAs) and the BF16 encode's fast path
+// (encodeDoubles) take 13–25% less time, old and new alternated in one process (49–55 ms on one
+// thread); bench:kernels under that load could not rank them more finely. AVX-512 (not measured here)
+// keeps 4 × 16 tiles.
 
 inline int pairIndex(int i, int j, int n) { return i * n - i * (i - 1) / 2 + (j - i); }
 
