@@ -63,6 +63,10 @@ struct V {
   }
   static F32 narrow(F64 lo, F64 hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
   static F32 narrowOdd(F64 lo, F64 hi) { return _mm256_set_m128(narrowOdd4(hi), narrowOdd4(lo)); }
+  static bool anyBf16Halfway(F32 v) {
+    const __m256i low = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0xFFFF));
+    return _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(low, _mm256_set1_epi32(0x8000)))) != 0;
+  }
   static void keep(F64& v) { __asm__("" : "+x"(v)); }
   static void storeF64(uint8_t* p, F64 v) { _mm256_storeu_pd(reinterpret_cast<double*>(p), v); }
   static F64 lo(F32 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }

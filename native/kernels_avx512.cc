@@ -69,6 +69,10 @@ struct V {
     return _mm256_set_m128(narrowOdd4(_mm512_extractf64x4_pd(x, 1)), narrowOdd4(_mm512_castpd512_pd256(x)));
   }
   static F32 narrowOdd(F64 lo, F64 hi) { return join(narrowOdd8(lo), narrowOdd8(hi)); }
+  static bool anyBf16Halfway(F32 v) {
+    const __m512i low = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0xFFFF));
+    return _mm512_cmpeq_epi32_mask(low, _mm512_set1_epi32(0x8000)) != 0;
+  }
   static void keep(F64& v) { __asm__("" : "+v"(v)); }
   static void storeF64(uint8_t* p, F64 v) { _mm512_storeu_pd(p, v); }
   static F64 lo(F32 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }

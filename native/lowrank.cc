@@ -225,7 +225,8 @@ void runLowRankGram(const LowRankGramJob& job) {
 void runLowRankOutput(const LowRankOutputJob& job) {
   checkKernels(job.kernels);
   if (job.rows == 0 || job.f->cols == 0) return;
-  const uint64_t perTask = std::max<uint64_t>(1, kOutputTaskElements / job.f->cols);
+  const uint64_t rowsFit = std::max<uint64_t>(1, kOutputTaskElements / job.f->cols);
+  const uint64_t perTask = (rowsFit + kOutputRowMultiple - 1) / kOutputRowMultiple * kOutputRowMultiple;
   const uint64_t tasks = (job.rows + perTask - 1) / perTask;
   parallelFor(tasks, job.threads, [&](size_t b) {
     if (aborted(job.abort)) return;

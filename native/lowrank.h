@@ -30,6 +30,9 @@ namespace ms {
 
 constexpr uint64_t kPanel = 16;
 inline uint64_t panelsOf(uint64_t n) { return (n + kPanel - 1) / kPanel; }
+// The output's tasks take rows in multiples of this: every ISA's micro-tile rows (lowrank_impl.h
+// outputTileRows) divide it, so only a window's last tile can run partly empty.
+constexpr uint64_t kOutputRowMultiple = 4;
 
 // One fine-tune's factors as stored in the adapter (row-major, any byte alignment).
 struct LowRankFactorInput {

@@ -7,6 +7,7 @@
 //                                   (≤ 11 significant bits) is round-to-nearest-even from the double
 //   void storeF64(uint8_t* p, F64)  W64 doubles to any byte address
 //   void keep(F64& v)               an optimization barrier: v stays in a register (see outputTile)
+//   bool anyBf16Halfway(F32 v)      whether a lane's low 16 bits are 0x8000 (halfway between two BF16)
 //
 // Everything accumulates in float64. Why not float32 for the output GEMM (twice the lanes): its error
 // is ~2^-24·Σ_a|coef·U_ka·V_ac| per element, while the contract allows 2^-20·(|t·avg| + |(1−t)·w0|)
@@ -15,11 +16,14 @@
 // as far as the float64 reference itself is defined (test/engine/lowRank.test.ts builds such cases,
 // and checks that float32 accumulation would miss the contract on them). Even without cancellation
 // float32 misses it wherever w0 and avg are both small against the row's task vector (weights that
-// cross zero). Measured (bench:kernels, AMD EPYC, AVX2, 2 vCPUs, shared machine): a
-// 4096 × 4096 BF16 tensor with two rank-16 adapters (S = 32) merges at 1.09 GB/s (base read + output
-// written) on one thread, 2.12 on two — 3.2× the time of the dense interpolation of the same tensor
-// from three BF16 inputs, for a third of the bytes read; the kernel is FMA-bound (S/W64 FMAs per
-// element), so AVX-512 doubles it.
+// cross zero). Measured (AMD EPYC Zen 3, AVX2, 2 vCPUs, shared machine, load average 1.4–3.8): a
+// 4096 × 4096 BF16 tensor with two rank-16 adapters (S = 32) took 61 ms on one thread (1.09 GB/s, base
+// read + output written) with 2-row × 16-column tiles: ~0.7 vector FMAs per cycle, each rank step
+// loading 4 vectors of V from L2 for 8 FMAs, and a third of the time outside the tile (decode, the
+// round-to-odd encode). 4 × 8 tiles (2 loads per 8 FMAs) and the BF16 encode's fast path
+// (encodeDoubles) take 13–25% less time, old and new alternated in one process (49–55 ms on one
+// thread); bench:kernels under that load could not rank them more finely. AVX-512 (not measured here)
+// keeps 4 × 16 tiles.
 
 inline int pairIndex(int i, int j, int n) { return i * n - i * (i - 1) / 2 + (j - i); }
 
@@ -88,45 +92,61 @@ void lowRankRows(const LowRankRowsTask& t) {
   }
 }
 
-// Rows of the output micro-tile: enough accumulators (MR × kPanel/W64 vectors = 8 on SIMD) to hide
-// the FMA latency, few enough to stay in registers (16 on AVX2).
+// The output micro-tile: MR rows × NV vectors of columns (NV·W64 divides kPanel), MR·NV accumulators
+// plus NV vectors of V and one broadcast in registers. On AVX2 (16 registers) 4 × 8 columns: per rank
+// step 2 loads of V (streamed from L2) feed 8 FMAs, where 2 × 16 columns loaded 4 for 8.
 template <class V>
 constexpr int outputTileRows() {
-  return V::W64 >= 8 ? 4 : V::W64 >= 4 ? 2 : 1;
+  return V::W64 >= 8 ? 4 : V::W64 >= 4 ? 4 : 1;
+}
+template <class V>
+constexpr size_t outputTileVectors() {
+  return V::W64 >= 8 ? 2 : V::W64 >= 4 ? 2 : kPanel;
 }
 
-// tile[r][0 … kPanel) = w0[r] + Σ_a up[a][r]·vp[a] for one panel of V: a rank-S update of MR rows.
+// tile[r][0 … kPanel) = w0[r] + Σ_a up[a][r]·vp[a] for one panel of V: a rank-S update of MR rows,
+// NV vectors of columns at a time. Every element's sum runs over a in ascending order from 0, whatever
+// the tile's shape: every ISA and tile writes the same bytes.
 // Not inlined: in the caller's register pressure GCC spilled the tile's vectors to the stack.
 template <class V, int MR>
 [[gnu::noinline]] void outputTile(const double* up, const double* vp, int S, const double* const* w0, double* tile) {
   using F = typename V::F64;
-  constexpr size_t NV = kPanel / V::W64;
-  F acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (size_t v = 0; v < NV; ++v) acc[r][v] = V::zero();
-  for (int a = 0; a < S; ++a, up += MR, vp += kPanel) {
-    F x[NV];
-    for (size_t v = 0; v < NV; ++v) {
-      x[v] = V::ld(vp + v * V::W64);
-      // Without it GCC folds the load into each of the MR FMAs using x[v]: MR·NV loads per rank step
-      // instead of NV, and the loop becomes load-bound (measured 25–35% slower on AVX2).
-      if constexpr (V::W > 1) V::keep(x[v]);
+  constexpr size_t NV = outputTileVectors<V>(), CW = NV * V::W64;
+  static_assert(kPanel % CW == 0, "the tile's columns divide a panel");
+  for (size_t c0 = 0; c0 < kPanel; c0 += CW) {
+    F acc[MR][NV];
+    for (int r = 0; r < MR; ++r)
+      for (size_t v = 0; v < NV; ++v) acc[r][v] = V::zero();
+    const double* u = up;
+    const double* vp0 = vp + c0;
+    for (int a = 0; a < S; ++a, u += MR, vp0 += kPanel) {
+      F x[NV];
+      for (size_t v = 0; v < NV; ++v) {
+        x[v] = V::ld(vp0 + v * V::W64);
+        // Without it GCC folds the load into each of the MR FMAs using x[v]: MR·NV loads per rank step
+        // instead of NV, and the loop becomes load-bound (measured 25–35% slower on AVX2).
+        if constexpr (V::W > 1) V::keep(x[v]);
+      }
+      for (int r = 0; r < MR; ++r) {
+        const F c = V::set1(u[r]);
+        for (size_t v = 0; v < NV; ++v) acc[r][v] = V::fma(c, x[v], acc[r][v]);
+      }
     }
-    for (int r = 0; r < MR; ++r) {
-      const F c = V::set1(up[r]);
-      for (size_t v = 0; v < NV; ++v) acc[r][v] = V::fma(c, x[v], acc[r][v]);
-    }
+    // The base is added once, to the finished low-rank sum: w0 + δ rounds once in float64.
+    for (int r = 0; r < MR; ++r)
+      for (size_t v = 0; v < NV; ++v) {
+        const size_t c = c0 + v * V::W64;
+        V::st(tile + r * kPanel + c, V::add(V::ld(w0[r] + c), acc[r][v]));
+      }
   }
-  // The base is added once, to the finished low-rank sum: w0 + δ rounds once in float64.
-  for (int r = 0; r < MR; ++r)
-    for (size_t v = 0; v < NV; ++v)
-      V::st(tile + r * kPanel + v * V::W64, V::add(V::ld(w0[r] + v * V::W64), acc[r][v]));
 }
 
 // n ≤ kPanel doubles → `o` at any byte address, rounded once (RNE) from the double.
 template <class V>
 void encodeDoubles(DType o, const double* x, size_t n, uint8_t* out) {
   if constexpr (V::W > 1) {
+    using F64 = typename V::F64;
+    using F32 = typename V::F32;
     if (n == kPanel) {
       switch (o) {
         case DType::F64:
@@ -136,8 +156,15 @@ void encodeDoubles(DType o, const double* x, size_t n, uint8_t* out) {
           for (size_t l = 0; l < kPanel; l += V::W) V::storeF32(out + 4 * l, V::narrow(V::ld(x + l), V::ld(x + l + V::W64)));
           return;
         case DType::BF16:
-          for (size_t l = 0; l < kPanel; l += V::W)
-            V::storeBf16(out + 2 * l, V::narrowOdd(V::ld(x + l), V::ld(x + l + V::W64)));
+          // Rounded to the nearest float first, then to BF16 (storeBf16), the result differs from one
+          // rounding only where that float was inexact and lies exactly halfway between two BF16
+          // values (its low 16 bits 0x8000): one element in ~2^16. Only vectors holding such a float
+          // take the slower round-to-odd narrowing, which is exact in every case.
+          for (size_t l = 0; l < kPanel; l += V::W) {
+            const F64 lo = V::ld(x + l), hi = V::ld(x + l + V::W64);
+            const F32 nearest = V::narrow(lo, hi);
+            V::storeBf16(out + 2 * l, V::anyBf16Halfway(nearest) ? V::narrowOdd(lo, hi) : nearest);
+          }
           return;
         case DType::F16:
           for (size_t l = 0; l < kPanel; l += V::W)
@@ -183,6 +210,7 @@ inline bool anyNonFinite(const double* x, size_t n) {
 template <class V>
 void lowRankOutput(const LowRankOutputTask& t) {
   constexpr int MR = outputTileRows<V>();
+  static_assert(kOutputRowMultiple % MR == 0, "tasks hold whole tiles");
   const LowRankOutputJob& job = *t.job;
   const PackedFactors& f = *job.f;
   const int S = f.rank(), n = f.n;
