@@ -22,14 +22,12 @@ import {
   fixed,
   formatTable,
   median,
+  ROOT,
   safetensorsFiles,
+  sendResult,
   syncDisks,
   totalSize,
 } from './util';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const CHILD_FLAG = '--child';
-const RESULT_TAG = 'BENCH_RESULT ';
 
 interface Job {
   readonly base: string;
@@ -53,13 +51,13 @@ async function child(job: Job): Promise<void> {
     bytesRead: report.bytesRead,
     isa: `${report.backend.name} ${report.backend.isa}, ${report.backend.threads} threads`,
   };
-  process.stdout.write(`${RESULT_TAG}${JSON.stringify(trial)}\n`);
+  sendResult(trial);
 }
 
 async function run(job: Job): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
-  return childResult<Trial>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG);
+  return childResult<Trial>(__filename, job);
 }
 
 const folderBytes = (dir: string): number =>
@@ -131,4 +129,4 @@ async function main(argv: string[]): Promise<void> {
   );
 }
 
-benchEntry(CHILD_FLAG, child, main);
+benchEntry(child, main);

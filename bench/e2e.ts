@@ -54,18 +54,17 @@ import {
   fixed,
   formatTable,
   median,
+  ROOT,
   safetensorsFiles,
   sampleDirty,
-  type ChildWrap,
+  sendResult,
   spread,
   syncDisks,
   totalSize,
+  type ChildWrap,
 } from './util';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const PYTORCH_ROW = (backend: string): string => `merge (${backend}), default: fsync, warm, .bin inputs`;
-const CHILD_FLAG = '--child';
-const RESULT_TAG = 'BENCH_RESULT ';
 
 interface ChildJob {
   readonly base: string;
@@ -127,7 +126,7 @@ async function child(job: ChildJob): Promise<void> {
     ),
     profile: report.profile,
   };
-  process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
+  sendResult(result);
 }
 
 /** How a merge child is started: inside a memory cgroup, and with another checkout's build. */
@@ -143,15 +142,10 @@ async function runChild(job: ChildJob, run: ChildRun = {}): Promise<Trial> {
   syncDisks();
   const dirty = sampleDirty();
   try {
-    const trial = await childResult<Trial>(
-      run.script ?? __filename,
-      [CHILD_FLAG, JSON.stringify(job)],
-      RESULT_TAG,
-      {
-        wrap: run.wrap,
-        what: `merge ${JSON.stringify(job)}`,
-      },
-    );
+    const trial = await childResult<Trial>(run.script ?? __filename, job, {
+      wrap: run.wrap,
+      what: `merge ${JSON.stringify(job)}`,
+    });
     return { ...trial, peakDirty: dirty.stop() };
   } finally {
     dirty.stop(); // a second stop is harmless; after a failure it ends the sampling
@@ -644,4 +638,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-benchEntry(CHILD_FLAG, child, main);
+benchEntry(child, main);

@@ -12,11 +12,17 @@ import { parseArgs } from 'node:util';
 import { ensureFixture, PRESETS } from '../lib/fixtures/generate';
 import { inspectModelStock, mergeModelStock } from '../lib/index';
 import type { BackendChoice } from '../lib/types';
-import { benchEntry, childResult, fixed, formatTable, median, safetensorsFiles, totalSize } from './util';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const CHILD_FLAG = '--child';
-const RESULT_TAG = 'BENCH_RESULT ';
+import {
+  benchEntry,
+  childResult,
+  fixed,
+  formatTable,
+  median,
+  ROOT,
+  safetensorsFiles,
+  sendResult,
+  totalSize,
+} from './util';
 
 type Kind = 'inspect' | 'merge';
 interface Job {
@@ -45,11 +51,11 @@ async function child(job: Job): Promise<void> {
     cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
     backend: `${report.backend.name} ${report.backend.isa}`,
   };
-  process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
+  sendResult(result);
 }
 
 function run(job: Job): Promise<Result> {
-  return childResult<Result>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG, { what: job.kind });
+  return childResult<Result>(__filename, job, { what: job.kind });
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -108,4 +114,4 @@ async function main(argv: string[]): Promise<void> {
   console.log(`inspect / merge: ${(100 * ratio).toFixed(0)}% (the bound is ~60%)`);
 }
 
-benchEntry(CHILD_FLAG, child, main);
+benchEntry(child, main);

@@ -50,15 +50,14 @@ import {
   fixed,
   formatTable,
   median,
+  ROOT,
   safetensorsFiles,
+  sendResult,
   spread,
   syncDisks,
   totalSize,
 } from './util';
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const CHILD_FLAG = '--child';
-const RESULT_TAG = 'BENCH_RESULT ';
 const RANK = 16;
 const ALPHA = 32;
 const FACTOR_DTYPE: FloatDType = 'F32';
@@ -191,13 +190,13 @@ async function child(job: Job): Promise<void> {
   }
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const result: Trial = { seconds, maxRSS: process.resourceUsage().maxRSS, isa };
-  process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
+  sendResult(result);
 }
 
 async function runChild(job: Job): Promise<Trial> {
   rmSync(job.out, { recursive: true, force: true });
   syncDisks();
-  return childResult<Trial>(__filename, [CHILD_FLAG, JSON.stringify(job)], RESULT_TAG);
+  return childResult<Trial>(__filename, job);
 }
 
 /** The two adapters of the fixture's base, generated once (a marker names what they were made from). */
@@ -432,4 +431,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-benchEntry(CHILD_FLAG, child, main, { mainStack: true });
+benchEntry(child, main, { mainStack: true });

@@ -86,20 +86,33 @@ export function sampleDirty(everyMs = 20): { stop(): number | undefined } {
   };
 }
 
-/** How `childResult` starts the child: by default `node <script> <args…>` as it is. */
+/** The repository's root (bench scripts run from dist/bench). */
+export const ROOT = path.resolve(__dirname, '..', '..');
+/** How a bench script is told to run one trial: `node SCRIPT --child JOB_JSON` (benchEntry). */
+const CHILD_FLAG = '--child';
+/** The line a trial's child prints its result on (sendResult), which childResult reads. */
+const RESULT_TAG = 'BENCH_RESULT ';
+
+/** In a trial's child: its result, for the parent's childResult. */
+export function sendResult(result: unknown): void {
+  process.stdout.write(`${RESULT_TAG}${JSON.stringify(result)}\n`);
+}
+
+/** How `childResult` starts the child: by default `node <script> --child <job>` as it is. */
 export type ChildWrap = (command: string, args: readonly string[]) => [string, string[]];
 
 /**
- * Runs `script` in a fresh Node process with `args` and returns the JSON its stdout printed after `tag`
- * (one line); a failure, or no such line, throws with the start of what the child said. `wrap` may start
- * the command another way (inside a memory cgroup); `what` names the child in that error.
+ * Runs `script` (a bench script ending in benchEntry) in a fresh Node process on `job` and returns the
+ * result its child sent (sendResult); a failure, or no result, throws with the start of what the child
+ * said. `wrap` may start the command another way (inside a memory cgroup); `what` names the child in
+ * that error.
  */
 export async function childResult<T>(
   script: string,
-  args: readonly string[],
-  tag: string,
+  job: unknown,
   o: { readonly wrap?: ChildWrap; readonly what?: string } = {},
 ): Promise<T> {
+  const args = [CHILD_FLAG, JSON.stringify(job)];
   const argv = [script, ...args];
   const [command, commandArgs] = o.wrap?.(process.execPath, argv) ?? [process.execPath, argv];
   const proc = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -111,22 +124,21 @@ export async function childResult<T>(
     proc.on('error', reject);
     proc.on('close', resolve);
   });
-  const line = stdout.split('\n').find((l) => l.startsWith(tag));
+  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
   if (status !== 0 || line === undefined) {
     const why = (stderr || stdout).trim().split('\n').slice(0, 5).join('\n');
     throw new Error(`${o.what ?? args.join(' ')} failed with status ${status}:\n${why}`);
   }
-  return JSON.parse(line.slice(tag.length)) as T;
+  return JSON.parse(line.slice(RESULT_TAG.length)) as T;
 }
 
 /**
- * The entry of a bench script that runs its trials in fresh copies of itself: with `childFlag` first on
+ * The entry of a bench script that runs its trials in fresh copies of itself: with `--child` first on
  * the command line it runs `child` on the job the next argument holds (JSON), else `main` on all the
  * arguments. A failure prints (a child's with its stack, which the parent shows the start of; `main`'s
  * as its message, or its stack with `mainStack`) and sets exit code 1.
  */
 export function benchEntry<J>(
-  childFlag: string,
   child: (job: J) => Promise<void>,
   main: (argv: string[]) => Promise<void>,
   o: { readonly mainStack?: boolean } = {},
@@ -137,7 +149,7 @@ export function benchEntry<J>(
       console.error(e instanceof Error ? (stack ? (e.stack ?? e.message) : e.message) : String(e));
       process.exitCode = 1;
     };
-  if (process.argv[2] === childFlag)
+  if (process.argv[2] === CHILD_FLAG)
     Promise.resolve()
       .then(() => child(JSON.parse(process.argv[3] ?? '{}') as J))
       .catch(say(true));
