@@ -10,6 +10,7 @@
  * - Unknown keys are dropped with a warning since v0.14.0 (P:src/peft/config.py#L201-L227): so here.
  */
 import { ModelStockError } from '../errors';
+import { PyFloat } from '../util/pythonJson';
 
 /** A key of rank_pattern / alpha_pattern and its value, in the file's order. */
 export interface PatternEntry {
@@ -39,6 +40,41 @@ export interface AdapterConfig {
   readonly taskType: string | undefined;
   /** What was noticed: fields ignored, a lora_ga init, a megatron_config. */
   readonly warnings: readonly string[];
+}
+
+/**
+ * The adapter_config.json PEFT 0.13.0 writes for `LoraConfig()` saved by PeftModel.save_pretrained: its
+ * 24 keys with the dataclass defaults, base_model_name_or_path and inference_mode: true filled in on
+ * save (peft-format.md §1.6, §7.2). What our adapter output writes (PEFT 0.13 refuses keys it does not
+ * know), and the test fixtures' PEFT 0.13 adapters. A fresh object each call.
+ */
+export function peft013Config(): Record<string, unknown> {
+  return {
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: null,
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    loftq_config: {},
+    lora_alpha: 8,
+    lora_dropout: new PyFloat(0),
+    megatron_config: null,
+    megatron_core: 'megatron.core',
+    modules_to_save: null,
+    peft_type: 'LORA',
+    r: 8,
+    rank_pattern: {},
+    revision: null,
+    target_modules: null,
+    task_type: null,
+    use_dora: false,
+    use_rslora: false,
+  };
 }
 
 /**

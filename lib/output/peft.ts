@@ -37,10 +37,11 @@
  *   tensors by dtype (largest first), then by name bytewise (safetensors@24b0b28 tensor.rs#L218-L265).
  */
 import { dtypeBits, type DType } from '../dtype';
+import { peft013Config } from '../adapter/config';
 import { ModelStockError } from '../errors';
 import { planShards } from '../safetensors/layout';
 import type { ShardLayout, TensorLayoutEntry } from '../safetensors/types';
-import { pythonJson, PyFloat } from '../util/pythonJson';
+import { pythonJson } from '../util/pythonJson';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -231,30 +232,16 @@ export function mergedAdapterConfig(x: AdapterConfigInput): Record<string, unkno
     }
   }
   return {
+    ...peft013Config(),
     alpha_pattern: { ...rankPattern },
-    auto_mapping: null,
     base_model_name_or_path: x.baseModel ?? null,
-    bias: 'none',
     fan_in_fan_out: x.fanInFanOut,
-    inference_mode: true,
-    init_lora_weights: true,
-    layer_replication: null,
-    layers_pattern: null,
-    layers_to_transform: null,
-    loftq_config: {},
     lora_alpha: r,
-    lora_dropout: new PyFloat(0),
-    megatron_config: null,
-    megatron_core: 'megatron.core',
     modules_to_save: x.modulesToSave.length === 0 ? null : [...x.modulesToSave].sort(),
-    peft_type: 'LORA',
     r,
     rank_pattern: rankPattern,
-    revision: null,
     target_modules: [...targeted].sort(),
     task_type: x.taskType ?? null,
-    use_dora: false,
-    use_rslora: false,
   };
 }
 
