@@ -221,30 +221,13 @@ describe('adapter output: merged factors (lib/output/peft.ts)', () => {
 
   it('refuses a t of the wrong length and a module no adapter has factors for', () => {
     const f: FactorValues = { a: [1, 2], b: [3, 4], rank: 1, scale: 2 };
+    const shape = { module: 'x', rows: 2, cols: 2, transposed: false, n: 2 };
     assert.throws(
-      () =>
-        mergeFactors({
-          module: 'x',
-          rows: 2,
-          cols: 2,
-          transposed: false,
-          n: 2,
-          t: [1, 1, 1],
-          factors: [f, f],
-        }),
+      () => mergeFactors({ ...shape, t: [1, 1, 1], factors: [f, f] }),
       /3 ratios for 2 stored rows/,
     );
     assert.throws(
-      () =>
-        mergeFactors({
-          module: 'x',
-          rows: 2,
-          cols: 2,
-          transposed: false,
-          n: 2,
-          t: [1],
-          factors: [undefined, undefined],
-        }),
+      () => mergeFactors({ ...shape, t: [1], factors: [undefined, undefined] }),
       /no fine-tune has factors/,
     );
   });
