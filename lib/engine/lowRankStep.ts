@@ -95,7 +95,7 @@ function windowRows(step: LowRankStep, sizing: Sizing, ctx: StepContext): number
   if (ringed.length > 0)
     limits.push(Math.floor(sizing.readRoom(ringed) / (cols * ringed.reduce((a, t) => a + sizeOf(t), 0))));
   if (ctx.options.sink !== undefined)
-    limits.push(Math.floor((sizing.outRing / 2 - 2 * 4096) / (cols * floatSize(step.outDtype))));
+    limits.push(Math.floor(sizing.writeRoom / (cols * floatSize(step.outDtype))));
   // The float64 rows of a window live outside the rings: as much as the input ring's half again at most.
   if (f64 > 0) limits.push(Math.floor(Math.max(sizing.inRing / 2, ctx.options.window) / (cols * f64)));
   return Math.max(1, Math.min(mergedRowsOf(step), ...limits));

@@ -37,6 +37,8 @@ export interface Sizing {
   windowElements(step: MergeStep): number;
   /** Bytes half the input ring holds for one task reading each of `tensors` once, after their slack. */
   readRoom(tensors: readonly TensorInfo[]): number;
+  /** Bytes half the output ring holds for one task's output, after its block slack. */
+  readonly writeRoom: number;
   /** Bytes per chunk of a copy of `from` written as read (a mapped input is not bound by the ring). */
   copyBytes(from: TensorInfo): number;
   /** Elements per chunk of a copy of `from` converted to `outDtype`. */
@@ -152,6 +154,7 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
 
   const readRoom = (tensors: readonly TensorInfo[]): number =>
     inRing / 2 - tensors.reduce((a, t) => a + slack(t), SLICE_ALIGN);
+  const writeRoom = outRing / 2 - OUT_SLACK;
 
   const windowElements = (s: MergeStep): number => {
     const tensors = inputsOf(s);
@@ -160,7 +163,7 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     const limits: number[] = [Math.floor(window / Math.max(...sizes, outSize))];
     const ringSizes = tensors.reduce((a, t, i) => a + (isMapped(source, t) ? 0 : sizes[i]!), 0);
     if (ringSizes > 0) limits.push(Math.floor(readRoom(tensors) / ringSizes));
-    if (!gramOnly) limits.push(Math.floor((outRing / 2 - OUT_SLACK) / outSize));
+    if (!gramOnly) limits.push(Math.floor(writeRoom / outSize));
     if (Number.isFinite(sessionBytes)) {
       const perElement = sizes.reduce((a, b) => a + b, 0) + outSize;
       limits.push(Math.floor((sessionBytes - 64 * (sizes.length + 1)) / perElement));
@@ -177,12 +180,13 @@ export function sizePipeline(steps: readonly PlanStep[], opts: EngineOptions): S
     whole,
     windowElements,
     readRoom,
+    writeRoom,
     copyBytes: (from) => Math.max(1, Math.floor(copyRoom(from))),
     convertElements: (from, outDtype) => {
       const inSize = floatSize(from.dtype as FloatDType);
       const outSize = floatSize(outDtype);
       const byIn = Math.floor(copyRoom(from) / inSize);
-      const byOut = Math.floor((outRing / 2 - OUT_SLACK) / outSize);
+      const byOut = Math.floor(writeRoom / outSize);
       return Math.max(1, Math.min(byIn, byOut, MAX_CONVERT_ELEMENTS));
     },
   };
