@@ -62,10 +62,16 @@ export interface FollowOptions {
 /** Attempts in a row before giving up on a server that does not answer. */
 const MAX_FAILURES = 12;
 
+/** A pause that `signal` ends early; either way it leaves no listener on the (long-lived) signal. */
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    const done = (): void => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 
 /**
