@@ -58,7 +58,8 @@ export interface ServeOptions {
   /**
    * The nice value (0–19) the native backend's kernel threads run at, process-wide, while the server
    * runs (default 10): under load the event loop is scheduled before them, so requests are answered
-   * while a merge runs at the speed of whatever CPU is left.
+   * while a merge runs at the speed of whatever CPU is left. With several servers in one process, the
+   * first one running sets it.
    */
   readonly kernelNice?: number;
   /** Called at named moments of each job (tests kill the process there). */
@@ -170,8 +171,7 @@ export async function createServer(o: ServeOptions): Promise<Server> {
     store.close();
     throw e;
   }
-  const addon = loadNativeAddon().addon;
-  const niceBefore = addon?.setPoolNice(o.kernelNice ?? KERNEL_NICE);
+  const releaseNice = holdKernelNice(o.kernelNice ?? KERNEL_NICE);
   const port = (app.server.address() as AddressInfo).port;
   guard = new RequestGuard({ bound: host, port, allowedHosts: o.allowedHosts ?? [], token: o.token });
   const url = `http://${hostForUrl(urlHost(host, o.allowedHosts ?? []))}:${port}/`;
@@ -189,9 +189,25 @@ export async function createServer(o: ServeOptions): Promise<Server> {
         streams.closeAll();
         await app.close();
         store.close();
-        // Back to what it was (best effort: lowering a nice needs CAP_SYS_NICE).
-        if (niceBefore !== undefined) addon?.setPoolNice(niceBefore);
+        releaseNice();
       })()),
+  };
+}
+
+/** The servers of this process holding the kernels' nice raised, and the nice from before the first. */
+const kernelNice = { holders: 0, before: 0 };
+
+/**
+ * Raises the native kernels' nice (process-wide) while this server runs: the first server running sets
+ * it, the last one closing puts back what was there (best effort: lowering a nice needs CAP_SYS_NICE),
+ * so closing one of two servers does not drop the other's priority. Returns the release.
+ */
+function holdKernelNice(nice: number): () => void {
+  const addon = loadNativeAddon().addon;
+  if (addon === undefined) return () => undefined;
+  if (kernelNice.holders++ === 0) kernelNice.before = addon.setPoolNice(nice);
+  return () => {
+    if (--kernelNice.holders === 0) addon.setPoolNice(kernelNice.before);
   };
 }
 

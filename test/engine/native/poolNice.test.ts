@@ -23,4 +23,10 @@ describe('native kernels at a raised nice', () => {
     assert.ok(o.nicesAfter.some((n) => n === 10), JSON.stringify(o.nicesAfter));
     assert.ok(o.nicesAfter.every((n) => n === 0 || n === 10), JSON.stringify(o.nicesAfter));
   });
+
+  it('the service holds nice 10 while any of its servers runs, and puts back 0 when the last one closes', () => {
+    const r = spawnSync(process.execPath, [CHILD, 'servers'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { before: 0, both: 10, one: 10, none: 0 });
+  });
 });
